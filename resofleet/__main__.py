@@ -1,0 +1,5 @@
+import sys
+
+from resofleet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""The ``resofleet`` command line.
+
+Each subcommand is a module in :mod:`resofleet.commands` exposing
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable
+taking the parsed arguments and returning an exit code. Modules are listed in
+:data:`SUBCOMMANDS` in the order ``--help`` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+SUBCOMMANDS: tuple[str, ...] = (
+    "up",
+    "gateway",
+    "agent",
+    "emulator",
+    "console",
+    "token",
+    "audit",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resofleet",
+        description="A control plane for Resonite headless servers.",
+    )
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"resofleet.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"resofleet.commands.{name}":
+                raise
+            continue  # not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
