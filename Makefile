@@ -18,4 +18,4 @@ demo: setup
 	$(BIN)/resofleet up --demo
 
 test: setup
-	$(BIN)/python -m pytest
+	@eval "$$(tests/services.sh)" && $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,60 @@
+"""One small bus interface, two transports.
+
+- :class:`AmqpBus`: RabbitMQ through aio-pika, for fleets (several hosts, several gateways).
+- :class:`LocalBus`: in-process, for ``resofleet up`` on a single host.
+
+Both give the same behaviour to their users (see :class:`Bus`); the behaviour tests run
+on both. :func:`make_bus` picks one from a URL.
+"""
+
+from __future__ import annotations
+
+from contracts import Topology
+
+from .amqp import AmqpBus
+from .base import (
+    DEFAULT_EVENT_QUEUE,
+    DEFAULT_PRESENCE_QUEUE,
+    Bus,
+    EventSubscription,
+    Handler,
+    Served,
+    Subscription,
+    topic_matches,
+)
+from .errors import (
+    AlreadyServed,
+    BusError,
+    BusUnavailable,
+    RequestTimeout,
+    ServerBusy,
+    ServerOffline,
+)
+from .local import LocalBus
+
+__all__ = [
+    "AlreadyServed",
+    "AmqpBus",
+    "Bus",
+    "BusError",
+    "BusUnavailable",
+    "DEFAULT_EVENT_QUEUE",
+    "DEFAULT_PRESENCE_QUEUE",
+    "EventSubscription",
+    "Handler",
+    "LocalBus",
+    "RequestTimeout",
+    "Served",
+    "ServerBusy",
+    "ServerOffline",
+    "Subscription",
+    "make_bus",
+    "topic_matches",
+]
+
+
+def make_bus(url: str | None, *, topology: Topology | None = None, name: str = "resofleet") -> Bus:
+    """An :class:`AmqpBus` for an ``amqp://`` or ``amqps://`` URL, else a :class:`LocalBus`."""
+    if url:
+        return AmqpBus(url, topology=topology, name=name)
+    return LocalBus()

@@ -1,0 +1,233 @@
+"""The bus interface both transports implement, and the pieces they share.
+
+A bus carries three things between gateways and agents:
+
+- requests for one server and their replies (:meth:`Bus.request`, :meth:`Bus.serve`);
+- events from servers, routed by ``<server>.<kind>`` (:meth:`Bus.publish`,
+  :meth:`Bus.subscribe`);
+- presence: announcements, discover requests and revocations on one fanout
+  (:meth:`Bus.broadcast`, :meth:`Bus.presence`).
+
+Every consumer-side queue is bounded and drops its OLDEST item when full, counting what it
+dropped: a slow reader loses history, never memory, and never slows the publisher.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Final, Generic, TypeVar
+
+from contracts import BusEvent, BusReply, BusRequest, PresenceMessage
+
+__all__ = [
+    "Bus",
+    "DEFAULT_EVENT_QUEUE",
+    "DEFAULT_PRESENCE_QUEUE",
+    "Handler",
+    "Served",
+    "Subscription",
+    "topic_matches",
+]
+
+#: Events a subscriber may fall behind by before the oldest are dropped. An output event
+#: carries a batch of up to a few hundred lines, so this is tens of thousands of lines: far
+#: more than a live reader lags, small enough to bound memory (a few MB).
+DEFAULT_EVENT_QUEUE: Final = 10_000
+
+#: Presence messages are small and rare (one per agent every few seconds).
+DEFAULT_PRESENCE_QUEUE: Final = 1_000
+
+#: ``handler(request, deadline)``: ``deadline`` is on the loop's clock (``loop.time()``),
+#: counted from the request's arrival at this process plus its ``timeout``.
+Handler = Callable[[BusRequest, float], Awaitable[BusReply]]
+
+T = TypeVar("T")
+
+
+class Subscription(Generic[T]):
+    """A bounded, drop-oldest stream of items; iterate it or :meth:`get` from it."""
+
+    def __init__(self, maxsize: int, *, on_close: Callable[[], Awaitable[None]] | None = None):
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._items: collections.deque[T] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._on_close = on_close
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def push(self, item: T) -> None:
+        """Add ``item``; when full, drop the oldest item and count it. Never blocks."""
+        if self._closed:
+            return
+        if len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> T | None:
+        return self._items.popleft() if self._items else None
+
+    async def get(self) -> T:
+        """The next item; raises :class:`EOFError` once the subscription is closed."""
+        while not self._items:
+            if self._closed:
+                raise EOFError("subscription closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def drain(self, limit: int | None = None) -> list[T]:
+        """Take every queued item (up to ``limit``) without waiting."""
+        n = len(self._items) if limit is None else min(limit, len(self._items))
+        return [self._items.popleft() for _ in range(n)]
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        while True:
+            try:
+                yield await self.get()
+            except EOFError:
+                return
+
+    async def close(self) -> None:
+        """Stop receiving; pending :meth:`get` calls end with :class:`EOFError`. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._on_close is not None:
+            await self._on_close()
+
+
+class EventSubscription(Subscription[BusEvent]):
+    """Events for the topic patterns it is bound to; bindings change while it runs."""
+
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        bind: Callable[[str], Awaitable[None]],
+        unbind: Callable[[str], Awaitable[None]],
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(maxsize, on_close=on_close)
+        self.patterns: set[str] = set()
+        self._bind = bind
+        self._unbind = unbind
+
+    async def bind(self, pattern: str) -> None:
+        if pattern not in self.patterns:
+            await self._bind(pattern)
+            self.patterns.add(pattern)
+
+    async def unbind(self, pattern: str) -> None:
+        if pattern in self.patterns:
+            self.patterns.discard(pattern)
+            await self._unbind(pattern)
+
+
+class Served(abc.ABC):
+    """A running :meth:`Bus.serve`; :meth:`close` stops taking requests."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class Bus(abc.ABC):
+    """One small async interface over a message bus (see the module docstring)."""
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether requests and publishes can go out right now."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Fail pending requests, stop serving and subscriptions, disconnect. Idempotent."""
+
+    @abc.abstractmethod
+    async def request(self, request: BusRequest) -> BusReply:
+        """Send ``request`` to the agent serving ``request.server`` and await its reply.
+
+        Raises :class:`~bus.errors.ServerOffline` at once when nobody serves it,
+        :class:`~bus.errors.RequestTimeout` after ``request.timeout`` seconds, and
+        :class:`~bus.errors.BusUnavailable` when (or the moment) the link is down.
+        """
+
+    @abc.abstractmethod
+    async def serve(self, server: str, handler: Handler, *, concurrency: int = 1) -> Served:
+        """Take requests for ``server``, at most ``concurrency`` at a time; requests wait
+        their turn in the bus, where a request whose timeout runs out is dropped unseen.
+        Raises :class:`~bus.errors.AlreadyServed` if another agent serves ``server``."""
+
+    @abc.abstractmethod
+    async def publish(self, event: BusEvent) -> None:
+        """Send ``event`` to every subscription whose pattern matches ``<server>.<kind>``."""
+
+    @abc.abstractmethod
+    async def subscribe(
+        self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
+    ) -> EventSubscription:
+        """Events whose routing key matches any of ``patterns`` (AMQP topic syntax)."""
+
+    @abc.abstractmethod
+    async def broadcast(self, message: PresenceMessage) -> None:
+        """Send an announcement, discover request or revocation to every presence reader."""
+
+    @abc.abstractmethod
+    async def presence(
+        self, *, maxsize: int = DEFAULT_PRESENCE_QUEUE
+    ) -> Subscription[PresenceMessage]:
+        """Every presence message sent from now on."""
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+_topic_cache: dict[str, re.Pattern[str]] = {}
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: words split on ``.``, ``*`` is one word, ``#`` zero or more."""
+    rx = _topic_cache.get(pattern)
+    if rx is None:
+        parts = []
+        for word in pattern.split("."):
+            if word == "#":
+                parts.append(r"(?:[^.]+(?:\.[^.]+)*)?")
+            elif word == "*":
+                parts.append(r"[^.]+")
+            else:
+                parts.append(re.escape(word))
+        body = r"\.".join(parts).replace(r"(?:[^.]+(?:\.[^.]+)*)?\.", r"(?:[^.]+\.)*")
+        body = body.replace(r"\.(?:[^.]+(?:\.[^.]+)*)?", r"(?:\.[^.]+)*")
+        rx = _topic_cache.setdefault(pattern, re.compile(body))
+    return rx.fullmatch(key) is not None
+

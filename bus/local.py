@@ -1,0 +1,200 @@
+"""LocalBus: the bus inside one process, for ``resofleet up`` and for tests.
+
+It keeps the semantics of :class:`~bus.amqp.AmqpBus` where a caller can see them:
+``server_offline`` at once for an unserved server, a second ``serve`` of one server id
+refused, requests waiting in a bounded per-server queue where an expired one is dropped
+unseen, ``timeout`` at the deadline, and bounded drop-oldest subscriptions. Messages are
+passed as objects (no encoding): receivers treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from contracts import BusEvent, BusReply, BusRequest, Error, ErrorCode, PresenceMessage
+
+from .base import (
+    DEFAULT_EVENT_QUEUE,
+    DEFAULT_PRESENCE_QUEUE,
+    Bus,
+    EventSubscription,
+    Handler,
+    Served,
+    Subscription,
+    topic_matches,
+)
+from .errors import AlreadyServed, BusUnavailable, RequestTimeout, ServerBusy, ServerOffline
+
+__all__ = ["COMMAND_QUEUE_LIMIT", "LocalBus"]
+
+#: Requests that may wait for one server before new ones are refused (``rate_limited``).
+#: The console runs one command at a time; a thousand waiting means something is wrong.
+COMMAND_QUEUE_LIMIT: Final = 1000
+
+
+@dataclass(eq=False)
+class _Pending:
+    request: BusRequest
+    arrived: float
+    reply: asyncio.Future[BusReply]
+
+
+@dataclass(eq=False)
+class _LocalServed(Served):
+    bus: LocalBus
+    server: str
+    handler: Handler
+    queue: asyncio.Queue[_Pending] = field(
+        default_factory=lambda: asyncio.Queue(COMMAND_QUEUE_LIMIT)
+    )
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self.queue.get()
+            deadline = item.arrived + item.request.timeout
+            if item.reply.done() or loop.time() >= deadline:
+                continue  # the requester gave up: a late command is never run
+            try:
+                reply = await self.handler(item.request, deadline)
+            except asyncio.CancelledError:
+                if not item.reply.done():
+                    item.reply.set_exception(BusUnavailable("The agent stopped."))
+                raise
+            except Exception as exc:  # a handler bug must not kill the worker
+                reply = BusReply(
+                    body=Error(
+                        message=f"The agent failed to handle the request: {exc}",
+                        code=ErrorCode.INTERNAL,
+                        server=self.server,
+                    )
+                )
+            if not item.reply.done():
+                item.reply.set_result(reply)
+
+    async def close(self) -> None:
+        if self.bus._served.get(self.server) is self:
+            del self.bus._served[self.server]
+        for task in self.workers:
+            task.cancel()
+        for task in self.workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not item.reply.done():
+                item.reply.set_exception(ServerOffline(self.server))
+
+
+class LocalBus(Bus):
+    """An in-process bus (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._served: dict[str, _LocalServed] = {}
+        self._subscriptions: set[EventSubscription] = set()
+        self._presence: set[Subscription[PresenceMessage]] = set()
+        self._started = False
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._started and not self._closed
+
+    async def start(self) -> None:
+        self._started = True
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for served in list(self._served.values()):
+            await served.close()
+        for sub in list(self._subscriptions):
+            await sub.close()
+        for psub in list(self._presence):
+            await psub.close()
+
+    def _check(self) -> None:
+        if not self.connected:
+            raise BusUnavailable("The in-process bus is not running.")
+
+    async def request(self, request: BusRequest) -> BusReply:
+        self._check()
+        served = self._served.get(request.server)
+        if served is None:
+            raise ServerOffline(request.server)
+        loop = asyncio.get_running_loop()
+        item = _Pending(request, loop.time(), loop.create_future())
+        try:
+            served.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            raise ServerBusy(request.server) from None
+        try:
+            async with asyncio.timeout(request.timeout):
+                return await asyncio.shield(item.reply)
+        except TimeoutError:
+            raise RequestTimeout(request.server, request.timeout) from None
+        finally:
+            if not item.reply.done():
+                item.reply.cancel()
+
+    async def serve(self, server: str, handler: Handler, *, concurrency: int = 1) -> Served:
+        self._check()
+        if server in self._served:
+            raise AlreadyServed(server)
+        served = _LocalServed(self, server, handler)
+        served.workers = [
+            asyncio.create_task(served._work(), name=f"serve:{server}:{i}")
+            for i in range(max(1, concurrency))
+        ]
+        self._served[server] = served
+        return served
+
+    async def publish(self, event: BusEvent) -> None:
+        self._check()
+        key = f"{event.server}.{event.kind}"
+        for sub in self._subscriptions:
+            if any(topic_matches(p, key) for p in sub.patterns):
+                sub.push(event)
+
+    async def subscribe(
+        self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
+    ) -> EventSubscription:
+        self._check()
+
+        async def nothing(_: str) -> None:
+            return None
+
+        sub: EventSubscription
+
+        async def on_close() -> None:
+            self._subscriptions.discard(sub)
+
+        sub = EventSubscription(maxsize, bind=nothing, unbind=nothing, on_close=on_close)
+        for pattern in patterns:
+            await sub.bind(pattern)
+        self._subscriptions.add(sub)
+        return sub
+
+    async def broadcast(self, message: PresenceMessage) -> None:
+        self._check()
+        for sub in self._presence:
+            sub.push(message)
+
+    async def presence(
+        self, *, maxsize: int = DEFAULT_PRESENCE_QUEUE
+    ) -> Subscription[PresenceMessage]:
+        self._check()
+        sub: Subscription[PresenceMessage]
+
+        async def on_close() -> None:
+            self._presence.discard(sub)
+
+        sub = Subscription(maxsize, on_close=on_close)
+        self._presence.add(sub)
+        return sub

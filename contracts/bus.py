@@ -1,0 +1,223 @@
+"""Bus messages: what gateways and agents exchange over RabbitMQ or the in-process bus.
+
+Encoded as msgpack; every envelope carries ``v`` (:data:`BUS_VERSION`). A peer that
+receives a version it does not know answers or logs an error instead of guessing.
+Replies and events carry client protocol messages (:mod:`contracts.client`) as their
+body, so the agent builds the message a client receives and the gateway only adds the
+request ``id`` before encoding it as JSON once.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+from msgspec import Struct, field
+
+from .client import (
+    BansUpdate,
+    CommandResponse,
+    ContainerAction,
+    ContainerOutputBatch,
+    ContainerResponse,
+    Error,
+    OutputHistory,
+    StatusUpdate,
+    WorldsUpdate,
+)
+from .errors import ContractError
+from .topology import EventKind
+
+__all__ = [
+    "Announce",
+    "BUS_VERSION",
+    "BusRequest",
+    "BusEvent",
+    "BusReply",
+    "ContainerRequest",
+    "Discover",
+    "OutputRequest",
+    "PresenceMessage",
+    "ReplyBody",
+    "RequestBody",
+    "Revoke",
+    "RunCommand",
+    "ServerPresence",
+    "ServerState",
+    "StatusRequest",
+    "WorldsRequest",
+    "decode_event",
+    "decode_presence",
+    "decode_reply",
+    "decode_request",
+    "encode_bus",
+]
+
+BUS_VERSION: Final = 1
+
+
+class _Tagged(Struct, tag_field="op", forbid_unknown_fields=False, array_like=False):
+    pass
+
+
+# --------------------------------------------------------------------------------------
+# requests (gateway -> agent, on the commands exchange)
+
+
+class RunCommand(_Tagged, tag="command"):
+    command: str
+    world: str | int | None = None
+
+
+class StatusRequest(_Tagged, tag="status"):
+    pass
+
+
+class WorldsRequest(_Tagged, tag="worlds"):
+    pass
+
+
+class OutputRequest(_Tagged, tag="output"):
+    since: int | None = None
+    epoch: str | None = None
+    limit: int | None = None
+
+
+class ContainerRequest(_Tagged, tag="container"):
+    action: ContainerAction
+
+
+RequestBody = RunCommand | StatusRequest | WorldsRequest | OutputRequest | ContainerRequest
+
+
+class BusRequest(Struct, forbid_unknown_fields=False):
+    """One request for one server. ``timeout`` (seconds) is counted by the agent from the
+    request's arrival, so no clocks are compared; a request whose time ran out before the
+    console got to it is dropped, never run late. ``sub``/``role``/``client`` say who asked,
+    for the audit log."""
+
+    server: str
+    body: RequestBody
+    timeout: float
+    sub: str = ""
+    role: str = ""
+    client: str = ""
+    v: int = BUS_VERSION
+
+
+ReplyBody = (
+    CommandResponse
+    | BansUpdate
+    | StatusUpdate
+    | WorldsUpdate
+    | OutputHistory
+    | ContainerResponse
+    | Error
+)
+
+
+class BusReply(Struct, forbid_unknown_fields=False):
+    """The agent's answer: a client message for the gateway to forward (with the id)."""
+
+    body: ReplyBody
+    v: int = BUS_VERSION
+
+
+# --------------------------------------------------------------------------------------
+# events (agent -> gateways, on the events exchange, key <server>.<kind>)
+
+
+class ServerState(msgspec.Struct, tag="server_state", tag_field="type", forbid_unknown_fields=False):
+    """A server's lifecycle: starting, ready, stopped, exited, restarting, crashed."""
+
+    server: str
+    state: str
+    detail: str = ""
+
+
+EventBody = ContainerOutputBatch | StatusUpdate | WorldsUpdate | BansUpdate | ServerState
+
+
+class BusEvent(Struct, forbid_unknown_fields=False):
+    server: str
+    kind: EventKind
+    body: EventBody
+    v: int = BUS_VERSION
+
+
+# --------------------------------------------------------------------------------------
+# presence (fanout): agents announce, gateways ask, revocations travel
+
+
+class ServerPresence(Struct, forbid_unknown_fields=False):
+    server: str
+    status: str
+    worlds: int = 0
+    users: int = 0
+    runtime: str = ""
+
+
+class Announce(_Tagged, tag="announce"):
+    """An agent's servers. Sent every ``interval`` seconds and in answer to ``discover``;
+    a gateway forgets a server after three missed announcements."""
+
+    agent: str
+    host: str
+    servers: list[ServerPresence]
+    interval: float
+    v: int = BUS_VERSION
+
+
+class Discover(_Tagged, tag="discover"):
+    gateway: str
+    v: int = BUS_VERSION
+
+
+class Revoke(_Tagged, tag="revoke"):
+    """A token id that every gateway must refuse from now on (until ``until``, epoch s)."""
+
+    jti: str
+    until: float
+    v: int = BUS_VERSION
+
+
+PresenceMessage = Announce | Discover | Revoke
+
+# --------------------------------------------------------------------------------------
+# codec
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_request_decoder: Final = msgspec.msgpack.Decoder(BusRequest)
+_reply_decoder: Final = msgspec.msgpack.Decoder(BusReply)
+_event_decoder: Final = msgspec.msgpack.Decoder(BusEvent)
+_presence_decoder: Final = msgspec.msgpack.Decoder(PresenceMessage)
+
+
+def encode_bus(message: BusRequest | BusReply | BusEvent | PresenceMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder, data: bytes, what: str):  # type: ignore[no-untyped-def]
+    try:
+        message = decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ContractError(f"Undecodable bus {what}: {exc}.") from None
+    if message.v != BUS_VERSION:
+        raise ContractError(f"Bus {what} has version {message.v}; this build speaks {BUS_VERSION}.")
+    return message
+
+
+def decode_request(data: bytes) -> BusRequest:
+    return _decode(_request_decoder, data, "request")
+
+
+def decode_reply(data: bytes) -> BusReply:
+    return _decode(_reply_decoder, data, "reply")
+
+
+def decode_event(data: bytes) -> BusEvent:
+    return _decode(_event_decoder, data, "event")
+
+
+def decode_presence(data: bytes) -> PresenceMessage:
+    return _decode(_presence_decoder, data, "presence message")

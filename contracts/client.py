@@ -1,0 +1,427 @@
+"""Client protocol v1: the JSON messages between a client and a gateway.
+
+Two tagged unions, one per direction, discriminated by the ``type`` field:
+:data:`ClientMessage` (client -> gateway) and :data:`ServerMessage` (gateway -> client).
+The seed's messages keep their names and fields exactly; everything added since is a new
+optional field or a new message type, so a client written against the seed keeps working.
+
+Schema evolution (msgspec's rule): a new field always has a default; a field's type never
+changes. Optional reply fields (``id``, ``server`` on errors, ``reset``) are omitted from
+the JSON when unset, as the seed omitted them.
+
+Decoding is the gateway's edge: :func:`decode_client` turns one text frame into a typed
+request or raises :class:`~contracts.errors.ContractError` with a code and a sentence.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+from .errors import ContractError, ErrorCode
+
+__all__ = [
+    "Auth",
+    "Authenticated",
+    "Ban",
+    "BansUpdate",
+    "ClientMessage",
+    "Command",
+    "CommandResponse",
+    "Container",
+    "ContainerAction",
+    "ContainerOutput",
+    "ContainerOutputBatch",
+    "ContainerResponse",
+    "Error",
+    "GetOutput",
+    "GetServers",
+    "GetStatus",
+    "GetWorlds",
+    "MAX_COMMAND_LENGTH",
+    "OutputHistory",
+    "OutputLine",
+    "Ping",
+    "Pong",
+    "RequestId",
+    "ServerInfo",
+    "ServerMessage",
+    "ServersUpdate",
+    "Status",
+    "StatusUpdate",
+    "Subscribe",
+    "Subscribed",
+    "User",
+    "World",
+    "WorldsUpdate",
+    "check_command_text",
+    "decode_client",
+    "encode_server",
+]
+
+#: A request id is echoed back as the client sent it: a string or an integer.
+RequestId = Annotated[str, Meta(max_length=128)] | int
+
+#: Longest console command accepted, in characters. Real commands are short (the longest
+#: useful ones carry a world URL or a description); anything past this is a mistake or an
+#: attack, and would only sit in the console's input buffer.
+MAX_COMMAND_LENGTH: Final = 4096
+
+#: Longest server id or world name accepted inside a request, in characters.
+_MAX_NAME = 256
+
+ServerId = Annotated[str, Meta(max_length=_MAX_NAME)]
+ContainerAction = Literal["start", "stop", "restart"]
+
+
+class _Message(Struct, tag_field="type", omit_defaults=True, forbid_unknown_fields=False):
+    """Base of every client protocol message (unknown fields are ignored, for evolution)."""
+
+
+# --------------------------------------------------------------------------------------
+# client -> gateway
+
+
+class Command(_Message, tag="command"):
+    """Run one console command. ``world`` (index or name) focuses that world first, as one
+    step nothing interleaves with; the focus the user had is put back afterwards."""
+
+    command: Annotated[str, Meta(max_length=MAX_COMMAND_LENGTH)]
+    server: ServerId | None = None
+    world: Annotated[str, Meta(max_length=_MAX_NAME)] | int | None = None
+    id: RequestId | None = None
+
+
+class GetStatus(_Message, tag="get_status"):
+    server: ServerId | None = None
+    id: RequestId | None = None
+
+
+class GetWorlds(_Message, tag="get_worlds"):
+    server: ServerId | None = None
+    id: RequestId | None = None
+
+
+class GetServers(_Message, tag="get_servers"):
+    id: RequestId | None = None
+
+
+class GetOutput(_Message, tag="get_output"):
+    """Lines of the console's ring buffer after ``since`` (a ``seq``) in ``epoch``."""
+
+    server: ServerId | None = None
+    since: Annotated[int, Meta(ge=0)] | None = None
+    epoch: Annotated[str, Meta(max_length=64)] | None = None
+    limit: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    id: RequestId | None = None
+
+
+class Subscribe(_Message, tag="subscribe"):
+    """Choose which servers' events arrive (``"*"`` or a list) and whether output comes
+    one line per message (the seed's way) or batched."""
+
+    servers: Literal["*"] | Annotated[list[ServerId], Meta(max_length=1024)] = "*"
+    batch: bool = False
+    id: RequestId | None = None
+
+
+class Container(_Message, tag="container"):
+    action: ContainerAction
+    server: ServerId | None = None
+    id: RequestId | None = None
+
+
+class Ping(_Message, tag="ping"):
+    id: RequestId | None = None
+
+
+class Auth(_Message, tag="auth"):
+    """Present (or renew) a token in band."""
+
+    token: Annotated[str, Meta(max_length=8192)]
+    id: RequestId | None = None
+
+
+ClientMessage = (
+    Command | GetStatus | GetWorlds | GetServers | GetOutput | Subscribe | Container | Ping | Auth
+)
+
+# --------------------------------------------------------------------------------------
+# gateway -> client: payload structs (untagged)
+
+
+class _Plain(Struct, omit_defaults=False, forbid_unknown_fields=False):
+    pass
+
+
+class Ban(_Plain):
+    username: str
+    userId: str
+    machineIds: list[str] = field(default_factory=list)
+
+
+class User(_Plain):
+    """One user of a world, as the console's ``users`` prints it."""
+
+    username: str
+    userId: str
+    present: bool
+    ping: int
+    fps: float
+    silenced: bool
+    role: str = ""
+
+
+class World(_Plain):
+    """One running world. ``users`` and ``present`` are the console's own counts (they
+    include the headless's own account); ``users_list`` lists that account first."""
+
+    name: str
+    sessionId: str
+    users: int
+    present: int
+    maxUsers: int
+    uptime: str
+    accessLevel: str
+    hidden: bool
+    mobileFriendly: bool
+    description: str
+    tags: str
+    users_list: list[User]
+    index: int = 0
+    uptime_raw: str = ""
+
+
+class Status(_Plain):
+    """A container's or process's own resource usage and state.
+
+    ``cpu_usage`` and ``memory_percent`` are numbers (percent, one decimal);
+    ``memory_used`` / ``memory_total`` are human strings like ``"4.2GB"``;
+    ``*_bytes`` are the same as integers."""
+
+    status: str
+    name: str
+    id: str
+    cpu_usage: float
+    memory_percent: float
+    memory_used: str
+    memory_total: str
+    uptime: str = ""
+    restarts: int = 0
+    memory_used_bytes: int = 0
+    memory_total_bytes: int = 0
+
+
+class OutputLine(_Plain):
+    seq: int
+    output: str
+
+
+class ServerInfo(_Plain):
+    server: str
+    host: str
+    status: str
+    worlds: int = 0
+    users: int = 0
+    last_seen: float = 0.0
+    runtime: str = ""
+    agent: str = ""
+    online: bool = True
+
+
+# --------------------------------------------------------------------------------------
+# gateway -> client: messages
+
+
+class CommandResponse(_Message, tag="command_response"):
+    command: str
+    output: str
+    server: str
+    id: RequestId | None = None
+
+
+class BansUpdate(_Message, tag="bans_update"):
+    bans: list[Ban]
+    server: str
+    id: RequestId | None = None
+
+
+class StatusUpdate(_Message, tag="status_update"):
+    status: Status
+    server: str
+    id: RequestId | None = None
+
+
+class WorldsUpdate(_Message, tag="worlds_update"):
+    output: list[World]
+    server: str
+    id: RequestId | None = None
+
+
+class ContainerOutput(_Message, tag="container_output"):
+    """One console line; ``seq`` counts lines per server, ``epoch`` changes when the agent
+    restarts (a gap in ``seq`` or a new epoch: ask ``get_output``)."""
+
+    output: str
+    server: str
+    seq: int
+    epoch: str
+
+
+class ContainerOutputBatch(_Message, tag="container_output_batch"):
+    server: str
+    epoch: str
+    lines: list[OutputLine]
+
+
+class ServersUpdate(_Message, tag="servers_update"):
+    servers: list[ServerInfo]
+    id: RequestId | None = None
+
+
+class OutputHistory(_Message, tag="output_history"):
+    server: str
+    epoch: str
+    lines: list[OutputLine]
+    complete: bool
+    reset: bool = False
+    id: RequestId | None = None
+
+
+class Subscribed(_Message, tag="subscribed"):
+    servers: list[str]
+    batch: bool
+    id: RequestId | None = None
+
+
+class ContainerResponse(_Message, tag="container_response"):
+    action: str
+    server: str
+    status: str
+    id: RequestId | None = None
+
+
+class Pong(_Message, tag="pong"):
+    id: RequestId | None = None
+
+
+class Authenticated(_Message, tag="authenticated"):
+    sub: str
+    role: str
+    expires: float | None = None
+    id: RequestId | None = None
+
+
+class Error(_Message, tag="error"):
+    message: str
+    code: ErrorCode
+    id: RequestId | None = None
+    server: str | None = None
+
+
+ServerMessage = (
+    CommandResponse
+    | BansUpdate
+    | StatusUpdate
+    | WorldsUpdate
+    | ContainerOutput
+    | ContainerOutputBatch
+    | ServersUpdate
+    | OutputHistory
+    | Subscribed
+    | ContainerResponse
+    | Pong
+    | Authenticated
+    | Error
+)
+
+# --------------------------------------------------------------------------------------
+# codec: built once, reused
+
+_decoder: Final = msgspec.json.Decoder(ClientMessage)
+_encoder: Final = msgspec.json.Encoder()
+
+
+class _Probe(Struct, forbid_unknown_fields=False):
+    """What can still be read from a frame that failed validation."""
+
+    type: str | None = None
+    id: RequestId | None = None
+
+
+_probe_decoder: Final = msgspec.json.Decoder(_Probe)
+_CLIENT_TYPES: Final = frozenset(
+    cls.__struct_config__.tag for cls in ClientMessage.__args__  # type: ignore[attr-defined]
+)
+
+#: Characters that would let one message become two console commands or rewrite the
+#: terminal: every C0/C1 control (CR, LF, NUL, ESC, ...), DEL, and the Unicode line and
+#: paragraph separators. TAB is a control too and has no use in a command.
+def _is_forbidden(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+
+
+def check_command_text(command: str) -> None:
+    """Raise :class:`ContractError` when ``command`` could not be sent as one console line."""
+    if not command.strip():
+        raise ContractError("The command is empty: send the console command as text.")
+    for pos, ch in enumerate(command):
+        if _is_forbidden(ch):
+            raise ContractError(
+                f"The command contains the control character U+{ord(ch):04X} at position "
+                f"{pos}: a command must be one line of printable text."
+            )
+
+
+def decode_client(frame: bytes | str) -> ClientMessage:
+    """Decode one client frame into a request, or raise :class:`ContractError`.
+
+    Errors carry ``unknown_type`` when the frame is a JSON object whose ``type`` is not a
+    request type, else ``bad_request``; the message names the offending field.
+    """
+    try:
+        message = _decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise _explain(frame, exc) from None
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"The message is not valid JSON ({exc}).") from None
+    except UnicodeDecodeError:
+        raise ContractError("The message is not valid UTF-8 text.") from None
+    except RecursionError:
+        raise ContractError("The message is nested too deeply.") from None
+    if isinstance(message, Command):
+        try:
+            check_command_text(message.command)
+        except ContractError as exc:
+            exc.id = message.id
+            raise
+    return message
+
+
+def _explain(frame: bytes | str, exc: msgspec.ValidationError) -> ContractError:
+    try:
+        probe = _probe_decoder.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return ContractError(
+            "The message must be a JSON object with a string field `type`."
+            if "$.type" in str(exc) or "Expected `object`" in str(exc)
+            else f"The message does not fit the protocol: {exc}."
+        )
+    if probe.type is None:
+        return ContractError("The message has no `type` field.", id=probe.id)
+    if probe.type not in _CLIENT_TYPES:
+        known = ", ".join(sorted(_CLIENT_TYPES))
+        return ContractError(
+            f"Unknown message type {probe.type[:64]!r}; known types: {known}.",
+            code=ErrorCode.UNKNOWN_TYPE,
+            id=probe.id,
+        )
+    return ContractError(f"Invalid {probe.type} message: {exc}.", id=probe.id)
+
+
+def encode_server(message: ServerMessage) -> bytes:
+    """Encode one gateway -> client message as JSON (UTF-8 bytes)."""
+    return _encoder.encode(message)

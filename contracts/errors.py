@@ -1,0 +1,49 @@
+"""Errors of the wire contract.
+
+The error tree::
+
+    ContractError          input that does not fit the protocol; carries an ErrorCode
+                           (bad_request or unknown_type) and a sentence a person can act on
+
+:class:`ErrorCode` is the closed set of ``error.code`` values a client can receive. Every
+package maps its own failures onto one of these in one place (its ``errors.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["ContractError", "ErrorCode"]
+
+
+class ErrorCode(enum.StrEnum):
+    """The closed set of ``error.code`` values of client protocol v1."""
+
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_SERVER = "unknown_server"
+    AMBIGUOUS_SERVER = "ambiguous_server"
+    FORBIDDEN = "forbidden"
+    UNAUTHENTICATED = "unauthenticated"
+    SERVER_OFFLINE = "server_offline"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    BUS_UNAVAILABLE = "bus_unavailable"
+    INTERNAL = "internal"
+
+
+class ContractError(ValueError):
+    """A message that does not fit the protocol.
+
+    ``code`` is :attr:`ErrorCode.BAD_REQUEST` or :attr:`ErrorCode.UNKNOWN_TYPE`;
+    ``id`` is the request id when it could still be read from the input, so the
+    error reply can echo it.
+    """
+
+    def __init__(
+        self, message: str, *, code: ErrorCode = ErrorCode.BAD_REQUEST, id: str | int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
