@@ -1,0 +1,9 @@
+"""``python3 -m emulator [--scenario FILE] [--tty] [--seed N] ...``"""
+
+from __future__ import annotations
+
+import sys
+
+from emulator.cli import main
+
+sys.exit(main())
