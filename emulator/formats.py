@@ -7,7 +7,9 @@ in TTY mode). CONSOLE.md is the reference for each format.
 
 from __future__ import annotations
 
+import math
 import struct
+from decimal import Decimal
 from collections.abc import Iterable, Sequence
 
 from emulator.state import Ban, Server, User, World
@@ -20,6 +22,8 @@ TICKS_PER_SECOND = 10_000_000
 
 FLOAT32_MAX_DIGITS = 9
 """Nine significant digits always round-trip a single-precision float."""
+FLOAT32_FIXED_EXPONENTS = (-4, 7)
+"""Decimal exponents [low, high) .NET prints a float in fixed notation; others get ``E``."""
 
 
 def utf16_len(text: str) -> int:
@@ -74,24 +78,33 @@ def parse_timespan(text: str) -> int:
     return -ticks if negative else ticks
 
 
+def _f32(value: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
 def dotnet_float(value: float) -> str:
     """Format a single-precision float like .NET's ``float.ToString()``.
 
-    .NET Core 3.0+ prints the shortest text that round-trips the float32, with no
-    ``.0`` for whole numbers and ``E+XX`` exponents for very large or small values.
+    .NET Core 3.0+ prints the shortest digits that round-trip the float32, in
+    fixed notation (no ``.0`` for whole numbers) unless the decimal exponent is
+    at least 7 or below -4, where it switches to ``1E+07`` / ``1E-07``.
     """
-    as_f32 = struct.unpack("<f", struct.pack("<f", value))[0]
-    text = f"{as_f32:.{FLOAT32_MAX_DIGITS}g}"
+    as_f32 = _f32(value)
+    if not math.isfinite(as_f32):
+        return "NaN" if math.isnan(as_f32) else ("∞" if as_f32 > 0 else "-∞")
+    candidate = f"{as_f32:.{FLOAT32_MAX_DIGITS - 1}e}"
     for digits in range(1, FLOAT32_MAX_DIGITS + 1):
-        candidate = f"{as_f32:.{digits}g}"
-        if struct.unpack("<f", struct.pack("<f", float(candidate)))[0] == as_f32:
-            text = candidate
+        shorter = f"{as_f32:.{digits - 1}e}"
+        if _f32(float(shorter)) == as_f32:
+            candidate = shorter
             break
-    if "e" in text:
-        mantissa, _, exponent = text.partition("e")
-        sign = "-" if exponent.startswith("-") else "+"
-        text = f"{mantissa}E{sign}{exponent.lstrip('+-').zfill(2)}"
-    return text
+    mantissa, _, exponent_text = candidate.partition("e")
+    exponent = int(exponent_text)
+    if exponent >= FLOAT32_FIXED_EXPONENTS[1] or exponent < FLOAT32_FIXED_EXPONENTS[0]:
+        mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
+        return f"{mantissa}E{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
+    text = format(Decimal(candidate), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def dotnet_bool(value: bool) -> str:
