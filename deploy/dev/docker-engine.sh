@@ -109,7 +109,7 @@ else
     [ -e /sys/fs/cgroup ] || die "no cgroup filesystem at /sys/fs/cgroup: this kernel/sandbox cannot run containers"
     running=
     for pid in $(cat /var/run/docker.pid 2>/dev/null) $(pgrep -x dockerd || true); do
-        if alive "$pid"; then running=$pid; break; fi
+        if alive "$pid" && [ "$(ps -o comm= -p "$pid")" = dockerd ]; then running=$pid; break; fi
     done
     if [ -n "$running" ]; then
         step "dockerd (pid $running) is running but not answering yet; waiting"
@@ -132,7 +132,8 @@ else
     deadline=$(( $(date +%s) + TIMEOUT ))
     until engine_up; do
         if ! alive "$running"; then
-            why=$(grep -E 'level=(fatal|error)|failed to start' "$LOG" | tail -n1 | sed -E 's/.*msg="?//; s/"$//')
+            why=$(awk '/^==== /{n=NR} {l[NR]=$0} END{for(i=n;i<=NR;i++) print l[i]}' "$LOG" \
+                  | grep -E 'level=(fatal|error)|failed to start' | tail -n1 | sed -E 's/.*msg="?//; s/"$//')
             die "dockerd exited while starting (${why:-see $LOG}); full log: $LOG"
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
