@@ -22,7 +22,8 @@ Running it
 
 Exit codes: 0 on stdin EOF and after ``shutdown``; ``crash`` exits at once with
 134 (SIGABRT, as an unhandled .NET exception does; ``crash_exit_code``);
-2 for a bad scenario (one line on stderr naming the file and key); 130 on Ctrl-C.
+2 for a bad scenario (one line on stderr naming the file and key); 130 on Ctrl-C;
+143 on SIGTERM (handled, so `docker stop` is quick even with the emulator as PID 1).
 Nothing else ever goes to stderr.
 
 Modules

@@ -8,10 +8,13 @@ this module whenever it starts, and the console itself loads on :func:`run`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
 DEFAULT_SCENARIO = "default"
+EXIT_SIGTERM = 143
+"""128 + SIGTERM: what a process ended by ``docker stop`` reports."""
 
 
 def _latency(text: str) -> tuple[str, float]:
@@ -91,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     options.latency.update(dict(args.latency))
     if args.startup_delay is not None:
         options.startup_delay = args.startup_delay
+    # As PID 1 in a container, SIGTERM would otherwise be ignored and `docker stop`
+    # would wait for its SIGKILL; end like a .NET process does on SIGTERM.
+    signal.signal(signal.SIGTERM, _terminate)
     # Under a real TTY (a container with tty: true) the kernel's line discipline
     # already echoes input and turns \n into \r\n; doing it again would double both.
     stdin_tty = sys.stdin.isatty()
@@ -100,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
                       echo=args.tty and not stdin_tty,
                       colours=options.ansi_colors and (args.tty or stdout_tty))
     return console.run()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_SIGTERM)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

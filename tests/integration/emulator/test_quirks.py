@@ -180,3 +180,12 @@ async def test_resofleet_emulator_subcommand(spawn: Spawn) -> None:
     assert (await console.read_to_eof()).startswith(b"Exiting. Save Homes: False\n")
     assert await console.wait() == 0
     assert REPO.is_dir()
+
+
+async def test_sigterm_ends_quickly_and_quietly(spawn: Spawn) -> None:
+    """SIGTERM (docker stop) ends the emulator at once with 143 and no traceback."""
+    console = await spawn(*SEEDED)
+    await console.ready()
+    console.process.terminate()
+    assert await console.wait() == 143
+    assert await console.stderr() == b""
