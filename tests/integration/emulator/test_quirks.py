@@ -189,3 +189,27 @@ async def test_sigterm_ends_quickly_and_quietly(spawn: Spawn) -> None:
     console.process.terminate()
     assert await console.wait() == 143
     assert await console.stderr() == b""
+
+
+async def test_bad_world_url_can_wedge_the_console(spawn: Spawn, tmp_path: Path) -> None:
+    """quirks.wedge_on_bad_url: no answer, no prompt, ever; EOF still exits 0."""
+    scenario = tmp_path / "wedge.toml"
+    scenario.write_text('[quirks]\nwedge_on_bad_url = true\n[[worlds]]\nname = "W"\n')
+    console = await spawn("--scenario", str(scenario), *SEEDED)
+    await console.ready(b"W>")
+    console.send("startWorldURL not-a-url", "version")
+    await console.close_stdin()
+    assert await console.read_to_eof() == b""
+    assert await console.wait() == 0
+
+
+async def test_ansi_colours_on_log_lines_in_tty_mode(spawn: Spawn, tmp_path: Path) -> None:
+    """quirks.ansi_colors with --tty: engine log lines carry CSI colour codes, answers do not."""
+    scenario = tmp_path / "ansi.toml"
+    scenario.write_text('[quirks]\nansi_colors = true\n[[worlds]]\nname = "W"\n')
+    console = await spawn("--scenario", str(scenario), "--tty", "--noise-rate", "1", *SEEDED)
+    startup = await console.read_until(b"W>")
+    assert b"\x1b[37mEngine Ready!\x1b[0m\r\n" in startup
+    console.send("version")
+    data = await console.read_until(b"W>")
+    assert b"\x1b[37m" in data and b"\r\n2026.5.27.1300\r\n" in data
