@@ -146,6 +146,17 @@ as inside a container with ``tty: true``, the kernel already echoes (and maps
 newlines), so the emulator does not add a second echo (or a second CR). Input
 lines may end in ``\\n`` or ``\\r\\n``.
 
+Docker image
+============
+``deploy/emulator.Dockerfile``: ``ARG BASE_IMAGE`` (``python:3.12-slim`` by
+default; offline, ``--build-arg BASE_IMAGE=$RESOFLEET_DOCKER_BASE_IMAGE``), any
+python3 >= 3.11 with its full stdlib (``tomllib``: Debian's python3-minimal alone
+lacks it). ``COPY emulator/``, runs as uid 65534, entrypoint ``python3 -m
+emulator``, default ``--scenario default``. Run it like the community headless
+images (``tty: true``, ``stdin_open: true``); the kernel's TTY then echoes and
+maps CRLF. Build from a context without ``.venv`` (the tests copy ``emulator/``
+into a temporary context).
+
 Output is written straight to fd 1 by one writer whose lock makes a command's
 answer plus the next prompt, or one batch of chatter, a single write burst:
 chatter lands between bursts (glued after the prompt when idle), never inside
