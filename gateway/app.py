@@ -1,0 +1,158 @@
+"""The gateway: the edge, the registry, the fan-out and the sessions, wired together.
+
+Start order: registry (presence, then ``discover``), fan-out (the event subscription),
+then the listening socket, so the first client already sees the fleet. Shutdown order
+(:meth:`Gateway.close`, idempotent; SIGTERM/SIGINT in the command line call it):
+
+1. stop accepting connections and close every session with 1001 (going away);
+2. drain: wait for the closing handshakes and the sessions' handlers, at most
+   :data:`DRAIN_TIMEOUT` seconds (sessions cancel their requests still in flight);
+3. stop the fan-out and the registry (their bus subscriptions).
+
+The bus is not the gateway's: whoever made it closes it afterwards (``resofleet gateway``
+right after, ``resofleet up`` after the agent), so several parts can share one bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import ssl
+from typing import Final
+
+from websockets.asyncio.server import ServerConnection
+
+from bus import Bus
+
+from .fanout import SLOW_CLIENT_BUFFER, Fanout
+from .identity import Principal
+from .registry import Registry
+from .routing import Timeouts
+from .server import CLOSE_TIMEOUT, Edge, Target
+from .session import MAX_IN_FLIGHT, Session
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DRAIN_TIMEOUT", "Gateway"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8000
+#: Seconds shutdown waits for sessions to close: the close handshake's own bound plus a
+#: margin for handlers to cancel their requests.
+DRAIN_TIMEOUT: Final = CLOSE_TIMEOUT + 2.0
+
+
+class Gateway:
+    """One gateway over ``bus``. ``await start()``, then serve until ``await close()``."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        name: str | None = None,
+        timeouts: Timeouts = Timeouts(),
+        slow_client_buffer: int = SLOW_CLIENT_BUFFER,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.bus = bus
+        self.timeouts = timeouts
+        self.max_in_flight = max_in_flight
+        self.registry = Registry(bus, gateway=name)
+        self.fanout = Fanout(bus, self.registry, slow_client_buffer=slow_client_buffer)
+        self.edge = Edge(
+            self._session, host=host, port=port, ready=self._not_ready, ssl_context=ssl_context
+        )
+        self.sessions: set[Session] = set()
+        self._ids = itertools.count(1)
+        self._started = False
+        self._closing: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.registry.gateway
+
+    @property
+    def port(self) -> int:
+        return self.edge.port
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/ws``, with the real port once started."""
+        return self.edge.url
+
+    def _not_ready(self) -> str | None:
+        if self._closing is not None:
+            return "shutting down"
+        if not self._started:
+            return "starting"
+        if not self.bus.connected:
+            return "the message bus is not connected"
+        return None
+
+    async def start(self) -> None:
+        await self.registry.start()
+        await self.fanout.start()
+        await self.edge.start()
+        self._started = True
+        log.info("gateway %s: listening on %s", self.name, self.url)
+
+    async def _session(self, connection: ServerConnection, target: Target, principal: Principal) -> None:
+        conn_id = f"c{next(self._ids)}"
+        session = Session(
+            connection,
+            conn_id=conn_id,
+            bus=self.bus,
+            registry=self.registry,
+            fanout=self.fanout,
+            principal=principal,
+            pinned=target.pinned,
+            timeouts=self.timeouts,
+            max_in_flight=self.max_in_flight,
+        )
+        log.info(
+            "conn=%s server=%s: connected from %s as %s (%s)",
+            conn_id, target.pinned or "*", session.client, principal.sub, principal.role.label,
+        )
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    async def close(self) -> None:
+        """Shut down in order (see the module docstring). Idempotent; concurrent calls wait
+        for the same shutdown."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close(), name="gateway:close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        log.info("gateway %s: shutting down (%d sessions)", self.name, len(self.sessions))
+        try:
+            self.edge.close()
+            try:
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    await self.edge.wait_closed()
+            except TimeoutError:
+                log.warning("gateway %s: sessions did not close within %g s", self.name, DRAIN_TIMEOUT)
+            await self.fanout.close()
+            await self.registry.close()
+        finally:
+            self._closed.set()
+            log.info("gateway %s: closed", self.name)
+
+    async def wait_closed(self) -> None:
+        """Return once :meth:`close` has finished."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,216 @@
+"""The server registry: which servers exist, from the agents' presence announcements.
+
+Agents announce their servers every ``interval`` seconds on the presence fanout, and at
+once when a gateway broadcasts ``discover`` (which this registry does when it starts, so a
+new gateway replica knows the fleet within a round trip, not an interval).
+
+- A server is *online* while its agent keeps announcing it. After :data:`MISSED_ANNOUNCEMENTS`
+  intervals without an announcement its agent is taken for gone: the server is reported
+  ``offline`` in ``get_servers`` and no longer counts for server selection. Requests to it
+  still go to the bus, which answers ``server_offline`` at once when nobody serves it.
+- An agent that announces without a server it announced before has stopped serving it:
+  that server is offline at once.
+- An offline entry is kept for :data:`OFFLINE_RETENTION` seconds so clients see *what*
+  went away, then forgotten.
+
+The registry keeps no other state: a gateway replica that restarts rebuilds it from the
+next announcements. Expiry is computed when read, against the loop's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from bus import Bus, BusError, Subscription
+from contracts import Announce, Discover, PresenceMessage, Revoke, ServerInfo, ServerState
+
+__all__ = ["MISSED_ANNOUNCEMENTS", "OFFLINE_RETENTION", "Registry"]
+
+log = logging.getLogger(__name__)
+
+#: Announcement intervals a server may miss before it is reported offline. One missed
+#: announcement is a hiccup (a busy broker, a GC pause); three is an agent that is gone.
+MISSED_ANNOUNCEMENTS: Final = 3
+#: Seconds an offline server stays listed (with ``online: false``) before it is forgotten:
+#: long enough for a dashboard to show what went away, short enough not to accumulate.
+OFFLINE_RETENTION: Final = 600.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    server: str
+    agent: str
+    host: str
+    status: str
+    worlds: int
+    users: int
+    runtime: str
+    last_seen: float  # wall clock (epoch seconds), for clients
+    seen_at: float  # loop clock, for expiry
+    interval: float
+    gone_at: float | None = None  # loop clock when the agent dropped it explicitly
+
+    def online(self, now: float) -> bool:
+        if self.gone_at is not None:
+            return False
+        return now - self.seen_at <= MISSED_ANNOUNCEMENTS * self.interval
+
+    def offline_since(self, now: float) -> float:
+        if self.gone_at is not None:
+            return self.gone_at
+        return self.seen_at + MISSED_ANNOUNCEMENTS * self.interval if not self.online(now) else now
+
+
+class Registry:
+    """Servers from presence (see the module docstring). ``start``, then read
+    :meth:`online` and :meth:`snapshot`; :meth:`close` is idempotent."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        gateway: str | None = None,
+        clock: Callable[[], float] | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus = bus
+        self.gateway = gateway or f"gw-{uuid.uuid4().hex[:8]}"
+        self._clock = clock
+        self._wall = wall
+        self._entries: dict[str, _Entry] = {}
+        self._sub: Subscription[PresenceMessage] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        #: Called with each token id revoked on the bus (the security issue fills it in).
+        self.on_revoke: Callable[[Revoke], None] | None = None
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._sub = await self.bus.presence()
+        self._task = asyncio.create_task(self._run(self._sub), name="gateway:registry")
+        try:
+            await self.bus.broadcast(Discover(gateway=self.gateway))
+        except BusError as exc:  # announcements arrive anyway, every interval
+            log.warning("registry: could not send discover: %s", exc)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._sub is not None:
+            await self._sub.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self, sub: Subscription[PresenceMessage]) -> None:
+        async for message in sub:
+            try:
+                self.handle(message)
+            except Exception:  # one bad message must not stop the registry
+                log.exception("registry: failed to handle %s", type(message).__name__)
+
+    # -- updates (also called directly by tests) -------------------------------------
+
+    def handle(self, message: PresenceMessage) -> None:
+        match message:
+            case Announce():
+                self._announce(message)
+            case Revoke():
+                if self.on_revoke is not None:
+                    self.on_revoke(message)
+            case Discover():
+                pass  # for agents
+
+    def _announce(self, message: Announce) -> None:
+        now, wall = self._now(), self._wall()
+        named = set()
+        for presence in message.servers:
+            named.add(presence.server)
+            entry = self._entries.get(presence.server)
+            if entry is None or not entry.online(now):
+                log.info(
+                    "server=%s: online (agent %s on %s)", presence.server, message.agent,
+                    message.host,
+                )
+            elif entry.agent != message.agent:
+                log.warning(
+                    "server=%s: now announced by agent %s (was %s)",
+                    presence.server, message.agent, entry.agent,
+                )
+            self._entries[presence.server] = _Entry(
+                server=presence.server,
+                agent=message.agent,
+                host=message.host,
+                status=presence.status,
+                worlds=presence.worlds,
+                users=presence.users,
+                runtime=presence.runtime,
+                last_seen=wall,
+                seen_at=now,
+                interval=max(message.interval, 0.1),
+            )
+        for entry in self._entries.values():
+            if entry.agent == message.agent and entry.server not in named and entry.gone_at is None:
+                log.info("server=%s: no longer served by agent %s", entry.server, message.agent)
+                entry.gone_at = now
+
+    def note_state(self, event: ServerState) -> None:
+        """Record a lifecycle event (starting, ready, exited, ...) of a known server: its
+        status until the next announcement says otherwise."""
+        entry = self._entries.get(event.server)
+        if entry is not None:
+            entry.status = event.state
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _prune(self, now: float) -> None:
+        for server in [
+            e.server for e in self._entries.values()
+            if not e.online(now) and now - e.offline_since(now) > OFFLINE_RETENTION
+        ]:
+            del self._entries[server]
+
+    def online(self) -> list[str]:
+        """The ids of the servers whose agents are announcing them, sorted."""
+        now = self._now()
+        return sorted(s for s, e in self._entries.items() if e.online(now))
+
+    def is_online(self, server: str) -> bool:
+        entry = self._entries.get(server)
+        return entry is not None and entry.online(self._now())
+
+    def snapshot(self) -> list[ServerInfo]:
+        """Every known server, online or recently gone, for ``servers_update``."""
+        now = self._now()
+        self._prune(now)
+        infos = []
+        for server in sorted(self._entries):
+            e = self._entries[server]
+            online = e.online(now)
+            infos.append(
+                ServerInfo(
+                    server=e.server,
+                    host=e.host,
+                    status=e.status if online else "offline",
+                    worlds=e.worlds if online else 0,
+                    users=e.users if online else 0,
+                    last_seen=e.last_seen,
+                    runtime=e.runtime,
+                    agent=e.agent,
+                    online=online,
+                )
+            )
+        return infos

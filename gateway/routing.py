@@ -1,0 +1,285 @@
+"""Routing: a decoded client request becomes a bus request for one server. Pure.
+
+Everything here is a function of its arguments (the request, the pinned server, the
+servers the registry sees online, the client's :class:`~gateway.identity.Principal`):
+no sockets, no clock, no bus. The session does the I/O around it.
+
+Server selection (DESIGN.md, client protocol v1):
+
+- ``server`` given: it must be a well-formed id the client may see, else
+  ``unknown_server`` (a client never learns that a server outside its scope exists). On a
+  pinned connection (``/ws/<id>``) only the pinned id is in scope. A well-formed id that
+  the registry has not seen still goes to the bus, which answers ``server_offline`` at once
+  when no agent serves it: another gateway replica may know it, and agents come and go.
+- ``server`` absent: the pinned server; else the one server online in the client's scope;
+  none -> ``server_offline``; several -> ``ambiguous_server`` listing them.
+
+Authorisation is checked here too, in :func:`authorize`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeVar
+
+import msgspec
+
+from contracts import (
+    CONTAINER_ROLE,
+    BusRequest,
+    ClientMessage,
+    Command,
+    Container,
+    ContainerOutput,
+    ContainerOutputBatch,
+    ContainerRequest,
+    GetOutput,
+    GetStatus,
+    GetWorlds,
+    OutputRequest,
+    RequestBody,
+    RequestId,
+    Role,
+    RunCommand,
+    ServerInfo,
+    StatusRequest,
+    Subscribe,
+    WorldsRequest,
+    command_name,
+    is_server_id,
+    required_role,
+)
+
+from .errors import AmbiguousServer, Forbidden, NoServer, UnknownServer
+from .identity import Principal
+
+__all__ = [
+    "BUS_TYPES",
+    "CONTAINER_TIMEOUT",
+    "COMMAND_TIMEOUT",
+    "OUTPUT_TIMEOUT",
+    "QUERY_TIMEOUT",
+    "SLOW_COMMANDS",
+    "SLOW_COMMAND_TIMEOUT",
+    "Timeouts",
+    "Watch",
+    "authorize",
+    "check_server",
+    "output_lines",
+    "pick_server",
+    "route",
+    "server_list",
+    "visible_servers",
+    "watch_for",
+    "with_id",
+]
+
+M = TypeVar("M", bound=msgspec.Struct)
+
+#: Seconds a console command may take, end to end. The agent's own deadline for an
+#: ordinary command is 10 s; the extra seconds cover a console that is still starting
+#: (the agent waits for it within this timeout) and the trip over the bus.
+COMMAND_TIMEOUT: Final = 15.0
+#: Console commands that legitimately run long: loading or saving a world, restarting one.
+SLOW_COMMANDS: Final = frozenset(
+    {"startworldurl", "startworldtemplate", "save", "restart", "saveconfig", "import",
+     "importminecraft"}
+)
+#: Seconds for :data:`SLOW_COMMANDS`: a world load can take most of a minute on a busy host;
+#: a little longer than the agent's 60 s deadline for them, so the agent's own ``timeout``
+#: (which resynchronises the console) is the one the client sees.
+SLOW_COMMAND_TIMEOUT: Final = 75.0
+#: Seconds for ``get_status`` and ``get_worlds``: a fresh stats sample or a few console
+#: queries (``worlds`` then ``users`` per world), answered live, never from a cache.
+QUERY_TIMEOUT: Final = 15.0
+#: Seconds for ``get_output``: the agent's ring buffer, no console involved.
+OUTPUT_TIMEOUT: Final = 5.0
+#: Seconds for a container start/stop/restart: Docker waits 10 s for a clean stop before
+#: killing, then the headless takes a while to boot; two minutes covers a slow host.
+CONTAINER_TIMEOUT: Final = 120.0
+
+#: Request types that travel to an agent (the rest the gateway answers itself).
+BUS_TYPES: Final = (Command, GetStatus, GetWorlds, GetOutput, Container)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-kind request timeouts in seconds (see the module constants for the reasons)."""
+
+    command: float = COMMAND_TIMEOUT
+    slow_command: float = SLOW_COMMAND_TIMEOUT
+    query: float = QUERY_TIMEOUT
+    output: float = OUTPUT_TIMEOUT
+    container: float = CONTAINER_TIMEOUT
+
+    def for_command(self, command: str) -> float:
+        return self.slow_command if command_name(command) in SLOW_COMMANDS else self.command
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Which servers' events a session receives: all it may see, or a fixed set."""
+
+    all: bool = True
+    servers: frozenset[str] = field(default_factory=frozenset)
+
+    def covers(self, server: str, principal: Principal) -> bool:
+        if not principal.may_see(server):
+            return False
+        return self.all or server in self.servers
+
+    def listed(self) -> list[str]:
+        """As a ``subscribed`` reply names it."""
+        return ["*"] if self.all else sorted(self.servers)
+
+
+# --------------------------------------------------------------------------------------
+# server selection and scope
+
+
+def _in_scope(server: str, *, pinned: str | None, principal: Principal) -> bool:
+    return (pinned is None or server == pinned) and principal.may_see(server)
+
+
+def visible_servers(
+    online: Iterable[str], *, pinned: str | None, principal: Principal
+) -> list[str]:
+    """The online servers this client may see, sorted."""
+    return sorted(s for s in online if _in_scope(s, pinned=pinned, principal=principal))
+
+
+def check_server(server: str, *, pinned: str | None, principal: Principal) -> str:
+    """``server`` if it is well-formed and in scope, else :class:`UnknownServer`."""
+    if not is_server_id(server):
+        raise UnknownServer(
+            f"{server[:80]!r} is not a server id: ids are 1-63 lowercase letters, digits and "
+            "dashes (send get_servers for the list)."
+        )
+    if not _in_scope(server, pinned=pinned, principal=principal):
+        if pinned is not None and principal.may_see(server):
+            raise UnknownServer(
+                f"This connection is pinned to server {pinned!r}; connect to /ws to reach "
+                f"{server!r}."
+            )
+        raise UnknownServer(f"There is no server {server!r} (send get_servers for the list).")
+    return server
+
+
+def pick_server(
+    requested: str | None,
+    *,
+    pinned: str | None,
+    online: Iterable[str],
+    principal: Principal,
+) -> str:
+    """The server a request is for (see the module docstring for the rules)."""
+    if requested is not None:
+        return check_server(requested, pinned=pinned, principal=principal)
+    if pinned is not None:
+        return pinned
+    visible = visible_servers(online, pinned=None, principal=principal)
+    if len(visible) == 1:
+        return visible[0]
+    if not visible:
+        raise NoServer()
+    raise AmbiguousServer(visible)
+
+
+def authorize(principal: Principal, message: ClientMessage, server: str) -> None:
+    """Raise :class:`Forbidden` when ``principal`` may not send ``message`` to ``server``."""
+    if isinstance(message, Command):
+        needed = required_role(message.command)
+        what = f"the console command {command_name(message.command)!r}"
+    elif isinstance(message, Container):
+        needed = CONTAINER_ROLE
+        what = f"container {message.action}"
+    else:
+        needed = Role.VIEWER
+        what = "this request"
+    if not principal.may(needed):
+        raise Forbidden(
+            f"Your role ({principal.role.label}) may not run {what}; it needs {needed.label}.",
+            server=server,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# translation
+
+
+def _body(message: ClientMessage) -> tuple[RequestBody, Literal["command", "query", "output", "container"]]:
+    match message:
+        case Command(command=command, world=world):
+            return RunCommand(command=command, world=world), "command"
+        case GetStatus():
+            return StatusRequest(), "query"
+        case GetWorlds():
+            return WorldsRequest(), "query"
+        case GetOutput(since=since, epoch=epoch, limit=limit):
+            return OutputRequest(since=since, epoch=epoch, limit=limit), "output"
+        case Container(action=action):
+            return ContainerRequest(action=action), "container"
+    raise TypeError(f"{type(message).__name__} does not travel over the bus")
+
+
+def route(
+    message: ClientMessage,
+    *,
+    pinned: str | None,
+    online: Iterable[str],
+    principal: Principal,
+    timeouts: Timeouts = Timeouts(),
+    client: str = "",
+) -> BusRequest:
+    """The bus request for a request of :data:`BUS_TYPES`, or a :class:`GatewayError`."""
+    server = pick_server(
+        getattr(message, "server", None), pinned=pinned, online=online, principal=principal
+    )
+    authorize(principal, message, server)
+    body, kind = _body(message)
+    if kind == "command":
+        assert isinstance(message, Command)
+        timeout = timeouts.for_command(message.command)
+    else:
+        timeout = getattr(timeouts, kind)
+    return BusRequest(
+        server=server,
+        body=body,
+        timeout=timeout,
+        sub=principal.sub,
+        role=principal.role.label,
+        client=client,
+    )
+
+
+def watch_for(
+    message: Subscribe, *, pinned: str | None, principal: Principal
+) -> Watch:
+    """The :class:`Watch` a ``subscribe`` asks for; every named server must be in scope."""
+    if message.servers == "*":
+        return Watch(all=pinned is None, servers=frozenset({pinned}) if pinned else frozenset())
+    named = [check_server(s, pinned=pinned, principal=principal) for s in message.servers]
+    return Watch(all=False, servers=frozenset(named))
+
+
+def with_id(body: M, id: RequestId | None) -> M:
+    """``body`` with the request's ``id``; a copy, since bus messages may be shared."""
+    if id is None or getattr(body, "id", None) == id:
+        return body
+    return msgspec.structs.replace(body, id=id)
+
+
+def output_lines(batch: ContainerOutputBatch) -> list[ContainerOutput]:
+    """One ``container_output`` per console line, as the seed's clients expect."""
+    return [
+        ContainerOutput(output=line.output, server=batch.server, seq=line.seq, epoch=batch.epoch)
+        for line in batch.lines
+    ]
+
+
+def server_list(
+    infos: Sequence[ServerInfo], *, pinned: str | None, principal: Principal
+) -> list[ServerInfo]:
+    """The entries of ``servers_update`` this client may see."""
+    return [i for i in infos if _in_scope(i.server, pinned=pinned, principal=principal)]
