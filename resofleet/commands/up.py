@@ -1,0 +1,107 @@
+"""``resofleet up``: a gateway and an agent in one process, over the in-process bus.
+
+For one host and no broker. ``--demo`` (or a configuration without ``[[servers]]``)
+manages one emulated headless named ``demo``. Shutdown on SIGTERM/SIGINT: the gateway
+first (clients get 1001), then the agent (its headless servers stop), then the bus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .gateway import (
+    add_config_argument,
+    add_listen_arguments,
+    announce,
+    listen_options,
+    load,
+    setup_logging,
+    wait_for_signal,
+)
+
+if TYPE_CHECKING:
+    import ssl
+
+    from resofleet.config import Config, ServerConfig
+
+#: The server ``--demo`` manages: the emulator with its demo scenario (slow activity, no
+#: noise, no chatter).
+DEMO_SERVER_ID = "demo"
+DEMO_SCENARIO = "demo"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="run a gateway and an agent in one process (one host, no broker)",
+        description=(
+            "Serve ws://HOST:PORT/ws for the servers of the configuration, in one process "
+            "over the in-process bus. --demo, or no [[servers]], manages one emulated "
+            "headless named 'demo'."
+        ),
+    )
+    add_config_argument(parser)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="manage one emulated headless named 'demo' instead of the configured servers",
+    )
+    add_listen_arguments(parser)
+    parser.set_defaults(func=_run)
+
+
+def servers_for(config: Config, *, demo: bool) -> tuple[ServerConfig, ...]:
+    from resofleet.config import ServerConfig
+
+    if demo or not config.servers:
+        return (ServerConfig(id=DEMO_SERVER_ID, runtime="emulator", scenario=DEMO_SCENARIO),)
+    return config.servers
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load(args)
+    if isinstance(config, int):
+        return config
+    options = listen_options(args, config)
+    if isinstance(options, int):
+        return options
+    setup_logging()
+    return asyncio.run(_serve(config, servers_for(config, demo=args.demo), *options))
+
+
+async def _serve(
+    config: Config,
+    servers: tuple[ServerConfig, ...],
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+) -> int:
+    from agent import Agent
+    from bus import LocalBus
+    from gateway import Gateway
+
+    bus = LocalBus()
+    await bus.start()
+    agent = Agent(bus, servers=servers, settings=config.agent)
+    gateway = Gateway(bus, host=host, port=port, ssl_context=context)
+    try:
+        try:
+            await agent.start()
+        except Exception as exc:
+            print(f"resofleet: the agent could not start: {exc}", file=sys.stderr, flush=True)
+            return 1
+        try:
+            await gateway.start()
+        except OSError as exc:
+            print(f"resofleet: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        announce(gateway.url, f" (servers: {', '.join(s.id for s in servers)})")
+        await wait_for_signal()
+        return 0
+    finally:
+        await gateway.close()
+        await agent.close()
+        await bus.close()

@@ -1,0 +1,252 @@
+"""Routing: client requests -> bus requests, server selection and scope, without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+import gateway
+from bus import RequestTimeout, ServerBusy, ServerOffline
+from contracts import (
+    BusRequest,
+    Command,
+    CommandResponse,
+    Container,
+    ContainerOutput,
+    ContainerOutputBatch,
+    ContainerRequest,
+    ContractError,
+    ErrorCode,
+    GetOutput,
+    GetStatus,
+    GetWorlds,
+    OutputLine,
+    OutputRequest,
+    Role,
+    RunCommand,
+    ServerInfo,
+    StatusRequest,
+    Subscribe,
+    WorldsRequest,
+)
+from gateway.errors import AmbiguousServer, Forbidden, NoServer, UnknownServer, error_for
+from gateway.identity import OPEN_ADMIN, Principal
+from gateway.routing import (
+    Timeouts,
+    Watch,
+    output_lines,
+    pick_server,
+    route,
+    server_list,
+    watch_for,
+    with_id,
+)
+from gateway.server import Target, parse_path
+
+VIEWER_LAB = Principal(sub="ann", role=Role.VIEWER, servers=("lab-*",))
+
+
+def test_public_names_are_pinned():
+    """gateway exports exactly the names the command line and tests rely on."""
+    assert set(gateway.__all__) == {
+        "CLOSE_GOING_AWAY", "CLOSE_TOO_SLOW", "DEFAULT_HOST", "DEFAULT_PORT", "Gateway",
+        "GatewayError", "OPEN_ADMIN", "Principal", "Timeouts",
+    }
+    for name in gateway.__all__:
+        assert hasattr(gateway, name)
+
+
+# -- server selection -------------------------------------------------------------------
+
+
+def test_named_server_is_used_even_if_not_seen():
+    """A well-formed id goes to the bus whether or not this replica has seen it."""
+    assert pick_server("alpha", pinned=None, online=[], principal=OPEN_ADMIN) == "alpha"
+
+
+def test_single_online_server_is_the_default():
+    """Without `server`, the one server online is chosen."""
+    assert pick_server(None, pinned=None, online=["solo"], principal=OPEN_ADMIN) == "solo"
+
+
+def test_no_server_online_is_server_offline():
+    """Without `server` and nothing online: server_offline with a sentence to act on."""
+    with pytest.raises(NoServer) as info:
+        pick_server(None, pinned=None, online=[], principal=OPEN_ADMIN)
+    assert info.value.code == ErrorCode.SERVER_OFFLINE
+    assert "No server is online" in info.value.message
+
+
+def test_several_online_servers_are_ambiguous_and_listed():
+    """Without `server` and several online: ambiguous_server naming them, sorted."""
+    with pytest.raises(AmbiguousServer) as info:
+        pick_server(None, pinned=None, online=["b", "a", "c"], principal=OPEN_ADMIN)
+    assert info.value.code == ErrorCode.AMBIGUOUS_SERVER
+    assert "(a, b, c)" in info.value.message
+
+
+def test_pinned_server_is_the_default_whatever_is_online():
+    """On /ws/<id>, requests without `server` go to the pinned server."""
+    assert pick_server(None, pinned="p", online=["a", "b"], principal=OPEN_ADMIN) == "p"
+
+
+def test_pinned_connection_refuses_other_servers():
+    """On /ws/<id>, naming another server is unknown_server, pointing at /ws."""
+    with pytest.raises(UnknownServer) as info:
+        pick_server("other", pinned="p", online=["p", "other"], principal=OPEN_ADMIN)
+    assert "/ws" in info.value.message
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER", "-dash", "a" * 64, "a.b", "a b", "*", "é"])
+def test_malformed_server_id_is_unknown_server(bad):
+    """A malformed id is unknown_server."""
+    with pytest.raises(UnknownServer):
+        pick_server(bad, pinned=None, online=[], principal=OPEN_ADMIN)
+
+
+def test_out_of_scope_server_is_unknown_not_forbidden():
+    """A client never learns that a server outside its scope exists."""
+    with pytest.raises(UnknownServer) as info:
+        pick_server("prod-1", pinned=None, online=["prod-1"], principal=VIEWER_LAB)
+    assert info.value.code == ErrorCode.UNKNOWN_SERVER
+    assert "There is no server 'prod-1'" in info.value.message
+
+
+def test_default_server_counts_only_servers_in_scope():
+    """Servers outside the scope do not make the default ambiguous."""
+    assert pick_server(None, pinned=None, online=["prod-1", "lab-1"], principal=VIEWER_LAB) == "lab-1"
+
+
+# -- authorisation ---------------------------------------------------------------------
+
+
+def test_viewer_may_read_but_not_kick():
+    """The role check uses the command table of contracts; forbidden names the roles."""
+    route(Command(command="users"), pinned=None, online=["lab-1"], principal=VIEWER_LAB)
+    with pytest.raises(Forbidden) as info:
+        route(Command(command="kick Mira"), pinned=None, online=["lab-1"], principal=VIEWER_LAB)
+    assert info.value.code == ErrorCode.FORBIDDEN
+    assert "viewer" in info.value.message and "moderator" in info.value.message
+    assert info.value.server == "lab-1"
+
+
+def test_container_actions_need_admin():
+    """Starting or stopping a container is an admin action."""
+    with pytest.raises(Forbidden):
+        route(Container(action="stop"), pinned=None, online=["lab-1"], principal=VIEWER_LAB)
+
+
+# -- translation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "body", "timeout"),
+    [
+        (Command(command="users", world=1), RunCommand(command="users", world=1), 15.0),
+        (Command(command="startWorldURL x"), RunCommand(command="startWorldURL x"), 75.0),
+        (Command(command="SAVE"), RunCommand(command="SAVE"), 75.0),
+        (GetStatus(), StatusRequest(), 15.0),
+        (GetWorlds(), WorldsRequest(), 15.0),
+        (GetOutput(since=5, epoch="e", limit=10), OutputRequest(since=5, epoch="e", limit=10), 5.0),
+        (Container(action="restart"), ContainerRequest(action="restart"), 120.0),
+    ],
+)
+def test_requests_become_bus_requests(message, body, timeout):
+    """Each bus-bound request type maps to its bus body with its timeout."""
+    request = route(message, pinned=None, online=["s1"], principal=OPEN_ADMIN, client="10.0.0.1")
+    assert request == BusRequest(
+        server="s1", body=body, timeout=timeout, sub="local", role="admin", client="10.0.0.1"
+    )
+
+
+def test_timeouts_are_configurable():
+    """Tests and deployments can shorten or lengthen every kind of timeout."""
+    fast = Timeouts(command=1.0, slow_command=2.0)
+    assert route(Command(command="users"), pinned="s", online=[], principal=OPEN_ADMIN, timeouts=fast).timeout == 1.0
+    assert route(Command(command="save"), pinned="s", online=[], principal=OPEN_ADMIN, timeouts=fast).timeout == 2.0
+
+
+def test_with_id_copies_and_never_mutates():
+    """The id is set on a copy: bus replies may be shared between sessions (LocalBus)."""
+    body = CommandResponse(command="users", output="x", server="s")
+    stamped = with_id(body, "r1")
+    assert stamped.id == "r1" and body.id is None
+    assert with_id(body, None) is body
+
+
+def test_output_batch_splits_into_one_message_per_line():
+    """container_output is one line per message, carrying seq and epoch."""
+    batch = ContainerOutputBatch(
+        server="s", epoch="e1", lines=[OutputLine(seq=7, output="a"), OutputLine(seq=8, output="b")]
+    )
+    assert output_lines(batch) == [
+        ContainerOutput(output="a", server="s", seq=7, epoch="e1"),
+        ContainerOutput(output="b", server="s", seq=8, epoch="e1"),
+    ]
+
+
+# -- subscriptions and lists -----------------------------------------------------------
+
+
+def test_subscribe_star_follows_everything_in_scope():
+    """`"*"` watches every server the client may see, including later ones."""
+    watch = watch_for(Subscribe(servers="*"), pinned=None, principal=VIEWER_LAB)
+    assert watch == Watch(all=True)
+    assert watch.covers("lab-9", VIEWER_LAB) and not watch.covers("prod-1", VIEWER_LAB)
+    assert watch.listed() == ["*"]
+
+
+def test_subscribe_list_and_pinned():
+    """A list watches exactly those ids; on a pinned connection `*` is the pinned one."""
+    assert watch_for(Subscribe(servers=["b", "a"]), pinned=None, principal=OPEN_ADMIN).listed() == ["a", "b"]
+    assert watch_for(Subscribe(servers="*"), pinned="p", principal=OPEN_ADMIN).listed() == ["p"]
+    with pytest.raises(UnknownServer):
+        watch_for(Subscribe(servers=["q"]), pinned="p", principal=OPEN_ADMIN)
+    with pytest.raises(UnknownServer):
+        watch_for(Subscribe(servers=["prod-1"]), pinned=None, principal=VIEWER_LAB)
+
+
+def test_server_list_is_filtered_by_scope_and_pin():
+    """get_servers lists only what the client may see, and only the pinned server on /ws/<id>."""
+    infos = [ServerInfo(server=s, host="h", status="running") for s in ("lab-1", "prod-1")]
+    assert [i.server for i in server_list(infos, pinned=None, principal=VIEWER_LAB)] == ["lab-1"]
+    assert [i.server for i in server_list(infos, pinned="prod-1", principal=OPEN_ADMIN)] == ["prod-1"]
+
+
+# -- errors and paths ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (ServerOffline("s"), ErrorCode.SERVER_OFFLINE),
+        (RequestTimeout("s", 3), ErrorCode.TIMEOUT),
+        (ServerBusy("s"), ErrorCode.RATE_LIMITED),
+        (ContractError("bad", id=4), ErrorCode.BAD_REQUEST),
+        (NoServer(), ErrorCode.SERVER_OFFLINE),
+        (RuntimeError("secret detail"), ErrorCode.INTERNAL),
+    ],
+)
+def test_every_failure_maps_to_one_error_code(exc, code):
+    """Failures become error replies in one place, with the id echoed."""
+    error = error_for(exc, id=4, server="s")
+    assert error.code == code and error.id == 4
+    assert "secret detail" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("/ws", Target(None)),
+        ("/ws/", Target(None)),
+        ("/ws?token=x", Target(None)),
+        ("/ws/main", Target("main")),
+        ("/ws/main/?token=x", Target("main")),
+        ("/ws/Main", None),
+        ("/ws/a/b", None),
+        ("/", None),
+        ("/wsx", None),
+    ],
+)
+def test_paths(path, target):
+    """/ws and /ws/<server> are the WebSocket endpoints; anything else is not."""
+    assert parse_path(path) == target
