@@ -1,0 +1,171 @@
+"""Requests through the gateway and the bus, answered by handlers served on the bus.
+
+These pin the gateway's side of the request path (ids, concurrency, selection, timeouts)
+with handlers that answer exactly as the agent's contract says; the end-to-end tests in
+tests/e2e run the same paths against real agents driving emulated consoles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from contracts import (
+    Announce,
+    BusReply,
+    BusRequest,
+    CommandResponse,
+    Error,
+    ErrorCode,
+    RunCommand,
+    ServerPresence,
+)
+from gateway import Timeouts
+
+from .client import Client, wait_until
+
+
+def answering(server: str, delays: dict[str, float] | None = None):
+    """A handler that answers `command` with `<server>:<command>`, after a per-command delay."""
+    shared_reply: dict[str, BusReply] = {}
+
+    async def handler(request: BusRequest, deadline: float) -> BusReply:
+        assert isinstance(request.body, RunCommand)
+        command = request.body.command
+        await asyncio.sleep((delays or {}).get(command, 0))
+        if command == "fail":
+            return BusReply(body=Error(message="The console said no.", code=ErrorCode.INTERNAL, server=server))
+        # The same reply object every time: the gateway must never mutate it.
+        return shared_reply.setdefault(
+            command, BusReply(body=CommandResponse(command=command, output=f"{server}:{command}", server=server))
+        )
+
+    return handler
+
+
+async def announce(bus, agent: str, *servers: str, interval: float = 30.0) -> None:
+    await bus.broadcast(
+        Announce(agent=agent, host=f"{agent}.example", interval=interval,
+                 servers=[ServerPresence(server=s, status="running") for s in servers])
+    )
+
+
+async def test_replies_carry_the_request_id_and_come_back_out_of_order(start_gateway, bus_factory):
+    """Requests run concurrently: a fast one overtakes a slow one; each reply has its id."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    await agent_bus.serve("slow", answering("slow", {"save": 0.5}))
+    await agent_bus.serve("quick", answering("quick"))
+    async with await Client.connect(gateway.url) as client:
+        await client.send({"type": "command", "command": "save", "server": "slow", "id": "A"})
+        await client.send({"type": "command", "command": "users", "server": "quick", "id": "B"})
+        await client.send({"type": "ping", "id": "C"})
+        order = [await client.recv() for _ in range(3)]
+    assert [m["id"] for m in order] == ["C", "B", "A"]
+    assert order[1] == {"type": "command_response", "command": "users", "output": "quick:users", "server": "quick", "id": "B"}
+    assert order[2]["output"] == "slow:save"
+
+
+async def test_shared_reply_objects_are_not_mutated(start_gateway, bus_factory):
+    """Two clients get the same reply object with their own ids (LocalBus shares objects)."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    await agent_bus.serve("alpha", answering("alpha"))
+    async with await Client.connect(gateway.url) as one, await Client.connect(gateway.url) as two:
+        first = await one.request({"type": "command", "command": "users", "server": "alpha", "id": 1})
+        second = await two.request({"type": "command", "command": "users", "server": "alpha"})
+        third = await one.request({"type": "command", "command": "users", "server": "alpha", "id": 3})
+    assert (first["id"], second["id"], third["id"]) == (1, "r1", 3)
+
+
+async def test_agent_errors_are_forwarded_with_the_id(start_gateway, bus_factory):
+    """An error the agent answers reaches the client as it is, with the request id."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    await agent_bus.serve("alpha", answering("alpha"))
+    async with await Client.connect(gateway.url) as client:
+        reply = await client.request({"type": "command", "command": "fail", "server": "alpha", "id": 5})
+    assert reply == {"type": "error", "message": "The console said no.", "code": "internal", "id": 5, "server": "alpha"}
+
+
+async def test_no_reply_before_the_deadline_is_timeout(start_gateway, bus_factory):
+    """A server that does not answer in time gives `timeout` at the request's deadline."""
+    gateway = await start_gateway(timeouts=Timeouts(command=0.3))
+    agent_bus = await bus_factory()
+    await agent_bus.serve("stuck", answering("stuck", {"users": 30}))
+    async with await Client.connect(gateway.url) as client:
+        started = asyncio.get_running_loop().time()
+        reply = await client.request({"type": "command", "command": "users", "server": "stuck", "id": 1})
+        elapsed = asyncio.get_running_loop().time() - started
+        assert (reply["type"], reply["code"], reply["server"], reply["id"]) == ("error", "timeout", "stuck", 1)
+        assert 0.3 <= elapsed < 2.0
+        assert (await client.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_the_only_server_is_the_default_and_several_are_ambiguous(start_gateway, bus_factory):
+    """Without `server`: the single announced server; with two, ambiguous_server listing both."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    await agent_bus.serve("alpha", answering("alpha"))
+    await agent_bus.serve("beta", answering("beta"))
+    await announce(agent_bus, "a1", "alpha")
+    await wait_until(lambda: gateway.registry.online() == ["alpha"], what="alpha announced")
+    async with await Client.connect(gateway.url) as client:
+        reply = await client.request({"type": "command", "command": "users"})
+        assert (reply["type"], reply["server"], reply["output"]) == ("command_response", "alpha", "alpha:users")
+        await announce(agent_bus, "a2", "beta")
+        await wait_until(lambda: gateway.registry.online() == ["alpha", "beta"], what="beta announced")
+        reply = await client.request({"type": "command", "command": "users", "id": 4})
+        assert (reply["type"], reply["code"], reply["id"]) == ("error", "ambiguous_server", 4)
+        assert "(alpha, beta)" in reply["message"]
+        reply = await client.request({"type": "command", "command": "users", "server": "beta"})
+        assert reply["output"] == "beta:users"
+
+
+async def test_a_vanished_agent_is_reported_offline(start_gateway, bus_factory):
+    """Three missed announcements: get_servers says offline and it is no longer the default."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    await announce(agent_bus, "a1", "alpha", interval=0.1)
+    async with await Client.connect(gateway.url) as client:
+        async def listed() -> list:
+            return (await client.request({"type": "get_servers"}))["servers"]
+
+        [info] = await wait_until(listed, what="alpha listed")
+        assert (info["server"], info["host"], info["online"], info["status"]) == ("alpha", "a1.example", True, "running")
+        [info] = await wait_until(
+            lambda: _offline(listed()), timeout=5, what="alpha offline"
+        )
+        assert (info["online"], info["status"]) == (False, "offline")
+        reply = await client.request({"type": "get_status"})
+        assert reply["code"] == "server_offline"
+
+
+async def _offline(servers) -> list | None:
+    servers = await servers
+    return servers if servers and not servers[0]["online"] else None
+
+
+async def test_in_flight_requests_are_bounded_per_connection(start_gateway, bus_factory):
+    """Past max_in_flight the gateway stops reading that client until a reply frees a slot."""
+    gateway = await start_gateway(max_in_flight=2)
+    agent_bus = await bus_factory()
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def handler(request: BusRequest, deadline: float) -> BusReply:
+        assert isinstance(request.body, RunCommand)
+        seen.append(request.body.command)
+        await release.wait()
+        return BusReply(body=CommandResponse(command=request.body.command, output="", server="alpha"))
+
+    await agent_bus.serve("alpha", handler, concurrency=10)
+    async with await Client.connect(gateway.url) as client:
+        for i in range(4):
+            await client.send({"type": "command", "command": f"c{i}", "server": "alpha", "id": i})
+        await client.send({"type": "ping", "id": "p"})
+        await wait_until(lambda: len(seen) == 2, what="two requests in flight")
+        await asyncio.sleep(0.2)
+        assert seen == ["c0", "c1"]  # the third waits in the socket, the ping behind it
+        release.set()
+        ids = {(await client.recv())["id"] for _ in range(5)}
+    assert ids == {0, 1, 2, 3, "p"}
