@@ -102,6 +102,7 @@ class Edge:
         self._ready = ready
         self._ssl = ssl_context
         self._server: Server | None = None
+        self._port: int | None = None
         self._accepted: weakref.WeakKeyDictionary[ServerConnection, tuple[Target, Principal]] = (
             weakref.WeakKeyDictionary()
         )
@@ -109,9 +110,7 @@ class Edge:
     @property
     def port(self) -> int:
         """The port actually listened on (the real one when started with port 0)."""
-        if self._server is None:
-            return self.requested_port
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._port if self._port is not None else self.requested_port
 
     @property
     def url(self) -> str:
@@ -134,6 +133,7 @@ class Edge:
             ssl=self._ssl,
             server_header="resofleet",
         )
+        self._port = int(self._server.sockets[0].getsockname()[1])
 
     def close(self) -> None:
         """Stop accepting; close every session with 1001. Idempotent; see :meth:`wait_closed`."""
