@@ -93,6 +93,7 @@ class Session:
         self.batch = False
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closer: asyncio.Task[None] | None = None
         address = connection.remote_address
         self.client = str(address[0]) if isinstance(address, tuple) and address else ""
 
@@ -111,9 +112,10 @@ class Session:
         return [Topology.server_pattern(s) for s in self.watch.servers]
 
     def cut_off(self, reason: str) -> None:
-        asyncio.get_running_loop().create_task(
-            self._connection.close(CLOSE_TOO_SLOW, reason), name=f"cutoff:{self.conn_id}"
-        )
+        if self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(
+                self._connection.close(CLOSE_TOO_SLOW, reason), name=f"cutoff:{self.conn_id}"
+            )
 
     # -- the connection's life -------------------------------------------------------
 
@@ -183,12 +185,28 @@ class Session:
                     log.info("conn=%s: refused %s: %s", self.conn_id, message.__struct_config__.tag, exc)
                     await self.send(error_for(exc, id=message.id, conn=self.conn_id))
                     return
-                await self._slots.acquire()
+                if not await self._take_slot():
+                    return  # the connection closed while the client waited for a slot
                 task = asyncio.create_task(
                     self._ask(request, message.id), name=f"ask:{self.conn_id}:{request.server}"
                 )
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
+
+    async def _take_slot(self) -> bool:
+        """Wait for a free in-flight slot, or for the connection to close (False)."""
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return True
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        closed = asyncio.ensure_future(self._connection.wait_closed())
+        try:
+            await asyncio.wait({acquire, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not acquire.done():
+                acquire.cancel()
+        return acquire.done() and not acquire.cancelled()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -169,3 +169,18 @@ async def test_in_flight_requests_are_bounded_per_connection(start_gateway, bus_
         release.set()
         ids = {(await client.recv())["id"] for _ in range(5)}
     assert ids == {0, 1, 2, 3, "p"}
+
+
+async def test_shutdown_does_not_wait_for_requests_in_flight(start_gateway, bus_factory):
+    """close() with requests stuck on a server (and more waiting for a slot) ends promptly."""
+    gateway = await start_gateway(max_in_flight=1, timeouts=Timeouts(command=60))
+    agent_bus = await bus_factory()
+    await agent_bus.serve("stuck", answering("stuck", {"users": 60}))
+    async with await Client.connect(gateway.url) as client:
+        for i in range(3):
+            await client.send({"type": "command", "command": "users", "server": "stuck", "id": i})
+        await wait_until(lambda: any(s._tasks for s in gateway.sessions), what="a request in flight")
+        started = asyncio.get_running_loop().time()
+        await gateway.close()
+        assert asyncio.get_running_loop().time() - started < 2.0
+        assert not gateway.sessions
