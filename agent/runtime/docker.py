@@ -1,0 +1,593 @@
+"""The ``docker`` runtime: a headless in a named, existing Docker container.
+
+The agent does not own the container: it attaches to its console, follows its lifecycle
+through the engine's events, starts/stops/restarts it on request, and samples its stats.
+:meth:`DockerRuntime.close` detaches and leaves the container running.
+
+The console is the attach socket (stdin, stdout and stderr streams). A TTY container
+(``tty: true``) sends raw bytes: the pty echoes commands and ends lines with CRLF, which
+the console driver handles. A container without a TTY sends multiplexed frames (an 8-byte
+header: stream, three zero bytes, big-endian u32 length); a frame is not a line, so the
+payloads are passed on as they come and the driver does the line splitting. stderr
+carries only native noise and is logged at debug level.
+
+The docker SDK is blocking. Every call runs in a worker thread (:func:`asyncio.to_thread`);
+the attach socket and the events stream each have a dedicated reader thread that hands
+what it reads to the event loop with ``call_soon_threadsafe``.
+
+A "run" is one start of the container (``State.StartedAt``). Each run is announced once
+with ``listener.started()`` and ended once with ``listener.exited(reason)``, whichever
+notices first: the ``die`` event (which carries the exit code), the attach stream ending,
+or one of this runtime's own actions. Lifecycle changes made by anyone else (``docker
+restart``, a restart policy, ``docker start``) come through the events and are followed:
+a new run is attached to and announced. Attaching to a run that has already printed its
+prompt sends one empty line, which the console answers with a fresh prompt, so the driver
+can synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+from contracts import Status
+
+from ..errors import RuntimeActionFailed
+from .base import Runtime, RuntimeListener, format_bytes
+
+__all__ = ["DockerRuntime", "STOP_GRACE", "Demultiplexer", "cpu_percent", "memory_usage"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a stopping container gets after SIGTERM before SIGKILL (Docker's default).
+#: The real headless saves its worlds on shutdown.
+STOP_GRACE: Final = 10
+#: Bytes read from the attach socket at a time.
+READ_CHUNK: Final = 65536
+#: Seconds a write to the console may block (the engine buffers; a stuck one is broken).
+WRITE_TIMEOUT: Final = 10.0
+#: Seconds close() waits for each reader thread to end.
+JOIN_TIMEOUT: Final = 5.0
+#: Seconds before the events stream is subscribed again after it broke (engine restart).
+EVENTS_RETRY: Final = 1.0
+#: The default engine when neither ``docker_url`` nor ``DOCKER_HOST`` says otherwise.
+DEFAULT_DOCKER_URL: Final = "unix:///var/run/docker.sock"
+_ATTACH_PARAMS: Final = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+_FRAME_HEADER: Final = struct.Struct(">BxxxL")
+_STDERR: Final = 2
+_DOCKER_TIME: Final = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)"
+)
+
+
+# -- pure helpers ----------------------------------------------------------------------
+
+
+class Demultiplexer:
+    """Docker's multiplexed attach stream in, ``(stream, payload)`` pieces out.
+
+    Takes any chunking (a header may be split across reads); stream 0 (stdin, echoed)
+    and 1 are stdout, 2 is stderr.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buffer += data
+        pieces: list[tuple[int, bytes]] = []
+        while len(self._buffer) >= _FRAME_HEADER.size:
+            stream, size = _FRAME_HEADER.unpack_from(self._buffer)
+            end = _FRAME_HEADER.size + size
+            if len(self._buffer) < end:
+                break
+            pieces.append((stream, bytes(self._buffer[_FRAME_HEADER.size:end])))
+            del self._buffer[:end]
+        return pieces
+
+
+def cpu_percent(sample: dict[str, Any]) -> float:
+    """``docker stats`` CPU %: 100 is one core busy. 0 when a delta is missing or <= 0."""
+    cpu = sample.get("cpu_stats") or {}
+    pre = sample.get("precpu_stats") or {}
+    total = (cpu.get("cpu_usage") or {}).get("total_usage")
+    pre_total = (pre.get("cpu_usage") or {}).get("total_usage")
+    system, pre_system = cpu.get("system_cpu_usage"), pre.get("system_cpu_usage")
+    if None in (total, pre_total, system, pre_system):
+        return 0.0
+    cpu_delta, system_delta = total - pre_total, system - pre_system
+    if cpu_delta <= 0 or system_delta <= 0:
+        return 0.0
+    cpus = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or ()) or 1
+    return cpu_delta / system_delta * cpus * 100.0
+
+
+def memory_usage(sample: dict[str, Any]) -> tuple[int, int]:
+    """``docker stats`` memory: (used, limit) bytes; used leaves out the inactive page cache
+    (``total_inactive_file`` on cgroup v1, ``inactive_file`` on v2). (0, 0) if unknown."""
+    memory = sample.get("memory_stats") or {}
+    usage = int(memory.get("usage") or 0)
+    limit = int(memory.get("limit") or 0)
+    stats = memory.get("stats") or {}
+    inactive = stats.get("total_inactive_file", stats.get("inactive_file"))
+    if inactive is not None and inactive < usage:
+        usage -= int(inactive)
+    return usage, limit
+
+
+def _docker_time_ns(text: str | None) -> int | None:
+    """Nanoseconds since the epoch of Docker's RFC 3339 time (nanosecond fraction)."""
+    match = _DOCKER_TIME.fullmatch(text or "")
+    if match is None:
+        return None
+    seconds, fraction, zone = match.groups()
+    base = datetime.fromisoformat(seconds + ("+00:00" if zone == "Z" else zone))
+    return int(base.timestamp()) * 1_000_000_000 + int((fraction or "0")[:9].ljust(9, "0"))
+
+
+def _exit_reason(state: dict[str, Any], *, oom: bool = False) -> str:
+    reason = f"exited with code {state.get('ExitCode', '?')}"
+    if oom or state.get("OOMKilled"):
+        reason += " (out of memory)"
+    return reason
+
+
+# -- the runtime -----------------------------------------------------------------------
+
+
+class DockerRuntime(Runtime):
+    kind = "docker"
+
+    def __init__(
+        self,
+        server: str,
+        listener: RuntimeListener,
+        *,
+        container: str,
+        docker_url: str | None = None,
+    ) -> None:
+        super().__init__(server, listener)
+        if not container:
+            raise RuntimeActionFailed(f"{server}: the docker runtime needs a container name")
+        self.container_name = container
+        #: None: ``docker.from_env()`` (DOCKER_HOST, DOCKER_TLS_VERIFY... or the unix socket)
+        self._docker_url = docker_url
+        self.docker_url = docker_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
+        self.tty = False
+        self._client: Any = None  # docker.DockerClient for actions, stats and attach
+        self._events_client: Any = None  # its own connection, closed to end the stream
+        self._container: Any = None  # docker.models.containers.Container
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()  # one lifecycle step at a time (actions and events)
+        self._write_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._closed_flag = threading.Event()  # for the threads
+        # the attach connection
+        self._gen = 0  # bumped per attach; data from an older one is dropped
+        self._sio: Any = None
+        self._sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        # the events stream
+        self._events: Any = None
+        self._events_thread: threading.Thread | None = None
+        # the current run
+        self._run_open = False
+        self._run_started_at: str | None = None
+        self._run_started_ns: int | None = None
+        self._oom = False
+        self._memory_total = 0
+        self._warned_stdin_once = False
+
+    # -- engine access -----------------------------------------------------------------
+
+    def _new_client(self) -> Any:
+        import docker
+
+        try:
+            if self._docker_url is None:
+                return docker.from_env()
+            return docker.DockerClient(base_url=self._docker_url)
+        except docker.errors.DockerException as exc:
+            raise RuntimeActionFailed(
+                f"{self.server}: cannot reach the Docker engine at {self.docker_url} ({exc})"
+            ) from None
+
+    async def _ensure_client(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._client is None:
+            self._client = await asyncio.to_thread(self._new_client)
+
+    def _fail(self, action: str, exc: Exception) -> RuntimeActionFailed:
+        import docker
+
+        if isinstance(exc, docker.errors.NotFound):
+            return RuntimeActionFailed(
+                f"{self.server}: no container named {self.container_name!r} on this Docker engine"
+            )
+        if isinstance(exc, RuntimeActionFailed):
+            return exc
+        detail = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
+        return RuntimeActionFailed(
+            f"{self.server}: cannot {action} container {self.container_name!r}: {detail}"
+        )
+
+    async def _call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn`` in a worker thread; SDK and connection errors become RuntimeActionFailed."""
+        await self._ensure_client()
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except Exception as exc:
+            raise self._fail(action, exc) from None
+
+    def _inspect_blocking(self) -> dict[str, Any]:
+        # by name every time: compose may have replaced the container under the same name
+        self._container = self._client.containers.get(self.container_name)
+        return self._container.attrs
+
+    async def _inspect(self) -> dict[str, Any]:
+        attrs = await self._call("inspect", self._inspect_blocking)
+        config = attrs.get("Config") or {}
+        self.tty = bool(config.get("Tty"))
+        if config.get("StdinOnce") and not self.tty and not self._warned_stdin_once:
+            self._warned_stdin_once = True
+            log.warning(
+                "server=%s: container %s has StdinOnce set and no TTY: when the agent detaches, "
+                "Docker closes the headless's stdin and it exits. Create it with `stdin_open: "
+                "true` (compose) or `docker run -d -i`, which do not set StdinOnce.",
+                self.server, self.container_name,
+            )
+        return attrs
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closing = False
+        self._closed_flag.clear()
+        async with self._lock:
+            await self._ensure_client()
+            await self._ensure_events()
+            state = (await self._inspect())["State"]
+            if state.get("Running"):
+                if not self._attached_to(state):
+                    await self._attach_running(state)
+            else:
+                await self._start_stopped()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._stop_locked()
+
+    async def restart(self) -> None:
+        # stop, attach, start (not `docker restart`): attaching before the start is the
+        # only way to see the console's first output, its prompt included
+        async with self._lock:
+            await self._stop_locked()
+            self.restarts += 1
+            self._set_status("restarting")
+            await self._ensure_events()
+            await self._inspect()
+            await self._start_stopped()
+
+    async def close(self) -> None:
+        """Detach (the socket, the events stream, the threads); the container keeps running."""
+        self._closing = True
+        self._closed_flag.set()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._detach()
+        events, self._events = self._events, None
+        if events is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(events.close)
+        for thread in (self._reader, self._events_thread):
+            if thread is not None:
+                await asyncio.to_thread(thread.join, JOIN_TIMEOUT)
+                if thread.is_alive():  # pragma: no cover - a daemon thread; it dies with us
+                    log.warning("server=%s: thread %s did not end", self.server, thread.name)
+        self._reader = self._events_thread = None
+        for client in (self._events_client, self._client):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(client.close)
+        self._events_client = self._client = self._container = None
+        self._run_open = False
+
+    async def _start_stopped(self) -> None:
+        """Attach, announce the run, then start the container: no output is missed."""
+        container = self._container
+        await self._open_console()
+        self._open_run(None)
+        try:
+            await self._call("start", container.start)
+        except RuntimeActionFailed as exc:
+            self._detach()
+            self._close_run(f"did not start: {exc}")
+            raise
+        state = (await self._inspect())["State"]
+        self._run_started_at = state.get("StartedAt")
+        self._run_started_ns = _docker_time_ns(self._run_started_at)
+        if state.get("Running"):
+            self._set_status(state.get("Status", "running"))
+        else:  # died at once; the die event may still be on its way
+            self._close_run(_exit_reason(state, oom=self._oom))
+            self._set_status(state.get("Status", "exited"))
+
+    async def _attach_running(self, state: dict[str, Any]) -> None:
+        """Attach to a running container's console and have it print its prompt again."""
+        await self._open_console()
+        self._open_run(state.get("StartedAt"))
+        self._set_status("paused" if state.get("Paused") else state.get("Status", "running"))
+        # an idle console has printed its prompt already: an empty line prints it again
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.write(b"\n")
+
+    async def _stop_locked(self) -> None:
+        container = self._container
+        if container is None:
+            await self._ensure_client()
+            await self._inspect()
+            container = self._container
+        await self._call("stop", container.stop, timeout=STOP_GRACE)
+        state = (await self._inspect())["State"]
+        self._close_run(_exit_reason(state, oom=self._oom))
+        self._set_status(state.get("Status", "exited"))
+
+    def _attached_to(self, state: dict[str, Any]) -> bool:
+        return (
+            self._run_open
+            and self._sock is not None
+            and self._reader is not None
+            and self._reader.is_alive()
+            and state.get("StartedAt") == self._run_started_at
+        )
+
+    def _open_run(self, started_at: str | None) -> None:
+        if self._run_open:  # the previous run ended unnoticed (an event was missed)
+            self._close_run("the container was restarted")
+        self._run_open = True
+        self._oom = False
+        self._run_started_at = started_at
+        self._run_started_ns = _docker_time_ns(started_at)
+        self.listener.started()
+
+    def _close_run(self, reason: str) -> None:
+        if not self._run_open:
+            return
+        self._run_open = False
+        log.info("server=%s: container %s %s", self.server, self.container_name, reason)
+        self.listener.exited(reason)
+        self._set_status("exited")
+
+    # -- the attach socket -----------------------------------------------------------
+
+    async def _open_console(self) -> None:
+        self._detach()
+        container = self._container
+        sio = await self._call("attach to", container.attach_socket, params=dict(_ATTACH_PARAMS))
+        sock = getattr(sio, "_sock", sio)
+        sock.settimeout(None)  # the reader blocks; close() unblocks it with shutdown
+        self._gen += 1
+        self._sio, self._sock = sio, sock
+        self._reader = threading.Thread(
+            target=self._read, args=(sock, sio, self._gen, self.tty),
+            name=f"docker-attach:{self.server}", daemon=True,
+        )
+        self._reader.start()
+
+    def _detach(self) -> None:
+        """Drop the attach connection; its reader thread sees the end and exits."""
+        sock, self._sock, self._sio = self._sock, None, None
+        self._gen += 1
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)  # wakes the reader; the fd is closed by it
+
+    def _read(self, sock: socket.socket, sio: Any, gen: int, tty: bool) -> None:
+        """Reader thread: the attach stream, demultiplexed unless TTY, to the loop."""
+        demux = None if tty else Demultiplexer()
+        try:
+            while data := sock.recv(READ_CHUNK):
+                if demux is None:
+                    self._post(self._on_output, gen, data)
+                    continue
+                for stream, payload in demux.feed(data):
+                    if stream == _STDERR:
+                        log.debug("server=%s stderr: %s", self.server,
+                                  payload.decode("utf-8", "replace").rstrip())
+                    else:
+                        self._post(self._on_output, gen, payload)
+        except OSError as exc:
+            if not self._closed_flag.is_set():
+                log.debug("server=%s: attach stream error: %s", self.server, exc)
+        finally:
+            for closeable in (sio, sock):
+                with contextlib.suppress(Exception):
+                    closeable.close()
+            self._post(self._on_eof, gen)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _on_output(self, gen: int, data: bytes) -> None:
+        if gen == self._gen and not self._closing:
+            self.listener.output(data)
+
+    def _on_eof(self, gen: int) -> None:
+        if gen != self._gen or self._closing:
+            return
+        self._sock = self._sio = None
+        # the die event usually says it first; check in case the events stream lags
+        self._spawn(self._reconcile(gen))
+
+    async def write(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None or not self._run_open:
+            raise ConnectionError(f"the console of container {self.container_name!r} is not attached")
+        async with self._write_lock:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(sock.sendall, data), WRITE_TIMEOUT)
+            except TimeoutError:
+                raise ConnectionError(
+                    f"writing to container {self.container_name!r} blocked for {WRITE_TIMEOUT:g} s"
+                ) from None
+
+    # -- the events stream -------------------------------------------------------------
+
+    async def _ensure_events(self) -> None:
+        """Subscribe (in a thread, so it is live before we act) and start the reader."""
+        if self._events_thread is not None and self._events_thread.is_alive():
+            return
+        if self._events_client is None:
+            self._events_client = await asyncio.to_thread(self._new_client)
+        self._events = await self._call("watch", self._subscribe)
+        self._events_thread = threading.Thread(
+            target=self._watch, name=f"docker-events:{self.server}", daemon=True
+        )
+        self._events_thread.start()
+
+    def _subscribe(self) -> Any:
+        return self._events_client.events(
+            decode=True, filters={"container": self.container_name, "type": "container"}
+        )
+
+    def _watch(self) -> None:
+        """Events thread: each event to the loop; subscribes again if the stream breaks."""
+        while not self._closed_flag.is_set():
+            stream = self._events
+            try:
+                if stream is None:
+                    stream = self._events = self._subscribe()
+                    if self._closed_flag.is_set():
+                        stream.close()
+                        return
+                    self._post(lambda: self._spawn(self._reconcile(None)))  # missed events
+                for event in stream:
+                    self._post(self._on_event, event)
+            except Exception as exc:
+                if not self._closed_flag.is_set():
+                    log.warning("server=%s: Docker events stream failed: %s", self.server, exc)
+            if self._closed_flag.is_set():
+                return
+            self._events = None
+            self._closed_flag.wait(EVENTS_RETRY)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if self._closing:
+            return
+        action = str(event.get("Action") or event.get("status") or "")
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        log.debug("server=%s: docker event %s %s", self.server, action, attributes)
+        if action == "oom":
+            self._oom = True
+            log.warning("server=%s: container %s ran out of memory", self.server, self.container_name)
+        elif action == "die":
+            self._spawn(self._on_die(attributes.get("exitCode", "?"), event.get("timeNano")))
+        elif action in ("start", "destroy"):
+            self._spawn(self._reconcile(None))
+        elif action == "pause":
+            self._set_status("paused")
+        elif action == "unpause":
+            self._set_status("running")
+        elif action == "restart":
+            log.info("server=%s: container %s was restarted", self.server, self.container_name)
+
+    async def _on_die(self, code: str, time_nano: int | None) -> None:
+        async with self._lock:
+            if self._closing or not self._run_open:
+                return
+            if time_nano and self._run_started_ns and time_nano < self._run_started_ns:
+                return  # an earlier run's death, already accounted for
+            self._close_run(_exit_reason({"ExitCode": code}, oom=self._oom))
+
+    async def _reconcile(self, gen: int | None) -> None:
+        """Bring the run in line with the container: after a start event, the end of the
+        attach stream (``gen``), or a gap in the events."""
+        async with self._lock:
+            if self._closing or (gen is not None and gen != self._gen):
+                return
+            try:
+                state = (await self._inspect())["State"]
+            except RuntimeActionFailed as exc:
+                log.warning("server=%s: %s", self.server, exc)
+                self._close_run("the container is gone")
+                return
+            if not state.get("Running"):
+                self._close_run(_exit_reason(state, oom=self._oom))
+                self._set_status(state.get("Status", "exited"))
+            elif not self._attached_to(state):
+                if self._run_open and state.get("StartedAt") == self._run_started_at:
+                    log.warning("server=%s: the attach stream ended while the container runs; "
+                                "attaching again", self.server)
+                    self._close_run("the console connection was lost")
+                try:
+                    await self._attach_running(state)
+                except RuntimeActionFailed as exc:
+                    log.warning("server=%s: %s", self.server, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        if self._closing:
+            coro.close()
+            return
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("server=%s: docker runtime task failed", self.server, exc_info=task.exception())
+
+    # -- stats ---------------------------------------------------------------------------
+
+    def _sample(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        attrs = self._inspect_blocking()
+        running = (attrs.get("State") or {}).get("Running")
+        # ~1 s: the engine takes two samples, which fills precpu_stats
+        return attrs, (self._container.stats(stream=False) if running else {})
+
+    async def stats(self) -> Status:
+        attrs, sample = await self._call("read the stats of", self._sample)
+        state = attrs.get("State") or {}
+        cpu = cpu_percent(sample)
+        used, limit = memory_usage(sample)
+        if limit:
+            self._memory_total = limit
+        else:
+            limit = int((attrs.get("HostConfig") or {}).get("Memory") or 0) or self._memory_total
+        uptime = ""
+        started = _docker_time_ns(state.get("StartedAt"))
+        if state.get("Running") and started:
+            from ..timespan import humanize_uptime
+
+            uptime = humanize_uptime(max(0.0, time.time() - started / 1e9))
+        return Status(
+            status=str(state.get("Status") or self.status),
+            name=str(attrs.get("Name") or self.container_name).lstrip("/"),
+            id=str(attrs.get("Id") or "")[:12],
+            cpu_usage=round(cpu, 1),
+            memory_percent=round(100.0 * used / limit, 1) if limit else 0.0,
+            memory_used=format_bytes(used),
+            memory_total=format_bytes(limit),
+            uptime=uptime,
+            restarts=int(attrs.get("RestartCount") or 0) + self.restarts,
+            memory_used_bytes=used,
+            memory_total_bytes=limit,
+        )
