@@ -31,11 +31,13 @@ Requests and replies
     stops reading that client's socket until one finishes). Replies carry the request's
     ``id`` and ``server``. ``ping``, ``get_servers``, ``subscribe`` and ``auth`` are
     answered by the gateway itself. Timeouts, counted by the agent from the request's
-    arrival: commands 15 s; ``startWorldURL``, ``startWorldTemplate``, ``save``,
-    ``restart``, ``saveConfig``, ``import*`` 75 s; ``get_status``/``get_worlds`` 15 s;
-    ``get_output`` 5 s; ``container`` 120 s. A request made while a console is starting
-    waits for it within its timeout (the agent does the waiting). An agent that dies with
-    a request in flight yields ``timeout`` at the request's deadline.
+    arrival, are the agent's own per-command deadline plus 5 s, so the agent's ``timeout``
+    (after it resynchronised the console) is the one a client sees: commands 15 s;
+    ``startWorldURL``, ``startWorldTemplate``, ``importMinecraft`` 125 s; ``save``,
+    ``restart``, ``shutdown``, ``import`` 65 s; ``close`` 35 s; ``get_status`` and
+    ``get_worlds`` 15 s; ``get_output`` 5 s; ``container`` 120 s. A request made while a
+    console is starting waits for it within its timeout (the agent does the waiting). An
+    agent that dies with a request in flight yields ``timeout`` at the request's deadline.
 
 Events
     ``container_output`` one line per message by default; after ``subscribe`` with

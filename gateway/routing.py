@@ -19,8 +19,9 @@ Authorisation is checked here too, in :func:`authorize`, and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final, Literal, TypeVar
 
 import msgspec
@@ -60,8 +61,8 @@ __all__ = [
     "COMMAND_TIMEOUT",
     "OUTPUT_TIMEOUT",
     "QUERY_TIMEOUT",
-    "SLOW_COMMANDS",
-    "SLOW_COMMAND_TIMEOUT",
+    "LONG_COMMAND_TIMEOUTS",
+    "TIMEOUT_MARGIN",
     "Timeouts",
     "Watch",
     "authorize",
@@ -77,19 +78,28 @@ __all__ = [
 
 M = TypeVar("M", bound=msgspec.Struct)
 
-#: Seconds a console command may take, end to end. The agent's own deadline for an
-#: ordinary command is 10 s; the extra seconds cover a console that is still starting
-#: (the agent waits for it within this timeout) and the trip over the bus.
-COMMAND_TIMEOUT: Final = 15.0
-#: Console commands that legitimately run long: loading or saving a world, restarting one.
-SLOW_COMMANDS: Final = frozenset(
-    {"startworldurl", "startworldtemplate", "save", "restart", "saveconfig", "import",
-     "importminecraft"}
+#: Seconds beyond the agent's own deadline for a command before the gateway gives up: the
+#: trip over the bus both ways and the agent resynchronising the console before it
+#: answers ``timeout`` itself (its answer says more than the gateway's would).
+TIMEOUT_MARGIN: Final = 5.0
+#: Seconds an ordinary console command may take, end to end: the agent's 10 s deadline
+#: plus the margin. A request that finds the console still starting waits within this.
+COMMAND_TIMEOUT: Final = 10.0 + TIMEOUT_MARGIN
+#: Seconds for the commands that legitimately run long, by lowercase name: the agent's
+#: deadline for each (loading a world from the cloud 120 s, saving or restarting one 60 s,
+#: closing one 30 s) plus the margin.
+LONG_COMMAND_TIMEOUTS: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        "startworldurl": 120.0 + TIMEOUT_MARGIN,
+        "startworldtemplate": 120.0 + TIMEOUT_MARGIN,
+        "importminecraft": 120.0 + TIMEOUT_MARGIN,
+        "save": 60.0 + TIMEOUT_MARGIN,
+        "restart": 60.0 + TIMEOUT_MARGIN,
+        "shutdown": 60.0 + TIMEOUT_MARGIN,
+        "import": 60.0 + TIMEOUT_MARGIN,
+        "close": 30.0 + TIMEOUT_MARGIN,
+    }
 )
-#: Seconds for :data:`SLOW_COMMANDS`: a world load can take most of a minute on a busy host;
-#: a little longer than the agent's 60 s deadline for them, so the agent's own ``timeout``
-#: (which resynchronises the console) is the one the client sees.
-SLOW_COMMAND_TIMEOUT: Final = 75.0
 #: Seconds for ``get_status`` and ``get_worlds``: a fresh stats sample or a few console
 #: queries (``worlds`` then ``users`` per world), answered live, never from a cache.
 QUERY_TIMEOUT: Final = 15.0
@@ -108,13 +118,13 @@ class Timeouts:
     """Per-kind request timeouts in seconds (see the module constants for the reasons)."""
 
     command: float = COMMAND_TIMEOUT
-    slow_command: float = SLOW_COMMAND_TIMEOUT
+    long_commands: Mapping[str, float] = field(default_factory=lambda: LONG_COMMAND_TIMEOUTS)
     query: float = QUERY_TIMEOUT
     output: float = OUTPUT_TIMEOUT
     container: float = CONTAINER_TIMEOUT
 
     def for_command(self, command: str) -> float:
-        return self.slow_command if command_name(command) in SLOW_COMMANDS else self.command
+        return self.long_commands.get(command_name(command), self.command)
 
 
 @dataclass(frozen=True, slots=True)

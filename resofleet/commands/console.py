@@ -26,8 +26,8 @@ from typing import Any, Final
 
 DEFAULT_URL: Final = "ws://127.0.0.1:8000/ws"
 #: Seconds a scripted session waits for its last replies after stdin ends: a little more
-#: than the gateway's longest command timeout (75 s for startWorldURL and friends).
-SCRIPT_DRAIN_TIMEOUT: Final = 80.0
+#: than the gateway's longest command timeout (125 s for startWorldURL and friends).
+SCRIPT_DRAIN_TIMEOUT: Final = 130.0
 #: Largest message accepted from the gateway, in bytes: a worlds_update of a busy server
 #: or an output_history of a full ring buffer is several MB.
 MAX_MESSAGE: Final = 64 * 1024 * 1024

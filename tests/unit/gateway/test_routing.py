@@ -142,8 +142,9 @@ def test_container_actions_need_admin():
     ("message", "body", "timeout"),
     [
         (Command(command="users", world=1), RunCommand(command="users", world=1), 15.0),
-        (Command(command="startWorldURL x"), RunCommand(command="startWorldURL x"), 75.0),
-        (Command(command="SAVE"), RunCommand(command="SAVE"), 75.0),
+        (Command(command="startWorldURL x"), RunCommand(command="startWorldURL x"), 125.0),
+        (Command(command="SAVE"), RunCommand(command="SAVE"), 65.0),
+        (Command(command="close"), RunCommand(command="close"), 35.0),
         (GetStatus(), StatusRequest(), 15.0),
         (GetWorlds(), WorldsRequest(), 15.0),
         (GetOutput(since=5, epoch="e", limit=10), OutputRequest(since=5, epoch="e", limit=10), 5.0),
@@ -160,7 +161,7 @@ def test_requests_become_bus_requests(message, body, timeout):
 
 def test_timeouts_are_configurable():
     """Tests and deployments can shorten or lengthen every kind of timeout."""
-    fast = Timeouts(command=1.0, slow_command=2.0)
+    fast = Timeouts(command=1.0, long_commands={"save": 2.0})
     assert route(Command(command="users"), pinned="s", online=[], principal=OPEN_ADMIN, timeouts=fast).timeout == 1.0
     assert route(Command(command="save"), pinned="s", online=[], principal=OPEN_ADMIN, timeouts=fast).timeout == 2.0
 
