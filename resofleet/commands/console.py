@@ -11,8 +11,8 @@ headless prints it. Lines starting with ``/`` are the client's own:
 
 On a terminal the live stream (``container_output``) is the view, as when attached to the
 headless itself, so a command's reply is not printed twice. With stdin from a pipe or a
-file (scripts), the live stream is off, each command's reply is printed as it arrives, and
-the client exits once every request has been answered.
+file (scripts), the live stream is off and the lines run one at a time: each reply is
+printed before the next line is sent, and the client exits after the last reply.
 """
 
 from __future__ import annotations
@@ -117,16 +117,11 @@ class Console:
                         break
                     line = getter.result()
                     if line is None:  # end of input
-                        if not self.interactive:
-                            try:
-                                async with asyncio.timeout(SCRIPT_DRAIN_TIMEOUT):
-                                    await self._idle.wait()
-                            except TimeoutError:
-                                print("resofleet: gave up waiting for replies", file=sys.stderr)
-                                return 1
                         return 0
                     if not await self._handle(ws, line.strip()):
                         return 0
+                    if not self.interactive and not await self._replied():
+                        return 1
             except ConnectionClosed:
                 pass
             finally:
@@ -134,6 +129,16 @@ class Console:
             code, reason = ws.close_code, ws.close_reason
             print(f"resofleet: the gateway closed the connection ({code} {reason or ''})".rstrip(), file=sys.stderr)
             return 1
+
+    async def _replied(self) -> bool:
+        """Wait for the answers to what was sent (scripts run one line at a time)."""
+        try:
+            async with asyncio.timeout(SCRIPT_DRAIN_TIMEOUT):
+                await self._idle.wait()
+        except TimeoutError:
+            print("resofleet: gave up waiting for a reply", file=sys.stderr)
+            return False
+        return True
 
     def _start_reader(self, lines: asyncio.Queue[str | None]) -> None:
         """Read stdin in a daemon thread (input() blocks; the loop must not)."""
