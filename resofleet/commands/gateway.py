@@ -103,6 +103,12 @@ def listen_options(args: argparse.Namespace, config: Config) -> tuple[str, int, 
     return host, port, context
 
 
+def cannot_listen(host: str, port: int, exc: OSError) -> int:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    print(f"resofleet: cannot listen on {host}:{port}: {reason}", file=sys.stderr, flush=True)
+    return 1
+
+
 def announce(url: str, extra: str = "") -> None:
     """The one line saying where the gateway listens (with the real port)."""
     print(f"{LISTENING} {url}{extra}", flush=True)
@@ -156,8 +162,7 @@ async def _serve(url: str, host: str, port: int, context: ssl.SSLContext | None)
         try:
             await gateway.start()
         except OSError as exc:
-            print(f"resofleet: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            return cannot_listen(host, port, exc)
         announce(gateway.url)
         await wait_for_signal()
         return 0

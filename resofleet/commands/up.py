@@ -16,6 +16,7 @@ from .gateway import (
     add_config_argument,
     add_listen_arguments,
     announce,
+    cannot_listen,
     listen_options,
     load,
     setup_logging,
@@ -96,8 +97,7 @@ async def _serve(
         try:
             await gateway.start()
         except OSError as exc:
-            print(f"resofleet: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            return cannot_listen(host, port, exc)
         announce(gateway.url, f" (servers: {', '.join(s.id for s in servers)})")
         await wait_for_signal()
         return 0
