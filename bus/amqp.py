@@ -86,6 +86,8 @@ CONNECT_TIMEOUT: Final = 10.0
 RECONNECT_INTERVAL: Final = 1.0
 #: Seconds a single publish may take before the bus is considered unavailable.
 PUBLISH_TIMEOUT: Final = 5.0
+#: Seconds by which a request's queue TTL undercuts its timeout (see :func:`_queue_ttl`).
+QUEUE_TTL_MARGIN: Final = 0.05
 _REPLY_TO: Final = "amq.rabbitmq.reply-to"
 _CONTENT_TYPE: Final = "application/msgpack"
 
@@ -234,7 +236,7 @@ class AmqpBus(Bus):
             content_type=_CONTENT_TYPE,
             correlation_id=correlation_id,
             reply_to=_REPLY_TO,
-            expiration=request.timeout,
+            expiration=_queue_ttl(request.timeout),
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
         )
         try:
@@ -423,6 +425,14 @@ class AmqpBus(Bus):
         await queue.consume(on_message, no_ack=True)
         self._closers.append(sub.close)
         return sub
+
+
+def _queue_ttl(timeout: float) -> float:
+    """How long a request may wait in the broker's queue: a little less than the
+    requester waits, since the broker's clock starts after the requester's. A request
+    taken by the agent right at the deadline would otherwise run after the requester
+    has given up."""
+    return max(0.001, timeout - min(QUEUE_TTL_MARGIN, timeout / 10))
 
 
 def _delivery_error(server: str, exc: aio_pika.exceptions.DeliveryError) -> Exception:

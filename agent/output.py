@@ -1,0 +1,118 @@
+"""Console output: numbered, kept in a ring buffer, batched onto the bus.
+
+Every line gets the next ``seq`` of its server. ``epoch`` is drawn when the agent starts,
+so a client that sees a new epoch (or a gap in ``seq``) knows to ask ``get_output``.
+Lines are published in batches: whichever comes first of :data:`BATCH_DELAY` after the
+first unpublished line, or :data:`BATCH_LINES` lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from contracts import ContainerOutputBatch, OutputHistory, OutputLine
+
+__all__ = ["BATCH_DELAY", "BATCH_LINES", "OutputLog", "RING_LINES"]
+
+log = logging.getLogger(__name__)
+
+#: Lines of history kept per server for ``get_output``: a long session's worth of
+#: console (minutes of chatter), a few MB at most.
+RING_LINES: Final = 10_000
+#: Seconds a line may wait for others before its batch goes out: short enough to feel
+#: live, long enough to gather the bursts a console prints.
+BATCH_DELAY: Final = 0.01
+#: Lines per bus message at most.
+BATCH_LINES: Final = 256
+#: Lines waiting for the bus at most; past it, the oldest are not published (they stay in
+#: the ring for get_output) and counted in ``unpublished``.
+PUBLISH_BACKLOG: Final = 50_000
+
+
+class OutputLog:
+    """The output of one server (see the module docstring)."""
+
+    def __init__(
+        self,
+        server: str,
+        publish: Callable[[ContainerOutputBatch], Awaitable[None]],
+        *,
+        ring: int = RING_LINES,
+    ) -> None:
+        self.server = server
+        self.epoch = secrets.token_hex(6)
+        self.seq = 0
+        self._ring: collections.deque[OutputLine] = collections.deque(maxlen=ring)
+        self._unsent: collections.deque[OutputLine] = collections.deque()
+        self._publish = publish
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.unpublished = 0
+
+    def add(self, line: str) -> None:
+        self.seq += 1
+        item = OutputLine(seq=self.seq, output=line)
+        self._ring.append(item)
+        if len(self._unsent) >= PUBLISH_BACKLOG:
+            self._unsent.popleft()
+            self.unpublished += 1
+        self._unsent.append(item)
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop(), name=f"output:{self.server}")
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+            self._flusher = None
+        await self._flush_now()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if len(self._unsent) < BATCH_LINES:
+                await asyncio.sleep(BATCH_DELAY)
+            self._wake.clear()
+            await self._flush_now()
+            if self._unsent:
+                self._wake.set()
+
+    async def _flush_now(self) -> None:
+        while self._unsent:
+            n = min(BATCH_LINES, len(self._unsent))
+            lines = [self._unsent.popleft() for _ in range(n)]
+            try:
+                await self._publish(
+                    ContainerOutputBatch(server=self.server, epoch=self.epoch, lines=lines)
+                )
+            except Exception as exc:  # the bus is down: lines stay in the ring
+                self.unpublished += n
+                log.warning("server=%s: %d output lines not published: %s", self.server, n, exc)
+                return
+
+    def history(self, since: int | None, epoch: str | None, limit: int | None) -> OutputHistory:
+        """Lines after ``since`` in ``epoch``; another epoch gets the whole ring, ``reset``."""
+        reset = epoch is not None and epoch != self.epoch
+        lines = list(self._ring)
+        complete = True
+        if since is not None and not reset:
+            first = lines[0].seq if lines else self.seq + 1
+            complete = since + 1 >= first  # nothing after `since` has fallen out of the ring
+            lines = [line for line in lines if line.seq > since]
+        if limit is not None and len(lines) > limit:
+            lines = lines[:limit]
+            complete = False
+        return OutputHistory(
+            server=self.server, epoch=self.epoch, lines=lines, complete=complete, reset=reset
+        )

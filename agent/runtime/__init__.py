@@ -1,0 +1,10 @@
+"""Runtimes: what runs a headless and gives the agent its console and its numbers."""
+
+from __future__ import annotations
+
+from .base import Runtime, RuntimeListener, format_bytes
+from .process import ProcessRuntime, emulator_command
+
+# DockerRuntime is imported from .docker where needed: it pulls in the docker SDK.
+
+__all__ = ["ProcessRuntime", "Runtime", "RuntimeListener", "emulator_command", "format_bytes"]

@@ -1,0 +1,274 @@
+"""The ``process`` and ``emulator`` runtimes: the headless as an asyncio child process.
+
+stdin and stdout are pipes (lines end in ``\\n``, no echo); stderr carries only native
+noise and is logged at debug level. CPU and memory come from psutil over the process
+tree, sampled in a thread. A headless that exits on its own is restarted with
+exponential backoff; one that dies :data:`CRASH_LOOP_LIMIT` times within
+:data:`CRASH_LOOP_WINDOW` seconds is left stopped (``crashloop``) until someone starts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import psutil
+
+from contracts import Status
+
+from ..errors import RuntimeActionFailed
+from .base import Runtime, RuntimeListener, format_bytes
+
+__all__ = ["CRASH_LOOP_LIMIT", "CRASH_LOOP_WINDOW", "ProcessRuntime", "emulator_command"]
+
+log = logging.getLogger(__name__)
+
+#: First restart delay (s) after a crash; doubles per crash up to :data:`BACKOFF_MAX`.
+BACKOFF_START: Final = 1.0
+BACKOFF_MAX: Final = 30.0
+#: A headless dying this many times within the window is not restarted again.
+CRASH_LOOP_LIMIT: Final = 5
+CRASH_LOOP_WINDOW: Final = 120.0
+#: Seconds a stopping headless gets after SIGTERM before SIGKILL. The real one saves
+#: worlds on shutdown; ten seconds is what Docker gives by default.
+STOP_GRACE: Final = 10.0
+#: Seconds over which a CPU sample is taken when no previous sample exists.
+CPU_SAMPLE: Final = 0.2
+#: Bytes read from stdout at a time.
+READ_CHUNK: Final = 65536
+
+
+def emulator_command(scenario: str | None, extra: Sequence[str] = ()) -> list[str]:
+    """The command line that runs the emulator as a child of this Python."""
+    cmd = [sys.executable, "-m", "emulator"]
+    if scenario:
+        cmd += ["--scenario", scenario]
+    return cmd + list(extra)
+
+
+class ProcessRuntime(Runtime):
+    kind = "process"
+
+    def __init__(
+        self,
+        server: str,
+        listener: RuntimeListener,
+        *,
+        command: Sequence[str],
+        workdir: str | None = None,
+        env: dict[str, str] | None = None,
+        kind: str = "process",
+    ) -> None:
+        super().__init__(server, listener)
+        self.kind = kind
+        self.command = list(command)
+        self.workdir = workdir
+        self.env = {**os.environ, **(env or {})}
+        self.tty = "--tty" in self.command
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._want_running = False
+        self._crashes: list[float] = []
+        self._started_at: float | None = None
+        self._ps_procs: dict[int, psutil.Process] = {}
+        self._spawned = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._want_running = True
+        self._crashes.clear()
+        if self._supervisor is None or self._supervisor.done():
+            self._spawned.clear()
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"process:{self.server}")
+            async with asyncio.timeout(30):
+                await self._spawned.wait()
+        if self._proc is None:
+            raise RuntimeActionFailed(f"{self.server}: the process did not start")
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=self.workdir,
+                env=self.env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RuntimeActionFailed(f"{self.server}: cannot start {self.command[0]!r}: {exc}") from None
+        self._proc = proc
+        self._started_at = time.time()
+        self._ps_procs.clear()
+        self._set_status("running")
+        self.listener.started()
+        return proc
+
+    async def _supervise(self) -> None:
+        backoff = BACKOFF_START
+        while self._want_running:
+            try:
+                proc = await self._spawn()
+            except RuntimeActionFailed as exc:
+                log.error("server=%s: %s", self.server, exc)
+                self._set_status("exited")
+                self._spawned.set()
+                return
+            self._spawned.set()
+            code = await self._pump(proc)
+            self._proc = None
+            reason = f"exited with code {code}"
+            self.listener.exited(reason)
+            if not self._want_running:
+                self._set_status("exited")
+                return
+            now = time.monotonic()
+            self._crashes = [t for t in self._crashes if now - t < CRASH_LOOP_WINDOW] + [now]
+            if len(self._crashes) >= CRASH_LOOP_LIMIT:
+                log.error(
+                    "server=%s: %s; it died %d times in %.0f s, not restarting it (crash loop)",
+                    self.server, reason, len(self._crashes), CRASH_LOOP_WINDOW,
+                )
+                self._want_running = False
+                self._set_status("crashloop")
+                return
+            if code == 0:
+                backoff = BACKOFF_START  # a clean exit (shutdown) is not a crash streak
+            log.warning("server=%s: %s; restarting in %.0f s", self.server, reason, backoff)
+            self._set_status("restarting")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            self.restarts += 1
+
+    async def _pump(self, proc: asyncio.subprocess.Process) -> int:
+        assert proc.stdout is not None and proc.stderr is not None
+
+        async def drain_stderr() -> None:
+            assert proc.stderr is not None
+            while line := await proc.stderr.readline():
+                log.debug("server=%s stderr: %s", self.server, line.decode(errors="replace").rstrip())
+
+        err = asyncio.create_task(drain_stderr())
+        try:
+            while data := await proc.stdout.read(READ_CHUNK):
+                self.listener.output(data)
+        except asyncio.CancelledError:
+            # nobody will read its output any more: do not leave it running
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            code = await proc.wait()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(err, 1)
+            err.cancel()
+        return code
+
+    async def stop(self) -> None:
+        self._want_running = False
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if self._supervisor is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._supervisor, STOP_GRACE)
+            self._supervisor = None
+        self._set_status("exited")
+
+    async def restart(self) -> None:
+        await self.stop()
+        self.restarts += 1
+        self._set_status("restarting")
+        await self.start()
+
+    async def close(self) -> None:
+        await self.stop()
+
+    # -- console ---------------------------------------------------------------------
+
+    async def write(self, data: bytes) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            raise ConnectionError("the process is not running")
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # -- stats -----------------------------------------------------------------------
+
+    async def stats(self) -> Status:
+        proc = self._proc
+        uptime = time.time() - self._started_at if (proc and self._started_at) else 0.0
+        if proc is None or proc.returncode is not None:
+            return Status(
+                status=self.status, name=self.server, id="", cpu_usage=0.0, memory_percent=0.0,
+                memory_used="0B", memory_total=format_bytes(psutil.virtual_memory().total),
+                uptime="", restarts=self.restarts, memory_total_bytes=psutil.virtual_memory().total,
+            )
+        cpu, rss, total = await asyncio.to_thread(self._sample, proc.pid)
+        from ..timespan import humanize_uptime
+
+        return Status(
+            status=self.status,
+            name=self.server,
+            id=str(proc.pid),
+            cpu_usage=round(cpu, 1),
+            memory_percent=round(100.0 * rss / total, 1) if total else 0.0,
+            memory_used=format_bytes(rss),
+            memory_total=format_bytes(total),
+            uptime=humanize_uptime(uptime),
+            restarts=self.restarts,
+            memory_used_bytes=rss,
+            memory_total_bytes=total,
+        )
+
+    def _sample(self, pid: int) -> tuple[float, int, int]:
+        """CPU percent (100 = one core, as docker stats) and RSS of the process tree.
+
+        Runs in a thread: psutil reads /proc. The first sample of a process measures over
+        :data:`CPU_SAMPLE` seconds; later ones measure since the previous sample.
+        """
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0, 0, psutil.virtual_memory().total
+        fresh = False
+        procs: dict[int, psutil.Process] = {}
+        for p in tree:
+            known = self._ps_procs.get(p.pid)
+            if known is None:
+                fresh = True
+                with contextlib.suppress(psutil.Error):
+                    p.cpu_percent(None)
+                known = p
+            procs[p.pid] = known
+        self._ps_procs = procs
+        if fresh:
+            time.sleep(CPU_SAMPLE)
+        cpu = 0.0
+        rss = 0
+        for p in procs.values():
+            with contextlib.suppress(psutil.Error):
+                cpu += p.cpu_percent(None)
+                rss += p.memory_info().rss
+        return cpu, rss, psutil.virtual_memory().total

@@ -1,0 +1,380 @@
+"""One managed headless: its runtime, console driver, output log and pollers.
+
+:class:`ManagedServer` answers the bus requests for its server id (:meth:`handle`) and
+publishes its events: output lines as they come, status/worlds/bans when a poll finds
+them changed, lifecycle states as they happen. A request that arrives while the console is
+starting waits for it within the request's own deadline; one whose deadline passed before
+the console got to it is never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import msgspec
+
+from bus import Bus, BusError
+from contracts import (
+    Ban,
+    BansUpdate,
+    BusEvent,
+    BusReply,
+    BusRequest,
+    CommandResponse,
+    ContainerOutputBatch,
+    ContainerRequest,
+    ContainerResponse,
+    ContractError,
+    Error,
+    ErrorCode,
+    OutputRequest,
+    RunCommand,
+    ServerPresence,
+    ServerState,
+    StatusRequest,
+    StatusUpdate,
+    World,
+    WorldsRequest,
+    WorldsUpdate,
+    check_command_text,
+    command_name,
+)
+from resofleet.config import AgentSettings, ServerConfig
+
+from .console import COMMAND_DEADLINE, ConsoleDriver, deadline_for
+from .errors import AgentError, ConsoleClosed, ConsoleNotReady, ConsoleTimeout
+from .output import OutputLog
+from .parsers import build_world, parse_bans, parse_status, parse_users, parse_worlds
+from .runtime import ProcessRuntime, Runtime, emulator_command
+
+__all__ = ["ManagedServer", "make_runtime"]
+
+log = logging.getLogger(__name__)
+
+#: Commands after which worlds and bans are polled at once instead of at the next interval.
+_CHANGES_WORLDS: Final = frozenset(
+    {"kick", "ban", "unban", "banbyname", "unbanbyname", "banbyid", "unbanbyid", "silence",
+     "unsilence", "role", "name", "accesslevel", "hidefromlisting", "description", "maxusers",
+     "startworldurl", "startworldtemplate", "close", "restart", "focus"}
+)
+_CHANGES_BANS: Final = frozenset({"ban", "unban", "banbyname", "unbanbyname", "banbyid", "unbanbyid"})
+#: Seconds a poll waits for the console to be free before skipping this round.
+POLL_WAIT: Final = 5.0
+
+
+def make_runtime(config: ServerConfig, listener) -> Runtime:  # type: ignore[no-untyped-def]
+    if config.runtime == "emulator":
+        return ProcessRuntime(
+            config.id, listener, command=emulator_command(config.scenario, config.emulator_args),
+            env=config.env, kind="emulator",
+        )
+    if config.runtime == "process":
+        return ProcessRuntime(
+            config.id, listener, command=config.command, workdir=config.workdir, env=config.env,
+        )
+    from .runtime.docker import DockerRuntime
+
+    return DockerRuntime(config.id, listener, container=config.container)
+
+
+class ManagedServer:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        bus: Bus,
+        settings: AgentSettings,
+        *,
+        runtime_factory: Callable[[ServerConfig, object], Runtime] = make_runtime,
+    ) -> None:
+        self.id = config.id
+        self.config = config
+        self.bus = bus
+        self.settings = settings
+        self.output_log = OutputLog(config.id, self._publish_output)
+        self.runtime = runtime_factory(config, self)
+        self.driver: ConsoleDriver | None = None
+        self._ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pollers: list[asyncio.Task[None]] = []
+        self._poke_worlds = asyncio.Event()
+        self._poke_bans = asyncio.Event()
+        self.worlds: list[World] = []
+        self.bans: list[Ban] = []
+        self._last_status: bytes = b""
+        self._last_worlds: bytes = b""
+        self._last_bans: bytes | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.output_log.start()
+        await self.runtime.start()
+        self._pollers = [
+            asyncio.create_task(self._poll_status(), name=f"poll-status:{self.id}"),
+            asyncio.create_task(self._poll_worlds(), name=f"poll-worlds:{self.id}"),
+            asyncio.create_task(self._poll_bans(), name=f"poll-bans:{self.id}"),
+        ]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in [*self._pollers, *self._tasks]:
+            task.cancel()
+        for task in [*self._pollers, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.runtime.close()
+        await self.output_log.close()
+
+    def presence(self) -> ServerPresence:
+        status = self.runtime.status
+        if status == "running" and not self._ready.is_set():
+            status = "starting"
+        return ServerPresence(
+            server=self.id,
+            status=status,
+            worlds=len(self.worlds),
+            users=sum(w.users for w in self.worlds),
+            runtime=self.runtime.kind,
+        )
+
+    # -- runtime listener ------------------------------------------------------------
+
+    def output_line(self, line: str) -> None:
+        self.output_log.add(line)
+
+    def output(self, data: bytes) -> None:  # RuntimeListener
+        if self.driver is not None:
+            self.driver.feed(data)
+
+    def started(self) -> None:  # RuntimeListener
+        self._ready.clear()
+        driver = ConsoleDriver(self.runtime.write, on_line=self.output_line, name=self.id)
+        self.driver = driver
+        self._spawn(self._synchronise(driver))
+        self._spawn(self._publish_state("starting"))
+
+    def exited(self, reason: str) -> None:  # RuntimeListener
+        self._ready.clear()
+        if self.driver is not None:
+            self.driver.feed_eof(reason)
+        self._spawn(self._publish_state("exited", reason))
+
+    def state(self, state: str) -> None:  # RuntimeListener
+        self._spawn(self._publish_state(state))
+        self._spawn(self._refresh_status())
+
+    async def _synchronise(self, driver: ConsoleDriver) -> None:
+        try:
+            await driver.start()
+        except (AgentError, TimeoutError) as exc:
+            log.error("server=%s: the console did not become ready: %s", self.id, exc)
+            return
+        if driver is self.driver:
+            self._ready.set()
+            log.info("server=%s: console ready, focused %r", self.id, driver.prompt)
+            await self._publish_state("ready")
+            self._poke_worlds.set()
+            self._poke_bans.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- requests --------------------------------------------------------------------
+
+    async def handle(self, request: BusRequest, deadline: float) -> BusReply:
+        """Answer one bus request (the bus handler for this server)."""
+        try:
+            body = await self._dispatch(request, deadline)
+        except (AgentError, BusError) as exc:
+            body = Error(message=_sentence(exc), code=exc.code, server=self.id)
+        except ContractError as exc:
+            body = Error(message=exc.message, code=exc.code, server=self.id)
+        return BusReply(body=body)
+
+    async def _dispatch(self, request: BusRequest, deadline: float):  # type: ignore[no-untyped-def]
+        match request.body:
+            case RunCommand(command=command, world=world):
+                return await self._command(command, world, deadline)
+            case StatusRequest():
+                return StatusUpdate(status=await self.runtime.stats(), server=self.id)
+            case WorldsRequest():
+                worlds = await self._collect_worlds(self._remaining(deadline), wait=self._remaining(deadline))
+                await self._maybe_publish_worlds(worlds)
+                return WorldsUpdate(output=worlds, server=self.id)
+            case OutputRequest(since=since, epoch=epoch, limit=limit):
+                return self.output_log.history(since, epoch, limit)
+            case ContainerRequest(action=action):
+                return await self._container(action)
+        raise ContractError(f"This agent cannot answer a {type(request.body).__name__}.")
+
+    def _remaining(self, deadline: float) -> float:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise ConsoleTimeout(f"{self.id}: the request's time ran out before the console got to it")
+        return remaining
+
+    async def _console(self, deadline: float) -> ConsoleDriver:
+        """The console, once ready; waits for a starting one within the deadline."""
+        try:
+            async with asyncio.timeout(self._remaining(deadline)):
+                while True:
+                    driver = self.driver
+                    if driver is not None and driver.ready and self._ready.is_set():
+                        return driver
+                    if self.runtime.status in ("exited", "crashloop", "created"):
+                        raise ConsoleClosed(
+                            f"Server {self.id!r} is not running ({self.runtime.status}); "
+                            "start it with a container start action."
+                        )
+                    ready = asyncio.ensure_future(self._ready.wait())
+                    try:
+                        await asyncio.wait_for(asyncio.shield(ready), 0.5)
+                    except TimeoutError:
+                        pass
+                    finally:
+                        ready.cancel()
+        except TimeoutError:
+            raise ConsoleNotReady(f"Server {self.id!r} is still starting; its console is not ready yet.") from None
+
+    async def _command(self, command: str, world: str | int | None, deadline: float):  # type: ignore[no-untyped-def]
+        check_command_text(command)  # the bus is not trusted to have checked it
+        driver = await self._console(deadline)
+        name = command_name(command)
+        timeout = min(deadline_for(command), self._remaining(deadline))
+        async with driver.exclusive(wait=self._remaining(deadline)) as group:
+            timeout = min(deadline_for(command), self._remaining(deadline))
+            if world is None:
+                reply = await group.run(command, timeout=timeout)
+            else:
+                before = driver.focused_index
+                await group.worlds(timeout=timeout)
+                await group.focus(world, timeout=timeout, stream=True)
+                reply = await group.run(command, timeout=timeout)
+                if before is not None and name not in ("focus", "close") and driver.focused_index != before:
+                    await group.focus(before, timeout=COMMAND_DEADLINE)
+        if name in _CHANGES_WORLDS:
+            self._poke_worlds.set()
+        if name in _CHANGES_BANS:
+            self._poke_bans.set()
+        if name == "listbans":
+            bans = parse_bans(reply.text)
+            await self._maybe_publish_bans(bans)
+            return BansUpdate(bans=bans, server=self.id)
+        return CommandResponse(command=command, output=reply.text, server=self.id)
+
+    async def _container(self, action: str) -> ContainerResponse:
+        if action == "start":
+            await self.runtime.start()
+        elif action == "stop":
+            await self.runtime.stop()
+        else:
+            await self.runtime.restart()
+        return ContainerResponse(action=action, server=self.id, status=self.runtime.status)
+
+    # -- the worlds poll, as one atomic group ----------------------------------------
+
+    async def _collect_worlds(self, timeout: float, *, wait: float) -> list[World]:
+        driver = await self._console(asyncio.get_running_loop().time() + timeout)
+        async with driver.exclusive(wait=wait) as group:
+            before = driver.focused_index
+            listing = await group.worlds(timeout=timeout)
+            worlds: list[World] = []
+            for line in parse_worlds(listing.text):
+                await group.focus(line.index, timeout=timeout)
+                status = parse_status((await group.run("status", timeout=timeout, stream=False)).text)
+                users = parse_users((await group.run("users", timeout=timeout, stream=False)).text)
+                worlds.append(build_world(line, status, users))
+            if before is not None and driver.focused_index != before:
+                await group.focus(before, timeout=timeout)
+        self.worlds = worlds
+        return worlds
+
+    # -- pollers and events ----------------------------------------------------------
+
+    async def _poll_status(self) -> None:
+        while True:
+            await self._refresh_status()
+            await asyncio.sleep(self.settings.status_interval)
+
+    async def _refresh_status(self) -> None:
+        try:
+            status = await self.runtime.stats()
+        except Exception as exc:
+            log.warning("server=%s: status sample failed: %s", self.id, exc)
+            return
+        encoded = msgspec.json.encode(status)
+        if encoded != self._last_status:
+            self._last_status = encoded
+            await self._publish("status", StatusUpdate(status=status, server=self.id))
+
+    async def _poll_worlds(self) -> None:
+        await self._poll(self._poke_worlds, self.settings.worlds_interval, self._poll_worlds_once)
+
+    async def _poll_worlds_once(self) -> None:
+        worlds = await self._collect_worlds(COMMAND_DEADLINE, wait=POLL_WAIT)
+        await self._maybe_publish_worlds(worlds)
+
+    async def _poll_bans(self) -> None:
+        await self._poll(self._poke_bans, self.settings.bans_interval, self._poll_bans_once)
+
+    async def _poll_bans_once(self) -> None:
+        driver = await self._console(asyncio.get_running_loop().time() + COMMAND_DEADLINE)
+        reply = await driver.run("listbans", stream=False, wait=POLL_WAIT)
+        await self._maybe_publish_bans(parse_bans(reply.text))
+
+    async def _poll(self, poke: asyncio.Event, interval: float, once: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await poke.wait()
+            poke.clear()
+            if not self._ready.is_set():
+                continue
+            try:
+                await once()
+            except AgentError as exc:
+                log.info("server=%s: poll skipped: %s", self.id, exc)
+            except Exception:
+                log.exception("server=%s: poll failed", self.id)
+
+    async def _maybe_publish_worlds(self, worlds: list[World]) -> None:
+        # uptime moves every second; a change of anything else is news
+        key = msgspec.json.encode([msgspec.structs.replace(w, uptime="", uptime_raw="") for w in worlds])
+        if key != self._last_worlds:
+            self._last_worlds = key
+            await self._publish("worlds", WorldsUpdate(output=worlds, server=self.id))
+
+    async def _maybe_publish_bans(self, bans: list[Ban]) -> None:
+        self.bans = bans
+        key = msgspec.json.encode(bans)
+        if key != self._last_bans:
+            self._last_bans = key
+            await self._publish("bans", BansUpdate(bans=bans, server=self.id))
+
+    async def _publish_state(self, state: str, detail: str = "") -> None:
+        await self._publish("state", ServerState(server=self.id, state=state, detail=detail))
+
+    async def _publish_output(self, batch: ContainerOutputBatch) -> None:
+        await self.bus.publish(BusEvent(server=self.id, kind="output", body=batch))
+
+    async def _publish(self, kind, body) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await self.bus.publish(BusEvent(server=self.id, kind=kind, body=body))
+        except BusError as exc:
+            log.warning("server=%s: %s event not published: %s", self.id, kind, exc)
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if text.endswith((".", "!", "?")) else text + "."

@@ -1,0 +1,112 @@
+"""The agent: every configured server of one host, on the bus.
+
+For each ``[[servers]]`` entry it starts a :class:`~agent.server.ManagedServer` and serves
+that server id on the bus; it announces its servers on the presence fanout every
+:data:`ANNOUNCE_INTERVAL` seconds and whenever a gateway asks (``discover``). A gateway
+forgets a server after three missed announcements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import Final
+
+from bus import Bus, BusError, Served
+from contracts import Announce, Discover
+from resofleet.config import AgentSettings, ServerConfig
+
+from .server import ManagedServer
+
+__all__ = ["ANNOUNCE_INTERVAL", "Agent", "SERVE_CONCURRENCY"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between presence announcements. Gateways forget a server after three missed
+#: ones, so a vanished agent is noticed within about six seconds.
+ANNOUNCE_INTERVAL: Final = 2.0
+#: Requests handled at once per server: status and output need no console, so they need
+#: not wait behind a slow ``save``; console commands still run one at a time.
+SERVE_CONCURRENCY: Final = 4
+
+
+class Agent:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        servers: Sequence[ServerConfig],
+        settings: AgentSettings | None = None,
+        announce_interval: float = ANNOUNCE_INTERVAL,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings or AgentSettings()
+        self.id = f"{self.settings.name}-{secrets.token_hex(3)}"
+        self.host = socket.gethostname()
+        self.announce_interval = announce_interval
+        self.servers = {cfg.id: ManagedServer(cfg, bus, self.settings) for cfg in servers}
+        self._served: list[Served] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    async def start(self) -> None:
+        """Claim every server id on the bus, start the headless servers, announce them."""
+        try:
+            for server in self.servers.values():
+                self._served.append(
+                    await self.bus.serve(server.id, server.handle, concurrency=SERVE_CONCURRENCY)
+                )
+            for server in self.servers.values():
+                await server.start()
+            presence = await self.bus.presence()
+        except BaseException:
+            await self.close()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._announce_loop(), name="agent:announce"),
+            asyncio.create_task(self._answer_discover(presence), name="agent:discover"),
+        ]
+        await self.announce()
+
+    async def announce(self) -> None:
+        message = Announce(
+            agent=self.id,
+            host=self.host,
+            servers=[s.presence() for s in self.servers.values()],
+            interval=self.announce_interval,
+        )
+        try:
+            await self.bus.broadcast(message)
+        except BusError as exc:
+            log.warning("agent=%s: announcement not sent: %s", self.id, exc)
+
+    async def _announce_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.announce_interval)
+            await self.announce()
+
+    async def _answer_discover(self, presence) -> None:  # type: ignore[no-untyped-def]
+        async for message in presence:
+            if isinstance(message, Discover):
+                await self.announce()
+
+    async def close(self) -> None:
+        """Stop serving, stop announcing, stop the headless servers this agent started."""
+        if self._closed:
+            return
+        self._closed = True
+        for served in self._served:
+            with contextlib.suppress(Exception):
+                await served.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.gather(*(s.close() for s in self.servers.values()), return_exceptions=True)
