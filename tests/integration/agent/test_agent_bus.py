@@ -1,0 +1,160 @@
+"""The agent over both buses, with the emulator as a real child process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent import Agent
+from contracts import (
+    Announce,
+    BansUpdate,
+    BusRequest,
+    CommandResponse,
+    Error,
+    OutputHistory,
+    OutputRequest,
+    RunCommand,
+    StatusRequest,
+    StatusUpdate,
+    WorldsRequest,
+    WorldsUpdate,
+)
+from resofleet.config import AgentSettings, ServerConfig
+
+FAST = AgentSettings(name="test", status_interval=0.5, worlds_interval=0.5, bans_interval=0.5)
+
+
+@pytest.fixture
+async def fleet(bus_factory):
+    agents: list[Agent] = []
+
+    async def start(*servers: ServerConfig) -> tuple[Agent, object]:
+        agent_bus, gateway_bus = await bus_factory(), await bus_factory()
+        agent = Agent(agent_bus, servers=servers, settings=FAST, announce_interval=0.5)
+        await agent.start()
+        agents.append(agent)
+        return agent, gateway_bus
+
+    yield start
+    for agent in agents:
+        await agent.close()
+
+
+def req(server: str, body, timeout: float = 20.0) -> BusRequest:
+    return BusRequest(server=server, body=body, timeout=timeout)
+
+
+async def test_command_reply_and_structured_bans(fleet):
+    """A console command comes back as command_response; listbans as structured bans."""
+    _, gw = await fleet(ServerConfig(id="one", runtime="emulator", scenario="default"))
+    reply = await gw.request(req("one", RunCommand(command="users")))
+    assert isinstance(reply.body, CommandResponse)
+    assert reply.body.server == "one"
+    assert reply.body.output.splitlines()[0].startswith("HarborHost\tID: U-1a2B3c4D5e\t")
+    bans = await gw.request(req("one", RunCommand(command="listbans")))
+    assert isinstance(bans.body, BansUpdate)
+    assert [(b.username, b.userId, b.machineIds) for b in bans.body.bans] == [
+        ("SpamBot", "U-SpamBot01", ["4q8w0e2r6t1y9u3i5o7p"])
+    ]
+
+
+async def test_get_worlds_matches_the_busy_scenario(fleet):
+    """worlds_update lists every world of the busy scenario with its users, in order."""
+    import tomllib
+    from pathlib import Path
+
+    scenario = tomllib.loads(Path("emulator/scenarios/busy.toml").read_text())
+    _, gw = await fleet(ServerConfig(id="busy", runtime="emulator", scenario="busy", emulator_args=("--activity-interval", "0", "--noise-rate", "0.3")))
+    reply = await gw.request(req("busy", WorldsRequest()))
+    assert isinstance(reply.body, WorldsUpdate)
+    worlds = reply.body.output
+    assert [w.name for w in worlds] == [w["name"] for w in scenario["worlds"]]
+    for world, expected in zip(worlds, scenario["worlds"]):
+        names = [u.username for u in world.users_list]
+        assert names[1:] == [u["username"] for u in expected.get("users", [])]
+        assert world.users == len(names) and world.maxUsers == expected["max_users"]
+        assert world.accessLevel == expected["access_level"]
+        assert world.users_list[0].present is False  # the headless's own account
+
+
+async def test_world_field_runs_in_that_world_and_restores_focus(fleet):
+    """command with world runs there, and the user's focus is put back."""
+    _, gw = await fleet(ServerConfig(id="one", runtime="emulator", scenario="default"))
+    reply = await gw.request(req("one", RunCommand(command="users", world=0)))
+    assert "U-Mira" in reply.body.output
+    status = await gw.request(req("one", RunCommand(command="status")))
+    assert status.body.output.splitlines()[0] == "Name: Night Market"
+
+
+async def test_status_is_live_numbers(fleet):
+    """get_status answers the emulator process's own CPU and memory, as numbers."""
+    _, gw = await fleet(ServerConfig(id="one", runtime="emulator"))
+    reply = await gw.request(req("one", StatusRequest()))
+    assert isinstance(reply.body, StatusUpdate)
+    status = reply.body.status
+    assert status.status == "running" and status.memory_used_bytes > 1_000_000
+    assert isinstance(status.cpu_usage, float) and status.cpu_usage >= 0
+    # percent of the host's memory, one decimal (a small emulator rounds to a tiny number)
+    assert status.memory_percent == round(100 * status.memory_used_bytes / status.memory_total_bytes, 1)
+    assert status.memory_used.endswith("MB")
+
+
+async def test_events_published_on_change(fleet, bus_factory):
+    """A ban changes the bans and worlds: both events are published, with the new state."""
+    watcher = await bus_factory()
+    sub = await watcher.subscribe(["one.*"])
+    _, gw = await fleet(ServerConfig(id="one", runtime="emulator"))
+    await gw.request(req("one", RunCommand(command="focus 0")))
+    await gw.request(req("one", RunCommand(command="ban Tobias")))
+    banned = tobias_gone = False
+    async with asyncio.timeout(15):
+        while not (banned and tobias_gone):
+            event = await sub.get()
+            if event.kind == "bans":
+                banned = any(b.username == "Tobias" for b in event.body.bans)
+            elif event.kind == "worlds":
+                harbor = event.body.output[0]
+                tobias_gone = "Tobias" not in [u.username for u in harbor.users_list]
+
+
+async def test_output_streamed_and_kept_for_get_output(fleet, bus_factory):
+    """A user command's echo and result are streamed, and get_output returns them by seq."""
+    watcher = await bus_factory()
+    sub = await watcher.subscribe(["one.output"])
+    _, gw = await fleet(ServerConfig(id="one", runtime="emulator"))
+    await gw.request(req("one", RunCommand(command="listbans")))
+    seen: list[str] = []
+    async with asyncio.timeout(10):
+        while not any(l.startswith("[0]\tUsername: SpamBot") for l in seen):
+            event = await sub.get()
+            seen += [line.output for line in event.body.lines]
+    assert "Night Market>listbans" in seen
+    history = await gw.request(req("one", OutputRequest(since=0)))
+    assert isinstance(history.body, OutputHistory)
+    assert "Night Market>listbans" in [l.output for l in history.body.lines]
+    seqs = [l.seq for l in history.body.lines]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_presence_announces_servers(fleet, bus_factory):
+    """The agent announces its servers, ready once the console is synchronised."""
+    watcher = await bus_factory()
+    presence = await watcher.presence()
+    await fleet(ServerConfig(id="one", runtime="emulator"))
+    async with asyncio.timeout(10):
+        while True:
+            msg = await presence.get()
+            if isinstance(msg, Announce) and msg.servers and msg.servers[0].status == "running":
+                break
+    assert msg.servers[0].server == "one" and msg.servers[0].worlds == 2
+
+
+async def test_control_characters_never_reach_the_console(fleet):
+    """A command with a newline sent straight onto the bus is refused by the agent too."""
+    _, gw = await fleet(ServerConfig(id="one", runtime="emulator"))
+    reply = await gw.request(req("one", RunCommand(command="worlds\nshutdown")))
+    assert isinstance(reply.body, Error) and reply.body.code == "bad_request"
+    alive = await gw.request(req("one", RunCommand(command="worlds")))
+    assert "Harbor Lounge" in alive.body.output
