@@ -65,8 +65,10 @@ class ProcessRuntime(Runtime):
         workdir: str | None = None,
         env: dict[str, str] | None = None,
         kind: str = "process",
+        backoff_start: float = BACKOFF_START,
     ) -> None:
         super().__init__(server, listener)
+        self.backoff_start = backoff_start
         self.kind = kind
         self.command = list(command)
         self.workdir = workdir
@@ -114,7 +116,7 @@ class ProcessRuntime(Runtime):
         return proc
 
     async def _supervise(self) -> None:
-        backoff = BACKOFF_START
+        backoff = self.backoff_start
         while self._want_running:
             try:
                 proc = await self._spawn()
@@ -142,7 +144,7 @@ class ProcessRuntime(Runtime):
                 self._set_status("crashloop")
                 return
             if code == 0:
-                backoff = BACKOFF_START  # a clean exit (shutdown) is not a crash streak
+                backoff = self.backoff_start  # a clean exit (shutdown) is not a crash streak
             log.warning("server=%s: %s; restarting in %.0f s", self.server, reason, backoff)
             self._set_status("restarting")
             await asyncio.sleep(backoff)

@@ -1,0 +1,95 @@
+"""The process runtime restarts a crashed headless, and stops after a crash loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.console import ConsoleDriver
+from agent.runtime import ProcessRuntime, emulator_command
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.states: list[str] = []
+        self.exits: list[str] = []
+        self.started_count = 0
+        self.driver: ConsoleDriver | None = None
+        self.runtime: ProcessRuntime | None = None
+        self.changed = asyncio.Event()
+
+    def output(self, data: bytes) -> None:
+        if self.driver is not None:
+            self.driver.feed(data)
+
+    def started(self) -> None:
+        self.started_count += 1
+        assert self.runtime is not None
+        self.driver = ConsoleDriver(self.runtime.write, name="crashy")
+        self.changed.set()
+
+    def exited(self, reason: str) -> None:
+        self.exits.append(reason)
+        if self.driver is not None:
+            self.driver.feed_eof(reason)
+        self.changed.set()
+
+    def state(self, state: str) -> None:
+        self.states.append(state)
+        self.changed.set()
+
+
+async def wait_for(rec: Recorder, predicate, timeout: float = 15) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            rec.changed.clear()
+            await rec.changed.wait()
+
+
+async def test_crashed_headless_is_restarted_and_the_exit_is_published():
+    """crash exits non-zero; the runtime reports it, restarts, and the console answers again."""
+    rec = Recorder()
+    rt = ProcessRuntime("crashy", rec, command=emulator_command("default"), kind="emulator", backoff_start=0.1)
+    rec.runtime = rt
+    await rt.start()
+    try:
+        await rec.driver.start(timeout=20)
+        await rt.write(b"crash\n")
+        await wait_for(rec, lambda: rec.started_count == 2)
+        assert rec.exits == ["exited with code 134"]
+        assert "restarting" in rec.states and rec.states[-1] == "running"
+        assert rt.restarts == 1
+        await rec.driver.start(timeout=20)
+        reply = await rec.driver.run("worlds")
+        assert "Harbor Lounge" in reply.text
+    finally:
+        await rt.close()
+
+
+async def test_crash_loop_stops_the_restarts():
+    """A headless that keeps dying is left stopped in the crashloop state."""
+    rec = Recorder()
+    rt = ProcessRuntime(
+        "crashy", rec, command=[*emulator_command("default"), "--startup-delay", "0"], kind="emulator",
+        backoff_start=0.01,
+    )
+    rec.runtime = rt
+    await rt.start()
+    try:
+        async def crash_every_start() -> None:
+            seen = 0
+            while rt.status != "crashloop":
+                if rec.started_count > seen:
+                    seen = rec.started_count
+                    await asyncio.sleep(0.05)
+                    try:
+                        await rt.write(b"crash\n")
+                    except ConnectionError:
+                        pass
+                rec.changed.clear()
+                await rec.changed.wait()
+
+        await asyncio.wait_for(crash_every_start(), 20)
+        assert rt.status == "crashloop"
+        assert len(rec.exits) == 5
+    finally:
+        await rt.close()
