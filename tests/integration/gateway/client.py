@@ -62,6 +62,21 @@ class Client:
         await self.send(message)
         return await self.expect(lambda m: m.get("id") == message["id"], timeout)
 
+    async def requests(self, messages: list[Message], timeout: float = WAIT) -> list[Message]:
+        """Send every message at once (fresh ids), then return their replies in order."""
+        ids = []
+        for message in messages:
+            message = dict(message)
+            message.setdefault("id", f"r{next(self._ids)}")
+            ids.append(message["id"])
+            await self.send(message)
+        replies: dict[Any, Message] = {}
+        async with asyncio.timeout(timeout):
+            while len(replies) < len(ids):
+                reply = await self.expect(lambda m: m.get("id") in ids and m["id"] not in replies)
+                replies[reply["id"]] = reply
+        return [replies[i] for i in ids]
+
 
 async def wait_until(check: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
     """Poll ``check`` (sync or async) until it returns something truthy, within ``timeout``."""

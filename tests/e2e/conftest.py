@@ -1,0 +1,93 @@
+"""A real fleet per test: agents driving emulated headless consoles, gateways, a bus.
+
+``fleet`` is parametrized over the two transports (through ``bus_factory``): over
+LocalBus everything shares one in-process bus, as in ``resofleet up``; over RabbitMQ each
+agent and each gateway has its own connection under the test's own name prefix, as
+separate processes on separate hosts would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from gateway import Gateway
+from resofleet.config import AgentSettings, ServerConfig
+from tests.integration.gateway.client import Client, wait_until
+
+#: Seconds between an agent's announcements in tests: short, so a vanished agent is
+#: noticed quickly (three missed: under a second).
+TEST_ANNOUNCE_INTERVAL = 0.3
+
+
+def emulated(server: str, *args: str, scenario: str = "default") -> ServerConfig:
+    return ServerConfig(id=server, runtime="emulator", scenario=scenario, emulator_args=tuple(args))
+
+
+class Fleet:
+    def __init__(self, bus_factory: Any) -> None:
+        self.bus_factory = bus_factory
+        self.agents: list[Any] = []
+        self.gateways: list[Gateway] = []
+        self.clients: list[Client] = []
+
+    async def agent(
+        self, *servers: str | ServerConfig, name: str | None = None, **options: Any
+    ) -> Any:
+        """Start an agent serving ``servers`` (ids are emulators with the default scenario)."""
+        from agent import Agent
+
+        configs = [emulated(s) if isinstance(s, str) else s for s in servers]
+        options.setdefault("announce_interval", TEST_ANNOUNCE_INTERVAL)
+        agent = Agent(
+            await self.bus_factory(),
+            servers=configs,
+            settings=AgentSettings(name=name or f"agent-{len(self.agents) + 1}"),
+            **options,
+        )
+        self.agents.append(agent)
+        await agent.start()
+        return agent
+
+    async def gateway(self, **options: Any) -> Gateway:
+        gateway = Gateway(await self.bus_factory(), host="127.0.0.1", port=0, **options)
+        await gateway.start()
+        self.gateways.append(gateway)
+        return gateway
+
+    async def client(self, url: str) -> Client:
+        client = await Client.connect(url)
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        for gateway in reversed(self.gateways):
+            await gateway.close()
+        for agent in reversed(self.agents):
+            await agent.close()
+
+
+@pytest.fixture
+async def fleet(bus_factory) -> AsyncIterator[Fleet]:
+    fleet = Fleet(bus_factory)
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
+
+
+async def servers_online(client: Client, servers: Sequence[str], timeout: float = 15.0) -> list[dict]:
+    """Wait until ``get_servers`` lists exactly ``servers`` online; return the entries."""
+
+    async def check() -> list[dict] | None:
+        listed = (await client.request({"type": "get_servers"}))["servers"]
+        online = sorted(s["server"] for s in listed if s["online"])
+        return listed if online == sorted(servers) else None
+
+    return await wait_until(check, timeout=timeout, what=f"servers {servers} online")
