@@ -12,7 +12,8 @@ headless prints it. Lines starting with ``/`` are the client's own:
 On a terminal the live stream (``container_output``) is the view, as when attached to the
 headless itself, so a command's reply is not printed twice. With stdin from a pipe or a
 file (scripts), the live stream is off and the lines run one at a time: each reply is
-printed before the next line is sent, and the client exits after the last reply.
+printed before the next line is sent, and the client exits after the last reply: with 0,
+or 1 if any request was answered with an error.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Console:
         self._pending: dict[int, str] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Whether a request of this session was answered with an error (scripts exit 1).
+        self.failed = False
 
     # -- output ----------------------------------------------------------------------
 
@@ -117,7 +120,7 @@ class Console:
                         break
                     line = getter.result()
                     if line is None:  # end of input
-                        return 0
+                        return 1 if self.failed and not self.interactive else 0
                     if not await self._handle(ws, line.strip()):
                         return 0
                     if not self.interactive and not await self._replied():
@@ -225,6 +228,8 @@ class Console:
             what = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
             if not self._pending:
                 self._idle.set()
+            if what is not None and message.get("type") == "error":
+                self.failed = True
             text = render(message, replying_to=what, interactive=self.interactive)
             if text is not None:
                 self.show(text)

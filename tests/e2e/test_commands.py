@@ -92,7 +92,7 @@ async def test_up_demo_serves_the_seed_session(tmp_path):
 
 
 async def test_console_runs_a_script_against_up(tmp_path):
-    """`resofleet console` with commands on stdin prints their answers and exits 0."""
+    """`resofleet console` with commands on stdin prints their answers; exit 1 if one failed."""
     async with running("up", "--demo", "--port", "0", cwd=tmp_path, env=clean_env()) as up:
         console = await asyncio.create_subprocess_exec(
             *resofleet(), "console", "--url", up.url, cwd=tmp_path, env=clean_env(),
@@ -100,11 +100,20 @@ async def test_console_runs_a_script_against_up(tmp_path):
         )
         async with asyncio.timeout(60):
             out, err = await console.communicate(b"/worlds\n/status\nusers\n/servers\n/server nope\nversion\n")
-        assert console.returncode == 0, err.decode()
+        assert console.returncode == 1, err.decode()  # the last request failed
         text = out.decode()
         assert "Harbor Lounge" in text and "DemoHost" in text
         assert "running" in text and "cpu" in text
         assert "error [nope] (server_offline)" in text
+
+        console = await asyncio.create_subprocess_exec(
+            *resofleet(), "console", "--url", up.url + "/demo", cwd=tmp_path, env=clean_env(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            out, err = await console.communicate(b"listbans\n")
+        assert console.returncode == 0, err.decode()
+        assert out.decode().startswith("no bans") or "(U-" in out.decode()
         assert await up.stop() == 0
 
 
