@@ -257,3 +257,28 @@ async def test_agent_killed_mid_command_is_answered_timeout(fleet, amqp_url, top
     started = time.perf_counter()
     reply = await client.request({"type": "get_status", "server": "victim"})
     assert reply["code"] == "server_offline" and time.perf_counter() - started < 0.1
+
+
+async def test_container_actions_and_a_request_waiting_for_the_restart(fleet):
+    """container restart/stop/start answer container_response; a command after a restart
+    waits for the console to be ready again; a stopped server says how to start it."""
+    await fleet.agent(emulated("alpha", "--startup-delay", "1"))
+    gateway = await fleet.gateway()
+    client = await fleet.client(gateway.url)
+    await servers_online(client, ["alpha"])
+    await client.request({"type": "command", "command": "version"}, timeout=15)  # first boot done
+
+    restart = await client.request({"type": "container", "action": "restart", "id": "c1"}, timeout=30)
+    assert set(restart) == {"type", "action", "server", "status", "id"}
+    assert (restart["type"], restart["action"], restart["server"]) == ("container_response", "restart", "alpha")
+    users = await client.request({"type": "command", "command": "users"}, timeout=15)
+    assert users["type"] == "command_response" and "HarborHost" in users["output"]
+
+    stop = await client.request({"type": "container", "action": "stop"}, timeout=30)
+    assert (stop["type"], stop["status"]) == ("container_response", "exited")
+    refused = await client.request({"type": "command", "command": "users"})
+    assert (refused["type"], refused["server"]) == ("error", "alpha") and "start" in refused["message"]
+    start = await client.request({"type": "container", "action": "start"}, timeout=30)
+    assert (start["type"], start["status"]) == ("container_response", "running")
+    users = await client.request({"type": "command", "command": "users"}, timeout=15)
+    assert users["type"] == "command_response"
