@@ -185,6 +185,9 @@ class Session:
                     log.info("conn=%s: refused %s: %s", self.conn_id, message.__struct_config__.tag, exc)
                     await self.send(error_for(exc, id=message.id, conn=self.conn_id))
                     return
+                except Exception as exc:  # a routing bug answers `internal`, the session lives
+                    await self.send(error_for(exc, id=message.id, conn=self.conn_id))
+                    return
                 if not await self._take_slot():
                     return  # the connection closed while the client waited for a slot
                 task = asyncio.create_task(
