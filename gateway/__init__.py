@@ -24,7 +24,9 @@ Registry
     ``discover`` and knows the fleet within a round trip. A server not announced for three
     intervals (or dropped from its agent's announcement) is listed ``online: false,
     status: "offline"`` in ``servers_update`` for ten minutes, then forgotten; it no longer
-    counts when choosing the default server.
+    counts when choosing the default server, and requests to it are answered
+    ``server_offline`` at once by the gateway (an agent cut off by a partition may leave
+    its queue at the broker for a while, where requests would only time out).
 
 Requests and replies
     Requests run concurrently per connection (at most 32 in flight; past that the gateway

@@ -6,6 +6,7 @@ The error tree::
     ├── UnknownServer         malformed id, or outside the client's scope    unknown_server
     ├── AmbiguousServer       no ``server`` and several visible              ambiguous_server
     ├── NoServer              no ``server`` and none visible                 server_offline
+    ├── ServerGone            its agent stopped announcing it                server_offline
     └── Forbidden             the client's role may not do this              forbidden
 
 Failures that arrive from elsewhere map the same way, in :func:`error_for`:
@@ -40,6 +41,7 @@ __all__ = [
     "Forbidden",
     "GatewayError",
     "NoServer",
+    "ServerGone",
     "UnknownServer",
     "error_for",
 ]
@@ -86,6 +88,17 @@ class NoServer(GatewayError):
     def __init__(self) -> None:
         super().__init__(
             "No server is online right now: start an agent (or `resofleet up`) and try again."
+        )
+
+
+class ServerGone(GatewayError):
+    code = ErrorCode.SERVER_OFFLINE
+
+    def __init__(self, server: str, seconds: float) -> None:
+        super().__init__(
+            f"Server {server!r} is offline: its agent has not announced it for {seconds:.0f} s "
+            "(it stopped, or lost its link to the bus).",
+            server=server,
         )
 
 

@@ -188,6 +188,12 @@ class Registry:
         now = self._now()
         return sorted(s for s, e in self._entries.items() if e.online(now))
 
+    def offline(self) -> dict[str, float]:
+        """Servers known to have gone offline, with the seconds since their agent last
+        announced them (servers never seen are not here: the bus decides for those)."""
+        now = self._now()
+        return {s: now - e.seen_at for s, e in self._entries.items() if not e.online(now)}
+
     def is_online(self, server: str) -> bool:
         entry = self._entries.get(server)
         return entry is not None and entry.online(self._now())

@@ -13,6 +13,10 @@ Server selection (DESIGN.md, client protocol v1):
   when no agent serves it: another gateway replica may know it, and agents come and go.
 - ``server`` absent: the pinned server; else the one server online in the client's scope;
   none -> ``server_offline``; several -> ``ambiguous_server`` listing them.
+- A server whose agent stopped announcing it (three missed announcements) is answered
+  ``server_offline`` at once, without asking the bus: an agent cut off by a network
+  partition may leave its queue at the broker until the broker's heartbeat gives up on it,
+  and requests sent there would only time out.
 
 Authorisation is checked here too, in :func:`authorize`, and nowhere else.
 """
@@ -52,7 +56,7 @@ from contracts import (
     required_role,
 )
 
-from .errors import AmbiguousServer, Forbidden, NoServer, UnknownServer
+from .errors import AmbiguousServer, Forbidden, NoServer, ServerGone, UnknownServer
 from .identity import Principal
 
 __all__ = [
@@ -239,14 +243,20 @@ def route(
     pinned: str | None,
     online: Iterable[str],
     principal: Principal,
+    offline: Mapping[str, float] | None = None,
     timeouts: Timeouts = Timeouts(),
     client: str = "",
 ) -> BusRequest:
-    """The bus request for a request of :data:`BUS_TYPES`, or a :class:`GatewayError`."""
+    """The bus request for a request of :data:`BUS_TYPES`, or a :class:`GatewayError`.
+
+    ``offline``: servers whose agents stopped announcing them, with the seconds since.
+    """
     server = pick_server(
         getattr(message, "server", None), pinned=pinned, online=online, principal=principal
     )
     authorize(principal, message, server)
+    if offline and server in offline:
+        raise ServerGone(server, offline[server])
     body, kind = _body(message)
     if kind == "command":
         assert isinstance(message, Command)

@@ -177,6 +177,7 @@ class Session:
                         message,
                         pinned=self.pinned,
                         online=self.registry.online(),
+                        offline=self.registry.offline(),
                         principal=self.principal,
                         timeouts=self.timeouts,
                         client=self.client,

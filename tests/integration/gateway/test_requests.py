@@ -140,6 +140,22 @@ async def test_a_vanished_agent_is_reported_offline(start_gateway, bus_factory):
         assert reply["code"] == "server_offline"
 
 
+async def test_a_partitioned_agent_is_offline_at_once_not_a_timeout(start_gateway, bus_factory):
+    """Its queue still bound but its announcements stopped: server_offline at once."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    await agent_bus.serve("cut", answering("cut", {"users": 60}))  # would never answer
+    await announce(agent_bus, "a1", "cut", interval=0.1)
+    await wait_until(lambda: gateway.registry.is_online("cut"), what="cut announced")
+    await wait_until(lambda: "cut" in gateway.registry.offline(), what="cut missed three announcements")
+    async with await Client.connect(gateway.url) as client:
+        started = asyncio.get_running_loop().time()
+        reply = await client.request({"type": "command", "command": "users", "server": "cut"})
+        assert asyncio.get_running_loop().time() - started < 0.1
+    assert (reply["type"], reply["code"], reply["server"]) == ("error", "server_offline", "cut")
+    assert "has not announced it" in reply["message"]
+
+
 async def _offline(servers) -> list | None:
     servers = await servers
     return servers if servers and not servers[0]["online"] else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bus import LocalBus
 from contracts import Announce, Revoke, ServerPresence, ServerState
 from gateway.registry import OFFLINE_RETENTION, Registry
@@ -51,6 +53,7 @@ def test_server_goes_offline_after_three_missed_announcements():
     assert registry.online() == []
     [info] = registry.snapshot()
     assert (info.online, info.status, info.worlds) == (False, "offline", 0)
+    assert registry.offline() == {"s1": pytest.approx(6.1)}
 
 
 def test_server_dropped_by_its_agent_is_offline_at_once():

@@ -28,7 +28,7 @@ from contracts import (
     Subscribe,
     WorldsRequest,
 )
-from gateway.errors import AmbiguousServer, Forbidden, NoServer, UnknownServer, error_for
+from gateway.errors import AmbiguousServer, Forbidden, NoServer, ServerGone, UnknownServer, error_for
 from gateway.identity import OPEN_ADMIN, Principal
 from gateway.routing import (
     Timeouts,
@@ -157,6 +157,17 @@ def test_requests_become_bus_requests(message, body, timeout):
     assert request == BusRequest(
         server="s1", body=body, timeout=timeout, sub="local", role="admin", client="10.0.0.1"
     )
+
+
+def test_a_server_its_agent_stopped_announcing_is_offline_at_once():
+    """Known offline: server_offline from the gateway, saying for how long; others go to the bus."""
+    with pytest.raises(ServerGone) as info:
+        route(Command(command="users", server="gone"), pinned=None, online=[], offline={"gone": 7.2},
+              principal=OPEN_ADMIN)
+    assert info.value.code == ErrorCode.SERVER_OFFLINE and info.value.server == "gone"
+    assert "for 7 s" in info.value.message
+    assert route(Command(command="users", server="new"), pinned=None, online=[], offline={"gone": 7.2},
+                 principal=OPEN_ADMIN).server == "new"
 
 
 def test_timeouts_are_configurable():
