@@ -324,19 +324,7 @@ class AmqpBus(Bus):
     async def publish(self, event: BusEvent) -> None:
         self._check()
         assert self._events is not None
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await self._events.publish(
-                    aio_pika.Message(
-                        encode_bus(event),
-                        content_type=_CONTENT_TYPE,
-                        delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-                    ),
-                    routing_key=f"{event.server}.{event.kind}",
-                    mandatory=False,
-                )
-        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise BusUnavailable(f"The event could not be published: {exc}.") from None
+        await self._send(self._events, encode_bus(event), f"{event.server}.{event.kind}", "event")
 
     async def subscribe(
         self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
@@ -383,15 +371,23 @@ class AmqpBus(Bus):
     async def broadcast(self, message: PresenceMessage) -> None:
         self._check()
         assert self._presence_ex is not None
+        await self._send(self._presence_ex, encode_bus(message), "", "presence message")
+
+    async def _send(self, exchange: AbstractExchange, body: bytes, key: str, what: str) -> None:
+        """Publish without confirms or persistence; a failure becomes BusUnavailable."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await self._presence_ex.publish(
-                    aio_pika.Message(encode_bus(message), content_type=_CONTENT_TYPE),
-                    routing_key="",
+                await exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        content_type=_CONTENT_TYPE,
+                        delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                    ),
+                    routing_key=key,
                     mandatory=False,
                 )
         except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise BusUnavailable(f"The presence message could not be sent: {exc}.") from None
+            raise BusUnavailable(f"The {what} could not be published: {exc}.") from None
 
     async def presence(
         self, *, maxsize: int = DEFAULT_PRESENCE_QUEUE
