@@ -26,7 +26,10 @@ class Principal:
     sub: str
     role: Role
     servers: tuple[str, ...] = ("*",)
+    #: When the token runs out (epoch seconds); ``None``: never (open mode).
     expires: float | None = None
+    #: The token's id (what ``token revoke`` names); ``None`` in open mode.
+    jti: str | None = None
 
     def may_see(self, server: str) -> bool:
         """Whether this client may know that ``server`` exists."""

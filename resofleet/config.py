@@ -238,10 +238,9 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
         secrets, secret_key = ((secret, *old) if secret else ()), "gateway.secret"
     for s in secrets:
         if len(s) < MIN_SECRET_LENGTH:
-            where = secret_key if secret_key == "RESOFLEET_SECRET" else "gateway.secret/old_secrets"
+            where = "RESOFLEET_SECRET" if secret_key == "RESOFLEET_SECRET" else f"{source}: gateway.secret"
             raise ConfigError(
-                f"{source if secret_key != 'RESOFLEET_SECRET' else 'RESOFLEET_SECRET'}: "
-                f"{where} must be at least {MIN_SECRET_LENGTH} characters "
+                f"{where}: every secret must be at least {MIN_SECRET_LENGTH} characters "
                 "(make one with `resofleet token secret`)"
             )
     origins = strings(gw, "gateway", "origins")
