@@ -16,6 +16,7 @@ command_burst = 50
 connections_per_address = 256
 [bus]
 url = "amqp://guest:guest@rabbitmq:5672/"   # absent: the in-process bus (only with `up`)
+prefix = ""                 # names on the broker start with it: deployments sharing one broker
 [agent]
 name = "host-a"             # how this agent names itself in presence (default: hostname)
 status_interval = 5.0       # seconds between status polls
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -158,6 +160,9 @@ class Config:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     bus_url: str | None = None
+    #: Prefix of every exchange and queue name on the broker (``[bus] prefix`` or
+    #: ``$RESOFLEET_BUS_PREFIX``): several deployments, or test runs, share one broker.
+    bus_prefix: str = ""
     servers: tuple[ServerConfig, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -285,6 +290,10 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
     if url is not None and (not isinstance(url, str) or not url.startswith(("amqp://", "amqps://"))):
         raise fail("bus.url", "must be an amqp:// or amqps:// URL")
 
+    prefix = bus.get("prefix", os.environ.get("RESOFLEET_BUS_PREFIX", ""))
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9._-]{0,64}", prefix):
+        raise fail("bus.prefix", "must be at most 64 letters, digits, dots, dashes or underscores")
+
     ag = table("agent")
     name = ag.get("name", socket.gethostname())
     if not isinstance(name, str) or not name:
@@ -352,6 +361,7 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
         gateway=gateway_settings,
         agent=agent,
         bus_url=url,
+        bus_prefix=prefix,
         servers=tuple(servers),
         raw=data,
     )

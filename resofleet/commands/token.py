@@ -133,16 +133,18 @@ def _revoke(args: argparse.Namespace) -> int:
             return fail("that is not a resofleet token; pass the token or its id (jti)")
     if not jti or len(jti) > 128 or not jti.isprintable():
         return fail("a token id is 1-128 printable characters")
-    return asyncio.run(_publish(url, jti, until))
+    return asyncio.run(_publish(url, config.bus_prefix, jti, until))
 
 
-async def _publish(url: str, jti: str, until: float) -> int:
+async def _publish(url: str, prefix: str, jti: str, until: float) -> int:
     import socket
 
     from bus import AmqpBus, BusError
-    from contracts import Revoke
+    from contracts import Revoke, Topology
 
-    bus = AmqpBus(url, name=f"resofleet-token@{socket.gethostname()}")
+    bus = AmqpBus(
+        url, topology=Topology(prefix=prefix), name=f"resofleet-token@{socket.gethostname()}"
+    )
     try:
         await bus.start()
         await bus.broadcast(Revoke(jti=jti, until=until))
