@@ -4,7 +4,9 @@
 #  - RabbitMQ on 127.0.0.1:5672 (started with `rabbitmq-server -detached` when silent),
 #    unless RESOFLEET_AMQP_URL already points elsewhere;
 #  - a Docker engine and a local base image, where the machine can run one
-#    (deploy/dev/docker-engine.sh); without it the Docker tests skip and say why.
+#    (deploy/dev/docker-engine.sh); without it the Docker tests skip and say why;
+#  - Debian's chromium for the browser tests (apt-get, as root), unless
+#    RESOFLEET_NO_BROWSER=1; without it the browser tests skip and say why.
 # Progress goes to stderr; only the exports go to stdout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,5 +37,35 @@ if [ -z "${RESOFLEET_NO_DOCKER:-}" ] && [ -x deploy/dev/docker-engine.sh ]; then
     else
         echo "services: no Docker engine here; the Docker tests will be skipped with the reason" >&2
     fi
+fi
+
+# Debian's chromium, driven by Playwright in the browser tests (Playwright's own browser
+# download needs the internet; apt does not). About 100 MB with its libraries.
+CHROMIUM=/usr/bin/chromium
+if [ -z "${RESOFLEET_NO_BROWSER:-}" ] && [ ! -x "$CHROMIUM" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log=/var/log/resofleet-chromium-apt.log
+        echo "services: installing chromium for the browser tests (apt log: $log)" >&2
+        t0=$(date +%s)
+        export DEBIAN_FRONTEND=noninteractive
+        # Another apt (the docker step, another test run) may hold the dpkg lock a while.
+        apt_=(apt-get -q -o DPkg::Lock::Timeout=300)
+        install=("${apt_[@]}" install -y --no-install-recommends chromium)
+        if ! "${install[@]}" >"$log" 2>&1; then
+            # Stale or missing package lists: refresh them once, then try again.
+            "${apt_[@]}" update >>"$log" 2>&1 && "${install[@]}" >>"$log" 2>&1
+        fi
+        if [ -x "$CHROMIUM" ]; then
+            echo "services: chromium installed in $(( $(date +%s) - t0 )) s" >&2
+        else
+            echo "services: could not install chromium ($(grep -E '^E:' "$log" | tail -n 1)); the browser tests will be skipped" >&2
+        fi
+    else
+        echo "services: no $CHROMIUM and cannot apt-get it (needs root); the browser tests will be skipped" >&2
+    fi
+fi
+if [ -z "${RESOFLEET_NO_BROWSER:-}" ] && [ -x "$CHROMIUM" ]; then
+    echo "services: chromium for the browser tests: $CHROMIUM" >&2
+    echo "export RESOFLEET_CHROMIUM=$CHROMIUM"
 fi
 exit 0
