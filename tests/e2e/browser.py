@@ -2,7 +2,8 @@
 
 ``browser`` launches ``RESOFLEET_CHROMIUM`` (default ``/usr/bin/chromium``, which
 ``tests/services.sh`` installs with apt) headless, once per test, and skips the test with
-the reason when it is missing. Import the fixture into the test module
+the reason when it is missing or when ``RESOFLEET_NO_BROWSER`` is set (the same knob
+makes ``tests/services.sh`` skip the install). Import the fixture into the test module
 (``from .browser import browser``) and mark the module ``browser``.
 
 :func:`websocket` runs one WebSocket conversation *inside a page*, so the browser sends
@@ -48,6 +49,8 @@ def chromium_path() -> str:
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     """A headless chromium for one test; every context it makes waits at most WAIT."""
+    if os.environ.get("RESOFLEET_NO_BROWSER"):
+        pytest.skip("RESOFLEET_NO_BROWSER is set")
     path = chromium_path()
     if not os.access(path, os.X_OK):
         pytest.skip(
@@ -74,6 +77,24 @@ async def new_page(browser: Any, url: str | None = None) -> Any:
     page = await context.new_page()
     if url is not None:
         await page.goto(url)
+    return page
+
+
+async def page_at(browser: Any, origin: str) -> Any:
+    """A page in a fresh context whose origin is ``origin``, which need not exist.
+
+    Playwright answers the navigation itself with a blank page, so no server or DNS is
+    involved; the page's own requests (its WebSockets) go out for real, with
+    ``Origin: <origin>``.
+    """
+    page = await new_page(browser)
+    await page.route(
+        f"{origin}/**",
+        lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<!doctype html><title>elsewhere</title>"
+        ),
+    )
+    await page.goto(f"{origin}/")
     return page
 
 
