@@ -56,6 +56,7 @@ import msgspec
 
 __all__ = [
     "AuditLog",
+    "AuditLogUnavailable",
     "BACKUPS",
     "CLOSE_TIMEOUT",
     "FIELD_LIMIT",
@@ -63,6 +64,7 @@ __all__ = [
     "MAX_BYTES",
     "MAX_PENDING",
     "RECORD_KEYS",
+    "start_audit_log",
 ]
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,9 @@ class AuditLog:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._fd: int | None = None
         self._size = 0
-        self._broken_line = False  # a failed write may have left half a line behind
+        # False when the file ends inside a line (a failed write, or a crash mid-write of an
+        # earlier process): the next write starts with a newline so each record stays whole.
+        self._ends_line = True
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
@@ -357,10 +361,11 @@ class AuditLog:
 
     def _open(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(self.path, flags, 0o600)
         self._fd = fd
         self._size = os.fstat(fd).st_size
+        self._ends_line = self._size == 0 or os.pread(fd, 1, self._size - 1) == b"\n"
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -374,7 +379,7 @@ class AuditLog:
         one fsync at the end."""
         if self._fd is None:
             self._open()
-        chunk: list[bytes] = [b"\n"] if self._broken_line else []
+        chunk: list[bytes] = [] if self._ends_line else [b"\n"]
         size = self._size + len(chunk)
         for line in lines:
             if size + len(line) > self.max_bytes and size > 0:
@@ -391,14 +396,11 @@ class AuditLog:
         assert self._fd is not None
         view = memoryview(data)
         while view:
-            try:
-                n = os.write(self._fd, view)
-            except OSError:
-                self._broken_line = True
-                raise
-            self._size += n
+            n = os.write(self._fd, view)
+            if n:
+                self._size += n
+                self._ends_line = view[n - 1] == 0x0A
             view = view[n:]
-        self._broken_line = False
 
     def _rotate(self) -> None:
         assert self._fd is not None
@@ -430,3 +432,28 @@ class AuditLog:
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.path)!r}, source={self.source!r})"
+
+
+class AuditLogUnavailable(Exception):
+    """The configured audit log cannot be opened; the message is one line for the operator."""
+
+
+async def start_audit_log(path: str | os.PathLike[str] | None, *, source: str) -> AuditLog | None:
+    """The started audit log at ``path`` for a command to pass on; ``None`` for none.
+
+    A service configured to keep an audit log refuses to run without it: an unwritable
+    path raises :class:`AuditLogUnavailable` saying which setting to change.
+    """
+    if path is None:
+        return None
+    audit = AuditLog(path, source=source)
+    try:
+        await audit.start()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise AuditLogUnavailable(
+            f"cannot open the audit log {path}: {reason}; "
+            f"set [{source}] audit_log or RESOFLEET_AUDIT_DIR"
+        ) from None
+    log.info("audit log: %s", path)
+    return audit
