@@ -6,6 +6,7 @@
 - :mod:`agent.output`: numbered output lines, the ring buffer, batches for the bus.
 - :mod:`agent.server`: one managed headless answering its bus requests.
 - :mod:`agent.service`: :class:`Agent`, every server of a host on the bus, with presence.
+- :mod:`agent.audit`: what the agent records in its audit log.
 """
 
 from __future__ import annotations

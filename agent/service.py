@@ -4,6 +4,10 @@ For each ``[[servers]]`` entry it starts a :class:`~agent.server.ManagedServer` 
 that server id on the bus; it announces its servers on the presence fanout every
 :data:`ANNOUNCE_INTERVAL` seconds and whenever a gateway asks (``discover``). A gateway
 forgets a server after three missed announcements.
+
+With an :class:`~resofleet.audit.AuditLog` (``audit=``), every console command a client sent
+and every container action is recorded there (:mod:`agent.audit`). The agent only writes to
+it: whoever created the audit log starts it before the agent and closes it after.
 """
 
 from __future__ import annotations
@@ -14,13 +18,17 @@ import logging
 import secrets
 import socket
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from bus import Bus, BusError, Served
 from contracts import Announce, Discover
 from resofleet.config import AgentSettings, ServerConfig
 
+from .audit import audited
 from .server import ManagedServer
+
+if TYPE_CHECKING:
+    from resofleet.audit import AuditLog
 
 __all__ = ["ANNOUNCE_INTERVAL", "Agent", "SERVE_CONCURRENCY"]
 
@@ -44,12 +52,14 @@ class Agent:
         servers: Sequence[ServerConfig],
         settings: AgentSettings | None = None,
         announce_interval: float = ANNOUNCE_INTERVAL,
+        audit: AuditLog | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings or AgentSettings()
         self.id = f"{self.settings.name}-{secrets.token_hex(3)}"
         self.host = socket.gethostname()
         self.announce_interval = announce_interval
+        self.audit = audit
         self.servers = {cfg.id: ManagedServer(cfg, bus, self.settings) for cfg in servers}
         self._served: list[Served] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -60,7 +70,9 @@ class Agent:
         try:
             for server in self.servers.values():
                 self._served.append(
-                    await self.bus.serve(server.id, server.handle, concurrency=SERVE_CONCURRENCY)
+                    await self.bus.serve(
+                        server.id, audited(server.handle, self.audit), concurrency=SERVE_CONCURRENCY
+                    )
                 )
             for server in self.servers.values():
                 await server.start()

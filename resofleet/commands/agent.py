@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from bus import AlreadyServed, AmqpBus, BusUnavailable
+    from resofleet.audit import AuditLog, AuditLogUnavailable, start_audit_log
     from resofleet.config import ConfigError, load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -40,6 +41,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> int:
+        try:
+            audit = await start_audit_log(config.agent.audit_log, source="agent")
+        except AuditLogUnavailable as exc:
+            print(f"resofleet agent: {exc}", file=sys.stderr)
+            return 1
+        try:
+            return await serve(audit)
+        finally:
+            if audit is not None:
+                await audit.close()  # after the agent: its last commands are recorded
+
+    async def serve(audit: AuditLog | None) -> int:
         from agent import Agent
 
         bus = AmqpBus(url, name=f"resofleet-agent {config.agent.name}")
@@ -48,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         except BusUnavailable as exc:
             print(f"resofleet agent: {exc}", file=sys.stderr)
             return 1
-        agent = Agent(bus, servers=config.servers, settings=config.agent)
+        agent = Agent(bus, servers=config.servers, settings=config.agent, audit=audit)
         try:
             await agent.start()
         except AlreadyServed as exc:

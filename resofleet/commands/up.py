@@ -2,7 +2,8 @@
 
 For one host and no broker. ``--demo`` (or a configuration without ``[[servers]]``)
 manages one emulated headless named ``demo``. Shutdown on SIGTERM/SIGINT: the gateway
-first (clients get 1001), then the agent (its headless servers stop), then the bus.
+first (clients get 1001), then the agent (its headless servers stop), then the bus, then
+the audit logs (so the last commands are on disk).
 """
 
 from __future__ import annotations
@@ -83,10 +84,16 @@ async def _serve(
     from agent import Agent
     from bus import LocalBus
     from gateway import Gateway
+    from resofleet.audit import AuditLogUnavailable, start_audit_log
 
+    try:
+        agent_audit = await start_audit_log(config.agent.audit_log, source="agent")
+    except AuditLogUnavailable as exc:
+        print(f"resofleet: {exc}", file=sys.stderr, flush=True)
+        return 1
     bus = LocalBus()
     await bus.start()
-    agent = Agent(bus, servers=servers, settings=config.agent)
+    agent = Agent(bus, servers=servers, settings=config.agent, audit=agent_audit)
     gateway = Gateway(bus, host=host, port=port, ssl_context=context)
     try:
         try:
@@ -105,3 +112,5 @@ async def _serve(
         await gateway.close()
         await agent.close()
         await bus.close()
+        if agent_audit is not None:
+            await agent_audit.close()
