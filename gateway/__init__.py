@@ -61,10 +61,16 @@ Bad input
     NUL, ...): ``error bad_request``, and it never reaches a console. The connection
     stays open in every case but an oversize frame.
 
-Identity
-    Every session has a :class:`Principal` (who, role, server patterns), checked in one
-    place (:mod:`gateway.routing`). For now the gateway runs open: every session is an
-    admin seeing all servers, and ``auth`` answers ``authenticated`` with that identity.
+Identity and security (:class:`Security`; default open mode)
+    With a secret, a client presents a signed token (``Authorization: Bearer``, ``?token=``,
+    the cookie ``GET /login?token=`` sets, or a first ``auth`` message); each session has a
+    :class:`Principal` (who, role, server patterns), checked in one place
+    (:mod:`gateway.routing`). Handshake refusals are HTTP 401 (token refused), 403 (browser
+    origin), 429 (connections per address); without a token the client must send ``auth``
+    within 5 s, else close 4401; an expired token closes 4401, a revoked one 4403. Viewer,
+    moderator and operator sessions are rate-limited (``error rate_limited``). Every
+    refusal goes to the audit log. Open mode (no secret, loopback only): every session is
+    an admin seeing all servers, and ``auth`` answers with that identity.
 
 Shutdown
     On SIGTERM/SIGINT: stop accepting, close every session with 1001, wait for them
@@ -74,18 +80,29 @@ Shutdown
 from __future__ import annotations
 
 from .app import DEFAULT_HOST, DEFAULT_PORT, Gateway
-from .errors import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, GatewayError
+from .errors import (
+    CLOSE_GOING_AWAY,
+    CLOSE_REVOKED,
+    CLOSE_TOO_SLOW,
+    CLOSE_UNAUTHENTICATED,
+    GatewayError,
+)
 from .identity import OPEN_ADMIN, Principal
 from .routing import Timeouts
+from .security import AUTH_TIMEOUT, Security
 
 __all__ = [
+    "AUTH_TIMEOUT",
     "CLOSE_GOING_AWAY",
+    "CLOSE_REVOKED",
     "CLOSE_TOO_SLOW",
+    "CLOSE_UNAUTHENTICATED",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "Gateway",
     "GatewayError",
     "OPEN_ADMIN",
     "Principal",
+    "Security",
     "Timeouts",
 ]

@@ -10,7 +10,16 @@ then the listening socket, so the first client already sees the fleet. Shutdown 
 3. stop the fan-out and the registry (their bus subscriptions).
 
 The bus is not the gateway's: whoever made it closes it afterwards (``resofleet gateway``
-right after, ``resofleet up`` after the agent), so several parts can share one bus.
+right after, ``resofleet up`` after the agent), so several parts can share one bus. The
+audit log is not the gateway's either: whoever made it starts it before and closes it
+after the gateway.
+
+Security (:class:`~gateway.security.Security`, default: open mode) is enforced by the
+edge (handshakes), the sessions (``auth``, rate limits) and routing (roles, scopes); the
+:class:`~gateway.guard.Guard` holds its run-time state. Revocations arrive on the presence
+fanout: the gateway refuses the token from then on and closes its sessions with 4403.
+When another gateway starts (its ``discover``), this one repeats the bus revocations it
+holds, so the newcomer learns them (see :mod:`gateway.guard`).
 """
 
 from __future__ import annotations
@@ -19,18 +28,24 @@ import asyncio
 import itertools
 import logging
 import ssl
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from websockets.asyncio.server import ServerConnection
 
-from bus import Bus
+from bus import Bus, BusError
+from contracts import Discover, Revoke
 
+from .errors import CLOSE_REVOKED
 from .fanout import SLOW_CLIENT_BUFFER, Fanout
-from .identity import Principal
+from .guard import Guard
 from .registry import Registry
 from .routing import Timeouts
-from .server import CLOSE_TIMEOUT, Edge, Target
+from .security import Security
+from .server import CLOSE_TIMEOUT, Admission, Edge
 from .session import MAX_IN_FLIGHT, Session
+
+if TYPE_CHECKING:
+    from resofleet.audit import AuditLog
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DRAIN_TIMEOUT", "Gateway"]
 
@@ -57,15 +72,23 @@ class Gateway:
         slow_client_buffer: int = SLOW_CLIENT_BUFFER,
         max_in_flight: int = MAX_IN_FLIGHT,
         ssl_context: ssl.SSLContext | None = None,
+        security: Security = Security(),
+        audit: AuditLog | None = None,
     ) -> None:
         self.bus = bus
         self.timeouts = timeouts
         self.max_in_flight = max_in_flight
+        self.security = security
+        self.guard = Guard(security, audit=audit, tls=ssl_context is not None)
         self.registry = Registry(bus, gateway=name)
+        self.registry.on_revoke = self._on_revoke
+        self.registry.on_discover = self._on_discover
         self.fanout = Fanout(bus, self.registry, slow_client_buffer=slow_client_buffer)
         self.edge = Edge(
-            self._session, host=host, port=port, ready=self._not_ready, ssl_context=ssl_context
+            self._session, host=host, port=port, ready=self._not_ready, guard=self.guard,
+            ssl_context=ssl_context,
         )
+        self._gossip: asyncio.Task[None] | None = None
         self.sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._started = False
@@ -99,10 +122,49 @@ class Gateway:
         await self.fanout.start()
         await self.edge.start()
         self._started = True
-        log.info("gateway %s: listening on %s", self.name, self.url)
+        mode = "open: no secret, every client is admin" if self.guard.open else "auth: tokens"
+        log.info("gateway %s: listening on %s (%s)", self.name, self.url, mode)
 
-    async def _session(self, connection: ServerConnection, target: Target, principal: Principal) -> None:
+    # -- revocation ------------------------------------------------------------------
+
+    def _on_revoke(self, message: Revoke) -> None:
+        """A token id revoked on the bus: refuse it, and close the sessions using it."""
+        if not self.guard.revoke(message.jti, message.until):
+            return  # known already (gossip repeats revocations)
+        closed = 0
+        for session in list(self.sessions):
+            principal = session.principal
+            if principal is not None and principal.jti == message.jti:
+                session.end(CLOSE_REVOKED, "token revoked")
+                closed += 1
+        log.info(
+            "gateway %s: token %s revoked; %d session(s) closed", self.name, message.jti, closed
+        )
+
+    def _on_discover(self, message: Discover) -> None:
+        """Another gateway started: repeat the bus revocations it may have missed."""
+        if message.gateway == self.name or self._closing is not None:
+            return
+        revocations = self.guard.gossip()
+        if revocations and (self._gossip is None or self._gossip.done()):
+            self._gossip = asyncio.get_running_loop().create_task(
+                self._repeat(revocations), name="gateway:gossip"
+            )
+
+    async def _repeat(self, revocations: list[Revoke]) -> None:
+        try:
+            for revoke in revocations:
+                await self.bus.broadcast(revoke)
+        except BusError as exc:
+            log.warning("gateway %s: could not repeat revocations: %s", self.name, exc)
+        else:
+            log.info("gateway %s: repeated %d revocation(s) for a new gateway", self.name, len(revocations))
+
+    # -- sessions --------------------------------------------------------------------
+
+    async def _session(self, connection: ServerConnection, admission: Admission) -> None:
         conn_id = f"c{next(self._ids)}"
+        principal = admission.principal
         session = Session(
             connection,
             conn_id=conn_id,
@@ -110,13 +172,20 @@ class Gateway:
             registry=self.registry,
             fanout=self.fanout,
             principal=principal,
-            pinned=target.pinned,
+            guard=self.guard,
+            client=admission.client,
+            pinned=admission.target.pinned,
             timeouts=self.timeouts,
             max_in_flight=self.max_in_flight,
         )
+        if principal is None:
+            who = "unauthenticated"
+        else:
+            via = f", {admission.source}" if admission.source else ""
+            who = f"as {principal.sub} ({principal.role.label}{via})"
         log.info(
-            "conn=%s server=%s: connected from %s as %s (%s)",
-            conn_id, target.pinned or "*", session.client, principal.sub, principal.role.label,
+            "conn=%s server=%s: connected from %s %s",
+            conn_id, admission.target.pinned or "*", admission.client, who,
         )
         self.sessions.add(session)
         try:
@@ -142,6 +211,8 @@ class Gateway:
                 log.warning("gateway %s: sessions did not close within %g s", self.name, DRAIN_TIMEOUT)
             await self.fanout.close()
             await self.registry.close()
+            if self._gossip is not None:
+                self._gossip.cancel()
         finally:
             self._closed.set()
             log.info("gateway %s: closed", self.name)

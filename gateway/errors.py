@@ -7,7 +7,9 @@ The error tree::
     ├── AmbiguousServer       no ``server`` and several visible              ambiguous_server
     ├── NoServer              no ``server`` and none visible                 server_offline
     ├── ServerGone            its agent stopped announcing it                server_offline
-    └── Forbidden             the client's role may not do this              forbidden
+    ├── Forbidden             the client's role may not do this              forbidden
+    ├── Unauthenticated       no valid token yet, or a refused ``auth``      unauthenticated
+    └── RateLimited           over the connection's request rate             rate_limited
 
 Failures that arrive from elsewhere map the same way, in :func:`error_for`:
 
@@ -23,6 +25,14 @@ Close codes (a connection ends with one of these, never silently):
 - :data:`CLOSE_TOO_SLOW` (1013, "try again later"): the client fell too far behind the
   event stream and was cut off; reconnect and ask ``get_output since`` for what was missed.
 - 1009 (message too big) is sent by websockets itself for a frame over ``max_size``.
+- :data:`CLOSE_UNAUTHENTICATED` (4401): no valid token within the auth timeout (5 s), or
+  the session's token expired without being renewed in band ("token expired").
+- :data:`CLOSE_REVOKED` (4403): the session's token was revoked (``token revoke``).
+
+Refusals before the WebSocket exists are HTTP answers to the handshake, with a one-line
+body: 401 (a token was presented and refused: the body says why), 403 (a browser origin
+that is neither the same origin nor configured), 429 (the client address holds the
+maximum number of connections).
 """
 
 from __future__ import annotations
@@ -37,11 +47,15 @@ from contracts import ContractError, Error, ErrorCode, RequestId
 __all__ = [
     "AmbiguousServer",
     "CLOSE_GOING_AWAY",
+    "CLOSE_REVOKED",
     "CLOSE_TOO_SLOW",
+    "CLOSE_UNAUTHENTICATED",
     "Forbidden",
     "GatewayError",
     "NoServer",
+    "RateLimited",
     "ServerGone",
+    "Unauthenticated",
     "UnknownServer",
     "error_for",
 ]
@@ -53,6 +67,11 @@ CLOSE_GOING_AWAY: Final = 1001
 #: The client could not keep up with its event stream. 1013 ("try again later") rather
 #: than 1008 (policy violation): the condition is transient, reconnecting is the cure.
 CLOSE_TOO_SLOW: Final = 1013
+#: Not (or no longer) authenticated. The 4000-4999 range is the application's; 4401 and
+#: 4403 echo the HTTP statuses a browser developer already knows.
+CLOSE_UNAUTHENTICATED: Final = 4401
+#: The token this session was opened with has been revoked.
+CLOSE_REVOKED: Final = 4403
 
 
 class GatewayError(Exception):
@@ -104,6 +123,14 @@ class ServerGone(GatewayError):
 
 class Forbidden(GatewayError):
     code = ErrorCode.FORBIDDEN
+
+
+class Unauthenticated(GatewayError):
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class RateLimited(GatewayError):
+    code = ErrorCode.RATE_LIMITED
 
 
 def error_for(

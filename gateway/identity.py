@@ -1,10 +1,10 @@
 """Who a session is: the one identity object every check reads.
 
-For now every session is :data:`OPEN_ADMIN` (the gateway runs open, as on loopback without
-a secret). Authentication (signed tokens: ``sub``, ``role``, ``servers`` patterns) only has
-to build a :class:`Principal` per connection in :func:`authenticate`; routing already checks
-the role and the server patterns through :meth:`Principal.may_see` and
-:meth:`Principal.may`, and nothing else in the gateway looks at who the client is.
+A :class:`Principal` comes from a verified token (:meth:`gateway.tokens.Keyring.verify`),
+or is :data:`OPEN_ADMIN` when the gateway runs open (loopback without a secret). Routing
+checks the role and the server patterns through :meth:`Principal.may_see` and
+:meth:`Principal.may`; the session and the fan-out read it, and nothing else in the
+gateway looks at who the client is.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Final
 
 from contracts import Role
 
-__all__ = ["OPEN_ADMIN", "Principal", "authenticate"]
+__all__ = ["OPEN_ADMIN", "Principal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +48,3 @@ class Principal:
 #: The principal of every session while the gateway runs open (no secret configured).
 OPEN_ADMIN: Final = Principal(sub="local", role=Role.ADMIN, servers=("*",))
 
-
-def authenticate(headers: object, query: str) -> Principal:
-    """The principal of a connecting client. Open mode: every client is an admin.
-
-    ``headers`` (the handshake's) and ``query`` (the request's query string, which may
-    carry ``token=`` and must never be logged) are where tokens will be read from.
-    """
-    del headers, query
-    return OPEN_ADMIN

@@ -88,8 +88,11 @@ class Registry:
         self._sub: Subscription[PresenceMessage] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        #: Called with each token id revoked on the bus (the security issue fills it in).
+        #: Called with each token id revoked on the bus (the gateway refuses it).
         self.on_revoke: Callable[[Revoke], None] | None = None
+        #: Called with each gateway's ``discover`` (its own too): the gateway answers with
+        #: the revocations it holds, so a gateway started later learns them.
+        self.on_discover: Callable[[Discover], None] | None = None
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -132,7 +135,8 @@ class Registry:
                 if self.on_revoke is not None:
                     self.on_revoke(message)
             case Discover():
-                pass  # for agents
+                if self.on_discover is not None:  # agents announce; gateways gossip
+                    self.on_discover(message)
 
     def _announce(self, message: Announce) -> None:
         now, wall = self._now(), self._wall()

@@ -8,16 +8,36 @@ Routes (answered in ``process_request``, before any WebSocket handshake):
   sending clients here).
 - ``/ws``: a WebSocket session that sees every server the client may see.
 - ``/ws/<server>``: a session pinned to one server (a malformed id is a 404).
+- ``GET /login?token=T``: checks the token and stores it in an HttpOnly, SameSite=Strict
+  cookie (``resofleet_token``) for browser pages that cannot add a query or a header;
+  200 with a small page naming who is logged in, 401 when the token is refused. ``GET
+  /logout`` clears the cookie. In open mode (no secret) ``/login`` answers 200 saying no
+  login is needed, and sets nothing.
 - anything else: 404 naming the endpoints.
 
-The query string (where browsers will put ``token=``) is cut off before the path is
-matched and is never logged.
+Before a WebSocket handshake is accepted (:mod:`gateway.handshake` decides, the
+:class:`~gateway.guard.Guard` counts and audits), in this order:
+
+1. the client's address (the peer, or ``X-Forwarded-For`` from a trusted proxy);
+2. a browser ``Origin`` that is neither the same origin nor configured: 403;
+3. a token that is present (Bearer header, ``?token=``, cookie) but refused (malformed,
+   expired, signed with an unknown secret, revoked ...): 401 with the reason;
+4. the client address already holds ``connections_per_address`` connections: 429.
+
+A connection with no token at all is accepted unauthenticated when the gateway has a
+secret: it must send ``auth`` within the auth timeout (see :mod:`gateway.session`).
+Every refusal is audited with outcome ``handshake_refused``.
+
+The query string (where browsers put ``token=``) is cut off before the path is matched
+and is never logged; websockets' own logger is wrapped in a redacting adapter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +50,20 @@ from websockets.http11 import Request, Response
 from contracts import is_server_id
 
 from .errors import CLOSE_GOING_AWAY
-from .identity import Principal, authenticate
+from .guard import Guard, Outcome
+from .handshake import (
+    TokenSource,
+    client_address,
+    find_token,
+    login_cookie,
+    login_page,
+    logout_cookie,
+    message_page,
+    origin_allowed,
+)
+from .identity import OPEN_ADMIN, Principal
+from .redact import RedactingLogger
+from .tokens import TokenError
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -39,6 +72,7 @@ __all__ = [
     "OPEN_TIMEOUT",
     "PING_INTERVAL",
     "PING_TIMEOUT",
+    "Admission",
     "Target",
     "parse_path",
 ]
@@ -81,7 +115,20 @@ def parse_path(path: str) -> Target | None:
     return None
 
 
-SessionHandler = Callable[[ServerConnection, Target, Principal], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the handshake established about a connection it let through."""
+
+    target: Target
+    #: ``None``: no token yet (the session waits for ``auth``).
+    principal: Principal | None
+    #: The client's address (the peer, or the client behind a trusted proxy).
+    client: str
+    #: Where the token came from; ``None`` in open mode or without one.
+    source: TokenSource | None = None
+
+
+SessionHandler = Callable[[ServerConnection, Admission], Awaitable[None]]
 
 
 class Edge:
@@ -94,18 +141,23 @@ class Edge:
         host: str,
         port: int,
         ready: Callable[[], str | None],
+        guard: Guard,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._handler = handler
+        self.guard = guard
         self.host = host
         self.requested_port = port
         self._ready = ready
         self._ssl = ssl_context
         self._server: Server | None = None
         self._port: int | None = None
-        self._accepted: weakref.WeakKeyDictionary[ServerConnection, tuple[Target, Principal]] = (
+        self._accepted: weakref.WeakKeyDictionary[ServerConnection, Admission] = (
             weakref.WeakKeyDictionary()
         )
+        # One per counted connection: gives its slot back when the TCP connection is gone,
+        # whether or not the handshake completed.
+        self._releases: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -132,6 +184,7 @@ class Edge:
             open_timeout=OPEN_TIMEOUT,
             ssl=self._ssl,
             server_header="resofleet",
+            logger=RedactingLogger(logging.getLogger("websockets.server")),
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
 
@@ -157,6 +210,10 @@ class Edge:
             if problem is None:
                 return _text(connection, HTTPStatus.OK, "ready")
             return _text(connection, HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {problem}")
+        if path == "/login":
+            return self._login(connection, request, query)
+        if path == "/logout":
+            return self._logout(connection)
         target = parse_path(path)
         if target is None:
             if path.startswith("/ws/"):
@@ -169,18 +226,154 @@ class Edge:
                 connection,
                 HTTPStatus.NOT_FOUND,
                 "not found: the WebSocket endpoints are /ws and /ws/<server>; "
-                "health checks are /healthz and /readyz",
+                "health checks are /healthz and /readyz; browsers log in with /login?token=",
             )
-        principal = authenticate(request.headers, query)
-        self._accepted[connection] = (target, principal)
+        return self._admit(connection, request, target, query)
+
+    def _client(self, connection: ServerConnection, request: Request) -> str:
+        address = connection.remote_address
+        peer = str(address[0]) if isinstance(address, tuple) and address else ""
+        return client_address(
+            peer,
+            request.headers.get_all("X-Forwarded-For"),
+            self.guard.security.trusted_proxies,
+        )
+
+    def _admit(
+        self, connection: ServerConnection, request: Request, target: Target, query: str
+    ) -> Response | None:
+        guard = self.guard
+        client = self._client(connection, request)
+        principal: Principal | None = None
+        source: TokenSource | None = None
+        problem: TokenError | None = None
+        if guard.open:
+            principal = OPEN_ADMIN  # tokens are ignored
+        else:
+            found = find_token(
+                _one(request, "Authorization"), query, request.headers.get_all("Cookie")
+            )
+            if found is not None:
+                token, source = found
+                try:
+                    principal = guard.check(token)
+                except TokenError as exc:
+                    problem = exc
+
+        def refuse(status: HTTPStatus, reason: str, text: str) -> Response:
+            log.info(
+                "conn=- server=%s: handshake from %s refused (%d): %s",
+                target.pinned or "*", client, status, reason,
+            )
+            guard.refuse(
+                Outcome.HANDSHAKE_REFUSED, client=client, reason=reason, principal=principal,
+                server=target.pinned, command="handshake",
+            )
+            return _text(connection, status, text)
+
+        origins = request.headers.get_all("Origin")
+        if len(origins) > 1 or not origin_allowed(
+            origins[0] if origins else None, _one(request, "Host"), guard.security.origins
+        ):
+            return refuse(
+                HTTPStatus.FORBIDDEN,
+                "origin",
+                f"forbidden: pages from {(origins or ['?'])[0][:200]} may not connect to this "
+                "gateway (same origin only, or list it in [gateway] origins)",
+            )
+        if problem is not None:
+            return refuse(
+                HTTPStatus.UNAUTHORIZED, problem.reason, f"unauthorized: {problem.message}"
+            )
+        if not guard.admit(client):
+            limit = guard.security.limits.connections_per_address
+            return refuse(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "too many connections",
+                f"too many connections: at most {limit} per client address; close some "
+                "(or raise [gateway.limits] connections_per_address)",
+            )
+        release = asyncio.get_running_loop().create_task(
+            self._release_when_closed(connection, client), name=f"release:{client}"
+        )
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
+        self._accepted[connection] = Admission(target, principal, client, source)
         return None  # go on with the WebSocket handshake
 
+    async def _release_when_closed(self, connection: ServerConnection, client: str) -> None:
+        try:
+            await connection.wait_closed()
+        finally:
+            self.guard.release(client)
+
+    def _login(self, connection: ServerConnection, request: Request, query: str) -> Response:
+        guard = self.guard
+        if guard.open:
+            return _html(
+                connection,
+                HTTPStatus.OK,
+                message_page(
+                    "resofleet: no login needed",
+                    "This gateway runs open (no secret is configured): every client is an "
+                    "admin, and no cookie is set.",
+                ),
+            )
+        client = self._client(connection, request)
+        found = find_token(None, query, ())
+        try:
+            if found is None:
+                raise TokenError("missing", "Add the token to the address: /login?token=...")
+            principal = guard.check(found[0])
+        except TokenError as exc:
+            log.info("conn=- server=-: login from %s refused: %s", client, exc.reason)
+            guard.refuse(
+                Outcome.HANDSHAKE_REFUSED, client=client, reason=exc.reason, command="login"
+            )
+            return _html(
+                connection,
+                HTTPStatus.UNAUTHORIZED,
+                message_page("resofleet: login refused", exc.message),
+            )
+        log.info("conn=- server=-: %s logged in from %s (cookie)", principal.sub, client)
+        response = _html(connection, HTTPStatus.OK, login_page(principal))
+        response.headers["Set-Cookie"] = login_cookie(
+            found[0], principal, now=time.time(), secure=self._ssl is not None
+        )
+        return response
+
+    def _logout(self, connection: ServerConnection) -> Response:
+        response = _html(
+            connection,
+            HTTPStatus.OK,
+            message_page("resofleet: logged out", "This browser no longer presents a token."),
+        )
+        response.headers["Set-Cookie"] = logout_cookie(secure=self._ssl is not None)
+        return response
+
     async def _on_connection(self, connection: ServerConnection) -> None:
-        accepted = self._accepted.pop(connection, None)
-        if accepted is None:  # cannot happen: process_request ran first
+        admission = self._accepted.pop(connection, None)
+        if admission is None:  # cannot happen: process_request ran first
             await connection.close(1011, "internal error")
             return
-        await self._handler(connection, *accepted)
+        await self._handler(connection, admission)
+
+
+def _one(request: Request, name: str) -> str | None:
+    """The first value of header ``name`` (None when absent)."""
+    values = request.headers.get_all(name)
+    return values[0] if values else None
+
+
+def _html(connection: ServerConnection, status: HTTPStatus, page: str) -> Response:
+    response = connection.respond(status, page)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'"
+    return response
 
 
 def _text(connection: ServerConnection, status: HTTPStatus, text: str) -> Response:

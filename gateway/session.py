@@ -16,24 +16,56 @@ A session reads frames one at a time and answers each:
 
 When the connection ends, its requests still in flight are cancelled (nobody is left to
 read their replies; a command already taken by an agent still runs there).
+
+Identity. A session starts with the :class:`~gateway.identity.Principal` its handshake
+established, or with none (the gateway has a secret and the client presented no token):
+
+- without a principal only ``auth`` and ``ping`` are answered; every other request gets
+  ``error unauthenticated`` (with its id), no event is sent, and without a valid ``auth``
+  within the auth timeout the connection is closed with 4401 "authentication required";
+- ``auth`` checks the token (signature, expiry, revocation) and answers ``authenticated
+  {sub, role, expires}``; a refused one is ``error unauthenticated`` saying why, and the
+  session keeps the principal it had. A new ``auth`` renews (or changes) the identity in
+  band: the new principal replaces the old, with its own scope;
+- when the principal's token expires without renewal the connection is closed with 4401
+  "token expired"; when it is revoked, with 4403 "token revoked" (by the gateway).
+
+Rate limit. Sessions of a viewer, moderator or operator, and sessions not authenticated
+yet, have a token bucket (:mod:`gateway.ratelimit`): every frame but ``auth`` spends one;
+an empty bucket answers ``error rate_limited`` saying the limit and when to retry. Nothing
+is dropped silently: every request gets its reply or an error.
+
+Audit. Every refused attempt is recorded through the :class:`~gateway.guard.Guard`:
+unauthenticated requests, forbidden ones, requests naming a server outside the client's
+scope (``out_of_scope``, though the client reads ``unknown_server``), rate-limited ones,
+and rejected input (bad JSON, unknown types, control characters, binary frames, and a
+frame over 64 KiB, which websockets closes with 1009).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
+import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from bus import Bus
 from contracts import (
     Auth,
     Authenticated,
     BusRequest,
+    ClientMessage,
+    Command,
+    Container,
     ContractError,
+    Error,
+    ErrorCode,
     GetServers,
     Ping,
     Pong,
@@ -45,13 +77,27 @@ from contracts import (
     Topology,
     decode_client,
     encode_server,
+    is_server_id,
 )
 
-from .errors import CLOSE_TOO_SLOW, GatewayError, error_for
+from .errors import (
+    CLOSE_TOO_SLOW,
+    CLOSE_UNAUTHENTICATED,
+    Forbidden,
+    GatewayError,
+    RateLimited,
+    Unauthenticated,
+    UnknownServer,
+    error_for,
+)
 from .fanout import Fanout
+from .guard import Guard, Outcome
 from .identity import Principal
+from .ratelimit import TokenBucket
 from .registry import Registry
 from .routing import Timeouts, Watch, route, server_list, watch_for, with_id
+from .security import Security
+from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
 
@@ -61,6 +107,34 @@ log = logging.getLogger(__name__)
 #: time; a dashboard polls a few servers in parallel; a bot that needs more should open
 #: more connections. Bounds the tasks (and bus correlation entries) a client can create.
 MAX_IN_FLIGHT: Final = 32
+
+
+#: Reasons of the 4401 closes (clients and tests read them).
+AUTH_REQUIRED: Final = "authentication required"
+TOKEN_EXPIRED: Final = "token expired"
+
+
+def _what(message: ClientMessage) -> str:
+    """What a request asked for, as the audit log names it: the command text, else the type."""
+    if isinstance(message, Command):
+        return message.command
+    if isinstance(message, Container):
+        return f"container {message.action}"
+    return str(message.__struct_config__.tag)
+
+
+def _probe(frame: str) -> str | None:
+    """The command text (or the type) of a frame that failed validation, for the audit log."""
+    try:
+        data: Any = msgspec.json.decode(frame)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    command, kind = data.get("command"), data.get("type")
+    if kind == "command" and isinstance(command, str):
+        return command
+    return kind if isinstance(kind, str) else None
 
 
 class Session:
@@ -74,7 +148,9 @@ class Session:
         bus: Bus,
         registry: Registry,
         fanout: Fanout,
-        principal: Principal,
+        principal: Principal | None,
+        guard: Guard | None = None,
+        client: str | None = None,
         pinned: str | None = None,
         timeouts: Timeouts = Timeouts(),
         max_in_flight: int = MAX_IN_FLIGHT,
@@ -84,6 +160,7 @@ class Session:
         self.bus = bus
         self.registry = registry
         self.fanout = fanout
+        self.guard = guard if guard is not None else Guard(Security())
         self.principal = principal
         self.pinned = pinned
         self.timeouts = timeouts
@@ -94,8 +171,14 @@ class Session:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closer: asyncio.Task[None] | None = None
-        address = connection.remote_address
-        self.client = str(address[0]) if isinstance(address, tuple) and address else ""
+        if client is None:
+            address = connection.remote_address
+            client = str(address[0]) if isinstance(address, tuple) and address else ""
+        self.client = client
+        self._bucket: TokenBucket | None = None
+        self._limit()
+        #: Set whenever the principal changes, so the identity watchdog re-arms.
+        self._identity = asyncio.Event()
 
     @property
     def connection(self) -> ServerConnection:
@@ -104,23 +187,129 @@ class Session:
     # -- for the fan-out -------------------------------------------------------------
 
     def watches(self, server: str) -> bool:
-        return self.watch.covers(server, self.principal)
+        return self.principal is not None and self.watch.covers(server, self.principal)
 
     def patterns(self) -> Iterable[str]:
+        if self.principal is None:
+            return ()
         if self.watch.all:
             return ("#",)
         return [Topology.server_pattern(s) for s in self.watch.servers]
 
     def cut_off(self, reason: str) -> None:
+        self.end(CLOSE_TOO_SLOW, reason)
+
+    def end(self, code: int, reason: str) -> None:
+        """Close the connection with ``code`` (once), without waiting for it."""
         if self._closer is None:
             self._closer = asyncio.get_running_loop().create_task(
-                self._connection.close(CLOSE_TOO_SLOW, reason), name=f"cutoff:{self.conn_id}"
+                self._connection.close(code, reason), name=f"close:{self.conn_id}"
             )
+
+    # -- identity --------------------------------------------------------------------
+
+    def _limit(self) -> None:
+        """Give the session a token bucket when its principal is rate-limited. A renewal
+        keeps the bucket it had: re-authenticating must not refill it."""
+        limited = self.principal is None or self.principal.rate_limited
+        if not limited:
+            self._bucket = None
+        elif self._bucket is None:
+            limits = self.guard.security.limits
+            self._bucket = TokenBucket(limits.command_rate, limits.command_burst)
+
+    def _refuse(
+        self, outcome: str, reason: str, *, command: str | None = None, server: str | None = None
+    ) -> None:
+        self.guard.refuse(
+            outcome, client=self.client, reason=reason, principal=self.principal,
+            server=server, command=command, conn=self.conn_id,
+        )
+
+    async def _watch_identity(self) -> None:
+        """Close the connection when it stays unauthenticated too long, or when its token
+        expires without renewal (both 4401)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.guard.security.auth_timeout
+        while True:
+            self._identity.clear()
+            principal = self.principal
+            if principal is None:
+                delay: float | None = deadline - loop.time()
+            elif principal.expires is None:
+                delay = None
+            else:
+                delay = principal.expires - time.time()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._identity.wait()
+                continue
+            except TimeoutError:
+                pass
+            if self.principal is not principal:
+                continue
+            if principal is None:
+                reason = AUTH_REQUIRED
+                self._refuse(
+                    Outcome.UNAUTHENTICATED,
+                    f"no token within {self.guard.security.auth_timeout:g} s",
+                )
+            elif principal.expires is not None and time.time() < principal.expires:
+                continue  # the wall clock moved back: wait again
+            else:
+                reason = TOKEN_EXPIRED
+            log.info("conn=%s server=%s: closing: %s", self.conn_id, self.pinned or "*", reason)
+            self.end(CLOSE_UNAUTHENTICATED, reason)
+            return
+
+    async def _auth(self, message: Auth) -> None:
+        if self.guard.open:  # open mode: the session is an admin already; tokens are ignored
+            p = self.principal
+            assert p is not None
+            await self.send(Authenticated(sub=p.sub, role=p.role.label, expires=p.expires, id=message.id))
+            return
+        try:
+            principal = self.guard.check(message.token)
+        except TokenError as exc:
+            log.info("conn=%s: auth refused: %s", self.conn_id, exc.reason)
+            self._refuse(Outcome.UNAUTHENTICATED, exc.reason, command="auth")
+            await self.send(
+                Error(message=exc.message, code=ErrorCode.UNAUTHENTICATED, id=message.id)
+            )
+            return
+        renewed = self.principal is not None
+        await self.send(
+            Authenticated(
+                sub=principal.sub, role=principal.role.label, expires=principal.expires,
+                id=message.id,
+            )
+        )
+        # Reply first, then switch: the client sees `authenticated` before any event.
+        self.principal = principal
+        self._limit()
+        self._identity.set()
+        await self.fanout.changed()
+        log.info(
+            "conn=%s server=%s: %s as %s (%s)", self.conn_id, self.pinned or "*",
+            "renewed" if renewed else "authenticated", principal.sub, principal.role.label,
+        )
+
+    async def _limited(self, id: RequestId | None, what: str | None) -> bool:
+        """Spend one request from the bucket; False if allowed, else answer rate_limited."""
+        if self._bucket is None:
+            return False
+        retry = self._bucket.take()
+        if retry <= 0.0:
+            return False
+        self._refuse(Outcome.RATE_LIMITED, "over the request rate", command=what)
+        await self.send(error_for(RateLimited(self._bucket.describe(retry)), id=id))
+        return True
 
     # -- the connection's life -------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the connection until it closes."""
+        watchdog = asyncio.create_task(self._watch_identity(), name=f"identity:{self.conn_id}")
         await self.fanout.add(self)
         try:
             async for frame in self._connection:
@@ -128,11 +317,15 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
+            watchdog.cancel()
             for task in self._tasks:
                 task.cancel()
             if self._tasks:
                 await asyncio.wait(self._tasks)
             await self.fanout.remove(self)
+            sent = self._connection.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self._refuse(Outcome.REJECTED_INPUT, "frame too big")
             log.info(
                 "conn=%s: closed (%s)", self.conn_id,
                 self._connection.close_code if self._connection.close_code is not None else "-",
@@ -140,6 +333,9 @@ class Session:
 
     async def _on_frame(self, frame: str | bytes) -> None:
         if isinstance(frame, bytes):
+            if await self._limited(None, None):
+                return
+            self._refuse(Outcome.REJECTED_INPUT, "binary frame")
             await self.send(
                 error_for(
                     ContractError(
@@ -152,25 +348,44 @@ class Session:
         try:
             message = decode_client(frame)
         except ContractError as exc:
+            what = _probe(frame)
+            if await self._limited(exc.id, what):
+                return
             log.info("conn=%s: refused input: %s", self.conn_id, exc.message)
+            self._refuse(Outcome.REJECTED_INPUT, f"{exc.code}: {exc.message}", command=what)
             await self.send(error_for(exc, conn=self.conn_id))
+            return
+        if isinstance(message, Auth):
+            await self._auth(message)
+            return
+        if await self._limited(message.id, _what(message)):
+            return
+        principal = self.principal
+        if principal is None:
+            if isinstance(message, Ping):
+                await self.send(Pong(id=message.id))
+                return
+            self._refuse(Outcome.UNAUTHENTICATED, "no token", command=_what(message))
+            await self.send(
+                error_for(
+                    Unauthenticated(
+                        'Authenticate first: send {"type": "auth", "token": "..."} (or connect '
+                        "with an Authorization: Bearer header or ?token=)."
+                    ),
+                    id=message.id,
+                )
+            )
             return
         match message:
             case Ping(id=id):
                 await self.send(Pong(id=id))
             case GetServers(id=id):
                 infos = server_list(
-                    self.registry.snapshot(), pinned=self.pinned, principal=self.principal
+                    self.registry.snapshot(), pinned=self.pinned, principal=principal
                 )
                 await self.send(ServersUpdate(servers=infos, id=id))
             case Subscribe():
-                await self._subscribe(message)
-            case Auth(id=id):
-                # Open mode: the session is already an admin; a token changes nothing.
-                p = self.principal
-                await self.send(
-                    Authenticated(sub=p.sub, role=p.role.label, expires=p.expires, id=id)
-                )
+                await self._subscribe(message, principal)
             case _:
                 try:
                     request = route(
@@ -178,12 +393,17 @@ class Session:
                         pinned=self.pinned,
                         online=self.registry.online(),
                         offline=self.registry.offline(),
-                        principal=self.principal,
+                        principal=principal,
                         timeouts=self.timeouts,
                         client=self.client,
                     )
                 except GatewayError as exc:
-                    log.info("conn=%s: refused %s: %s", self.conn_id, message.__struct_config__.tag, exc)
+                    log.info(
+                        "conn=%s server=%s: refused %s: %s", self.conn_id,
+                        getattr(message, "server", None) or self.pinned or "-",
+                        message.__struct_config__.tag, exc,
+                    )
+                    self._audit_refusal(exc, message, getattr(message, "server", None))
                     await self.send(error_for(exc, id=message.id, conn=self.conn_id))
                     return
                 except Exception as exc:  # a routing bug answers `internal`, the session lives
@@ -196,6 +416,24 @@ class Session:
                 )
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
+
+    def _audit_refusal(
+        self, exc: GatewayError, message: ClientMessage, requested: str | None
+    ) -> None:
+        """Audit a routing refusal that is a security event (the others are not)."""
+        what = _what(message)
+        if isinstance(exc, Forbidden):
+            self._refuse(Outcome.FORBIDDEN, exc.message, command=what, server=exc.server)
+        elif isinstance(exc, UnknownServer) and requested is not None:
+            if is_server_id(requested):
+                self._refuse(
+                    Outcome.OUT_OF_SCOPE,
+                    "pinned to another server" if self.pinned else "outside the token's servers",
+                    command=what, server=requested,
+                )
+            else:
+                self._refuse(Outcome.REJECTED_INPUT, "malformed server id", command=what,
+                             server=requested)
 
     async def _take_slot(self) -> bool:
         """Wait for a free in-flight slot, or for the connection to close (False)."""
@@ -216,10 +454,17 @@ class Session:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _subscribe(self, message: Subscribe) -> None:
+    async def _subscribe(self, message: Subscribe, principal: Principal) -> None:
         try:
-            watch = watch_for(message, pinned=self.pinned, principal=self.principal)
+            watch = watch_for(message, pinned=self.pinned, principal=principal)
         except GatewayError as exc:
+            named = message.servers if isinstance(message.servers, list) else []
+            bad = next(
+                (s for s in named if not (is_server_id(s) and principal.may_see(s)
+                                          and self.pinned in (None, s))),
+                None,
+            )
+            self._audit_refusal(exc, message, bad)
             await self.send(error_for(exc, id=message.id, conn=self.conn_id))
             return
         self.watch, self.batch = watch, message.batch

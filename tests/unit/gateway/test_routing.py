@@ -48,8 +48,9 @@ VIEWER_LAB = Principal(sub="ann", role=Role.VIEWER, servers=("lab-*",))
 def test_public_names_are_pinned():
     """gateway exports exactly the names the command line and tests rely on."""
     assert set(gateway.__all__) == {
-        "CLOSE_GOING_AWAY", "CLOSE_TOO_SLOW", "DEFAULT_HOST", "DEFAULT_PORT", "Gateway",
-        "GatewayError", "OPEN_ADMIN", "Principal", "Timeouts",
+        "AUTH_TIMEOUT", "CLOSE_GOING_AWAY", "CLOSE_REVOKED", "CLOSE_TOO_SLOW",
+        "CLOSE_UNAUTHENTICATED", "DEFAULT_HOST", "DEFAULT_PORT", "Gateway", "GatewayError",
+        "OPEN_ADMIN", "Principal", "Security", "Timeouts",
     }
     for name in gateway.__all__:
         assert hasattr(gateway, name)

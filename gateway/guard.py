@@ -1,0 +1,159 @@
+"""The gateway's security state at run time: tokens, revocations, connection counts, and
+the audit record of every refused attempt.
+
+One :class:`Guard` per gateway, shared by the edge (handshakes) and the sessions
+(``auth`` messages, refused requests). What it holds is bounded: revocations by
+:data:`~gateway.tokens.MAX_REVOCATIONS`, connection counts by the open connections
+themselves (an address leaves the table with its last connection).
+
+Revocations come from two places. ``[gateway] revoked`` (kept for good) and the bus
+(``resofleet token revoke`` broadcasts a :class:`~contracts.Revoke`; kept until the token
+it names has expired). A gateway started after a revocation learns it by gossip: whenever
+a gateway starts it broadcasts ``discover``, and every running gateway answers by
+re-broadcasting the bus revocations it still holds (at most :data:`GOSSIP_LIMIT`, those
+expiring last). With no gateway running at all, a bus revocation is forgotten: list the id
+in ``[gateway] revoked`` (or rotate the secret) to make it permanent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from contracts import Revoke
+
+from .handshake import MAX_TOKEN
+from .identity import OPEN_ADMIN, Principal
+from .security import Security
+from .tokens import Revocations, TokenError
+
+if TYPE_CHECKING:
+    from resofleet.audit import AuditLog
+
+__all__ = ["GOSSIP_LIMIT", "Guard", "Outcome", "UNKNOWN_WHO"]
+
+log = logging.getLogger(__name__)
+
+#: Bus revocations a gateway re-broadcasts when another gateway starts. Each is one small
+#: presence message to every gateway and agent; a thousand covers any sane rate of
+#: revocations within a token lifetime, and bounds the burst a restart causes.
+GOSSIP_LIMIT: Final = 1000
+#: ``who`` in an audit record when the client presented no valid token.
+UNKNOWN_WHO: Final = "-"
+
+
+class Outcome:
+    """The ``outcome`` of the gateway's audit records (each a refused attempt)."""
+
+    HANDSHAKE_REFUSED: Final = "handshake_refused"
+    UNAUTHENTICATED: Final = "unauthenticated"
+    FORBIDDEN: Final = "forbidden"
+    OUT_OF_SCOPE: Final = "out_of_scope"
+    RATE_LIMITED: Final = "rate_limited"
+    REJECTED_INPUT: Final = "rejected_input"
+
+
+class Guard:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        security: Security,
+        *,
+        audit: AuditLog | None = None,
+        tls: bool = False,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.security = security
+        self.audit = audit
+        self.tls = tls
+        self._wall = wall
+        self.revocations = Revocations()
+        for jti in security.revoked:
+            self.revocations.add(jti, math.inf, now=wall())
+        self._connections: dict[str, int] = {}
+        #: Refused attempts since start, by outcome (for tests and, later, /metrics).
+        self.refused: dict[str, int] = {}
+
+    @property
+    def open(self) -> bool:
+        return self.security.keyring is None
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def check(self, token: str) -> Principal:
+        """The principal of ``token``, or :class:`TokenError`; open mode: the open admin."""
+        keyring = self.security.keyring
+        if keyring is None:
+            return OPEN_ADMIN
+        if len(token) > MAX_TOKEN:
+            raise TokenError("malformed", "The token is too long to be a resofleet token.")
+        principal = keyring.verify(token)
+        if self.revocations.revoked(principal.jti, now=self._wall()):
+            raise TokenError("revoked", "The token has been revoked: ask for a new one.")
+        return principal
+
+    def revoke(self, jti: str, until: float) -> bool:
+        """Refuse ``jti`` until ``until``; True if that is news."""
+        return self.revocations.add(jti, until, now=self._wall())
+
+    def is_revoked(self, jti: str | None) -> bool:
+        return self.revocations.revoked(jti, now=self._wall())
+
+    def gossip(self) -> list[Revoke]:
+        """The bus revocations to repeat for a gateway that just started (see above)."""
+        now = self._wall()
+        held = [(u, j) for j, u in self.revocations.items() if now < u < math.inf]
+        held.sort(reverse=True)
+        return [Revoke(jti=j, until=u) for u, j in held[:GOSSIP_LIMIT]]
+
+    # -- connections per address -----------------------------------------------------
+
+    def admit(self, address: str) -> bool:
+        """Count one more connection from ``address``, unless it holds the limit already."""
+        count = self._connections.get(address, 0)
+        if count >= self.security.limits.connections_per_address:
+            return False
+        self._connections[address] = count + 1
+        return True
+
+    def release(self, address: str) -> None:
+        count = self._connections.get(address, 0) - 1
+        if count > 0:
+            self._connections[address] = count
+        else:
+            self._connections.pop(address, None)
+
+    def connections(self, address: str) -> int:
+        return self._connections.get(address, 0)
+
+    # -- audit -----------------------------------------------------------------------
+
+    def refuse(
+        self,
+        outcome: str,
+        *,
+        client: str,
+        reason: str,
+        principal: Principal | None = None,
+        server: str | None = None,
+        command: str | None = None,
+        conn: str = "-",
+    ) -> None:
+        """Audit one refused attempt (and count it). Never raises, never blocks."""
+        self.refused[outcome] = self.refused.get(outcome, 0) + 1
+        if self.audit is None:
+            return
+        self.audit.record(
+            who=principal.sub if principal is not None else UNKNOWN_WHO,
+            role=principal.role.label if principal is not None else "",
+            client=client,
+            server=server,
+            command=command,
+            outcome=outcome,
+            reason=reason,
+            conn=conn,
+        )
