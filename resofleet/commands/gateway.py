@@ -1,9 +1,11 @@
 """``resofleet gateway``: the WebSocket gateway of a fleet, over RabbitMQ.
 
-Also home of what ``resofleet up`` shares with it: the listen options, the one line that
-says where the gateway listens (scripts and tests wait for it), logging and the wait for
-SIGTERM/SIGINT. Only argparse and the standard library are imported at module level: the
-command line imports every command module whenever it starts.
+Also home of what ``resofleet up`` shares with it: the listen options, the security
+settings (and the refusal to listen beyond loopback without a secret), the one line that
+says where the gateway listens (scripts and tests wait for it), logging (with tokens
+redacted from every line) and the wait for SIGTERM/SIGINT. Only argparse and the standard
+library are imported at module level: the command line imports every command module
+whenever it starts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import ssl
 
+    from gateway import Security
+    from resofleet.audit import AuditLog
     from resofleet.config import Config
 
 LISTENING = "resofleet: gateway listening on"
@@ -82,6 +86,10 @@ def setup_logging() -> None:
     )
     # websockets logs every handshake at INFO; the gateway logs its own sessions.
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    # A browser's ?token= (or a Bearer header in a traceback) must never reach a log file.
+    from gateway.redact import install
+
+    install()
 
 
 def listen_options(args: argparse.Namespace, config: Config) -> tuple[str, int, ssl.SSLContext | None] | int:
@@ -101,6 +109,49 @@ def listen_options(args: argparse.Namespace, config: Config) -> tuple[str, int, 
         except (OSError, ssl.SSLError) as exc:
             return fail(f"cannot load --tls-cert/--tls-key: {exc}")
     return host, port, context
+
+
+def security_for(host: str, config: Config) -> Security | int:
+    """The gateway's security settings, or an exit code after one line saying why not.
+
+    Without a secret a gateway runs open (every client is an admin): allowed on loopback
+    only, and said once at start.
+    """
+    from gateway import Security
+    from gateway.security import is_loopback
+
+    security = Security.from_settings(config.gateway)
+    if security.open and not is_loopback(host):
+        return fail(
+            f"refusing to listen on {host} without a secret: anyone who reaches the port could "
+            "run any command. Set RESOFLEET_SECRET=$(resofleet token secret) (or [gateway] "
+            "secret), or listen on 127.0.0.1"
+        )
+    return security
+
+
+def warn_if_open(security: Security) -> None:
+    if security.open:
+        logging.getLogger("resofleet").warning(
+            "no secret configured: the gateway runs open on loopback, every local client is "
+            "an admin (set RESOFLEET_SECRET=$(resofleet token secret) to require tokens)"
+        )
+
+
+def auth_note(security: Security) -> str:
+    """What to append to the listening line."""
+    return " (open: no secret)" if security.open else " (auth: tokens)"
+
+
+async def open_audit(path: str | None) -> AuditLog | None | int:
+    """The gateway's started audit log (None: none configured), or an exit code."""
+    from resofleet.audit import AuditLogUnavailable, start_audit_log
+
+    try:
+        return await start_audit_log(path, source="gateway")
+    except AuditLogUnavailable as exc:
+        print(f"resofleet: {exc}", file=sys.stderr, flush=True)
+        return 1
 
 
 def cannot_listen(host: str, port: int, exc: OSError) -> int:
@@ -143,29 +194,48 @@ def _run(args: argparse.Namespace) -> int:
     options = listen_options(args, config)
     if isinstance(options, int):
         return options
+    security = security_for(options[0], config)
+    if isinstance(security, int):
+        return security
     setup_logging()
-    return asyncio.run(_serve(url, *options))
+    return asyncio.run(_serve(url, *options, security=security, audit_log=config.gateway.audit_log))
 
 
-async def _serve(url: str, host: str, port: int, context: ssl.SSLContext | None) -> int:
+async def _serve(
+    url: str,
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    *,
+    security: Security,
+    audit_log: str | None,
+) -> int:
     from bus import AmqpBus, BusUnavailable
     from gateway import Gateway
 
-    bus = AmqpBus(url, name=f"resofleet-gateway@{socket.gethostname()}")
+    audit = await open_audit(audit_log)
+    if isinstance(audit, int):
+        return audit
     try:
-        await bus.start()
-    except BusUnavailable as exc:
-        print(f"resofleet: {exc}", file=sys.stderr, flush=True)
-        return 1
-    gateway = Gateway(bus, host=host, port=port, ssl_context=context)
-    try:
+        bus = AmqpBus(url, name=f"resofleet-gateway@{socket.gethostname()}")
         try:
-            await gateway.start()
-        except OSError as exc:
-            return cannot_listen(host, port, exc)
-        announce(gateway.url)
-        await wait_for_signal()
-        return 0
+            await bus.start()
+        except BusUnavailable as exc:
+            print(f"resofleet: {exc}", file=sys.stderr, flush=True)
+            return 1
+        gateway = Gateway(bus, host=host, port=port, ssl_context=context, security=security, audit=audit)
+        try:
+            warn_if_open(security)
+            try:
+                await gateway.start()
+            except OSError as exc:
+                return cannot_listen(host, port, exc)
+            announce(gateway.url, auth_note(security))
+            await wait_for_signal()
+            return 0
+        finally:
+            await gateway.close()
+            await bus.close()
     finally:
-        await gateway.close()
-        await bus.close()
+        if audit is not None:
+            await audit.close()

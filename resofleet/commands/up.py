@@ -17,16 +17,21 @@ from .gateway import (
     add_config_argument,
     add_listen_arguments,
     announce,
+    auth_note,
     cannot_listen,
     listen_options,
     load,
+    open_audit,
+    security_for,
     setup_logging,
     wait_for_signal,
+    warn_if_open,
 )
 
 if TYPE_CHECKING:
     import ssl
 
+    from gateway import Security
     from resofleet.config import Config, ServerConfig
 
 #: The server ``--demo`` manages: the emulator with its demo scenario (slow activity, no
@@ -70,8 +75,13 @@ def _run(args: argparse.Namespace) -> int:
     options = listen_options(args, config)
     if isinstance(options, int):
         return options
+    security = security_for(options[0], config)
+    if isinstance(security, int):
+        return security
     setup_logging()
-    return asyncio.run(_serve(config, servers_for(config, demo=args.demo), *options))
+    return asyncio.run(
+        _serve(config, servers_for(config, demo=args.demo), *options, security=security)
+    )
 
 
 async def _serve(
@@ -80,10 +90,12 @@ async def _serve(
     host: str,
     port: int,
     context: ssl.SSLContext | None,
+    *,
+    security: Security | None = None,
 ) -> int:
     from agent import Agent
     from bus import LocalBus
-    from gateway import Gateway
+    from gateway import Gateway, Security
     from resofleet.audit import AuditLogUnavailable, start_audit_log
 
     try:
@@ -91,10 +103,19 @@ async def _serve(
     except AuditLogUnavailable as exc:
         print(f"resofleet: {exc}", file=sys.stderr, flush=True)
         return 1
+    security = security or Security.from_settings(config.gateway)
+    gateway_audit = await open_audit(config.gateway.audit_log)
+    if isinstance(gateway_audit, int):
+        if agent_audit is not None:
+            await agent_audit.close()
+        return gateway_audit
     bus = LocalBus()
     await bus.start()
     agent = Agent(bus, servers=servers, settings=config.agent, audit=agent_audit)
-    gateway = Gateway(bus, host=host, port=port, ssl_context=context)
+    gateway = Gateway(
+        bus, host=host, port=port, ssl_context=context, security=security, audit=gateway_audit
+    )
+    warn_if_open(security)
     try:
         try:
             await agent.start()
@@ -105,7 +126,10 @@ async def _serve(
             await gateway.start()
         except OSError as exc:
             return cannot_listen(host, port, exc)
-        announce(gateway.url, f" (servers: {', '.join(s.id for s in servers)})")
+        announce(
+            gateway.url,
+            f" (servers: {', '.join(s.id for s in servers)}){auth_note(security)}",
+        )
         await wait_for_signal()
         return 0
     finally:
@@ -114,3 +138,5 @@ async def _serve(
         await bus.close()
         if agent_audit is not None:
             await agent_audit.close()
+        if gateway_audit is not None:
+            await gateway_audit.close()
