@@ -190,8 +190,8 @@ def pick_server(
     """The server a request is for (see the module docstring for the rules)."""
     if requested is not None:
         return check_server(requested, pinned=pinned, principal=principal)
-    if pinned is not None:
-        return pinned
+    if pinned is not None:  # /ws/<id> out of scope is answered as if <id> did not exist
+        return check_server(pinned, pinned=pinned, principal=principal)
     visible = visible_servers(online, pinned=None, principal=principal)
     if len(visible) == 1:
         return visible[0]

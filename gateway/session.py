@@ -422,13 +422,15 @@ class Session:
     ) -> None:
         """Audit a routing refusal that is a security event (the others are not)."""
         what = _what(message)
+        requested = requested or self.pinned
         if isinstance(exc, Forbidden):
             self._refuse(Outcome.FORBIDDEN, exc.message, command=what, server=exc.server)
         elif isinstance(exc, UnknownServer) and requested is not None:
             if is_server_id(requested):
+                visible = self.principal is not None and self.principal.may_see(requested)
                 self._refuse(
                     Outcome.OUT_OF_SCOPE,
-                    "pinned to another server" if self.pinned else "outside the token's servers",
+                    "pinned to another server" if visible else "outside the token's servers",
                     command=what, server=requested,
                 )
             else:

@@ -112,6 +112,16 @@ def test_out_of_scope_server_is_unknown_not_forbidden():
     assert "There is no server 'prod-1'" in info.value.message
 
 
+def test_pinned_server_out_of_scope_is_answered_as_absent():
+    """/ws/<id> outside the token's scope reads exactly like /ws/<id> of no server."""
+    answers = []
+    for server in ("prod-1", "zz-9"):
+        with pytest.raises(UnknownServer) as info:
+            pick_server(None, pinned=server, online=["prod-1", "lab-1"], principal=VIEWER_LAB)
+        answers.append(info.value.message.replace(server, "X"))
+    assert answers[0] == answers[1] == "There is no server 'X' (send get_servers for the list)."
+
+
 def test_default_server_counts_only_servers_in_scope():
     """Servers outside the scope do not make the default ambiguous."""
     assert pick_server(None, pinned=None, online=["prod-1", "lab-1"], principal=VIEWER_LAB) == "lab-1"
