@@ -142,8 +142,13 @@ class Guard:
         server: str | None = None,
         command: str | None = None,
         conn: str = "-",
+        detail: str | None = None,
     ) -> None:
-        """Audit one refused attempt (and count it). Never raises, never blocks."""
+        """Audit one refused attempt (and count it). Never raises, never blocks.
+
+        ``reason``: a short word or phrase (a token's refusal reason, ``origin``,
+        ``bad_request`` ...); ``detail``: the sentence the client read, when it says more.
+        """
         self.refused[outcome] = self.refused.get(outcome, 0) + 1
         if self.audit is None:
             return
@@ -156,4 +161,5 @@ class Guard:
             outcome=outcome,
             reason=reason,
             conn=conn,
+            **({"detail": detail} if detail is not None else {}),
         )

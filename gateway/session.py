@@ -57,6 +57,7 @@ from websockets.frames import CloseCode
 
 from bus import Bus
 from contracts import (
+    CONTAINER_ROLE,
     Auth,
     Authenticated,
     BusRequest,
@@ -78,6 +79,7 @@ from contracts import (
     decode_client,
     encode_server,
     is_server_id,
+    required_role,
 )
 
 from .errors import (
@@ -219,11 +221,17 @@ class Session:
             self._bucket = TokenBucket(limits.command_rate, limits.command_burst)
 
     def _refuse(
-        self, outcome: str, reason: str, *, command: str | None = None, server: str | None = None
+        self,
+        outcome: str,
+        reason: str,
+        *,
+        command: str | None = None,
+        server: str | None = None,
+        detail: str | None = None,
     ) -> None:
         self.guard.refuse(
             outcome, client=self.client, reason=reason, principal=self.principal,
-            server=server, command=command, conn=self.conn_id,
+            server=server, command=command, conn=self.conn_id, detail=detail,
         )
 
     async def _watch_identity(self) -> None:
@@ -352,7 +360,7 @@ class Session:
             if await self._limited(exc.id, what):
                 return
             log.info("conn=%s: refused input: %s", self.conn_id, exc.message)
-            self._refuse(Outcome.REJECTED_INPUT, f"{exc.code}: {exc.message}", command=what)
+            self._refuse(Outcome.REJECTED_INPUT, exc.code.value, command=what, detail=exc.message)
             await self.send(error_for(exc, conn=self.conn_id))
             return
         if isinstance(message, Auth):
@@ -424,7 +432,14 @@ class Session:
         what = _what(message)
         requested = requested or self.pinned
         if isinstance(exc, Forbidden):
-            self._refuse(Outcome.FORBIDDEN, exc.message, command=what, server=exc.server)
+            if isinstance(message, Command):
+                needed = required_role(message.command).label
+            else:
+                needed = CONTAINER_ROLE.label if isinstance(message, Container) else "?"
+            self._refuse(
+                Outcome.FORBIDDEN, f"needs {needed}", command=what, server=exc.server,
+                detail=exc.message,
+            )
         elif isinstance(exc, UnknownServer) and requested is not None:
             if is_server_id(requested):
                 visible = self.principal is not None and self.principal.may_see(requested)
