@@ -178,7 +178,8 @@ class AuditLog:
         #: Batches written, each ending with one fsync (rotation adds its own).
         self.batches = 0
         self._pending: collections.deque[bytes] = collections.deque()
-        self._recorded = 0  # records ever queued; a flush waits until written reaches it
+        self._recorded = 0  # records ever queued
+        self._settled = 0  # of those, how many were written or counted lost (flush waits for it)
         self._unreported = 0  # drops not yet written as an audit_dropped record
         self._arrived = asyncio.Event()
         self._urgent = asyncio.Event()
@@ -278,7 +279,7 @@ class AuditLog:
         """Write and fsync everything recorded so far (within :data:`CLOSE_TIMEOUT`)."""
         if self._writer is None or self._writer.done():
             return
-        if not self._pending and not self._unreported and self.written >= self._recorded:
+        if self._settled >= self._recorded and not self._unreported:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append((self._recorded, waiter))
@@ -364,6 +365,7 @@ class AuditLog:
             else:
                 self.written += len(lines) - (1 if dropped else 0)
                 self.batches += 1
+        self._settled = upto
         done = [(t, w) for t, w in self._waiters if t <= upto]
         self._waiters = [(t, w) for t, w in self._waiters if t > upto]
         for _, waiter in done:
