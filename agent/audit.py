@@ -43,10 +43,11 @@ def describe(request: BusRequest) -> tuple[str, dict[str, str | int]] | None:
 
 
 def outcome_of(reply: BusReply) -> tuple[str, dict[str, str]]:
-    """``ok`` or the error code answered, with extras that say why or what followed."""
+    """``ok`` or the error code answered, with extras: ``detail``, the sentence the client
+    read (as the gateway records it); ``status``, a container's state after its action."""
     body = reply.body
     if isinstance(body, Error):
-        return str(body.code), {"reason": body.message}
+        return str(body.code), {"detail": body.message}
     if isinstance(body, ContainerResponse):
         return "ok", {"status": body.status}
     return "ok", {}

@@ -15,7 +15,8 @@ One JSON object per line, keys always in this order::
      "command": "kick Bob",                 what the client asked for; null when nothing
      "outcome": "ok",                       "ok" or the error code it was answered with
      "duration": 0.042,                     seconds, or null
-     ...extras}                             e.g. "reason", "conn", "code", "world"
+     ...extras}                             e.g. "reason" (a short word), "detail" (the
+                                            sentence the client read), "conn", "world"
 
 Strings are capped at :data:`FIELD_LIMIT` characters and the record then carries
 ``"truncated": true``, so a 1 MiB attempt costs a kilobyte. Whatever a client sent stays on

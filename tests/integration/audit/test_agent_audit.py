@@ -94,7 +94,7 @@ async def test_a_refused_command_is_recorded_with_its_error_code(audited):
     await audit.flush()
     [record] = records(audit)
     assert (record["command"], record["outcome"]) == ("worlds\nshutdown", "bad_request")
-    assert record["reason"] == reply.body.message
+    assert record["detail"] == reply.body.message
 
 
 async def test_a_container_action_is_recorded(audited):
