@@ -9,12 +9,15 @@ separate processes on separate hosts would.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway import Gateway
+from resofleet.audit import AuditLog
 from resofleet.config import AgentSettings, ServerConfig
 from tests.integration.gateway.client import Client, wait_until
 
@@ -42,12 +45,8 @@ class Fleet:
 
         configs = [emulated(s) if isinstance(s, str) else s for s in servers]
         options.setdefault("announce_interval", TEST_ANNOUNCE_INTERVAL)
-        agent = Agent(
-            await self.bus_factory(),
-            servers=configs,
-            settings=AgentSettings(name=name or f"agent-{len(self.agents) + 1}"),
-            **options,
-        )
+        options.setdefault("settings", AgentSettings(name=name or f"agent-{len(self.agents) + 1}"))
+        agent = Agent(await self.bus_factory(), servers=configs, **options)
         self.agents.append(agent)
         await agent.start()
         return agent
@@ -58,8 +57,9 @@ class Fleet:
         self.gateways.append(gateway)
         return gateway
 
-    async def client(self, url: str) -> Client:
-        client = await Client.connect(url)
+    async def client(self, url: str, *, cls: type[Client] = Client, **kwargs: Any) -> Client:
+        """A client of ``url``; ``kwargs`` go to websockets' ``connect`` (headers, origin...)."""
+        client = await cls.connect(url, **kwargs)
         self.clients.append(client)
         return client
 
@@ -91,3 +91,34 @@ async def servers_online(client: Client, servers: Sequence[str], timeout: float 
         return listed if online == sorted(servers) else None
 
     return await wait_until(check, timeout=timeout, what=f"servers {servers} online")
+
+
+class AuditFile:
+    """An audit log a test hands to a gateway or an agent (``.log``), and reads back."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        self.path = path
+        self.log = AuditLog(path, source=source)
+
+    async def records(self) -> list[dict[str, Any]]:
+        """Every record written so far (flushed first)."""
+        await self.log.flush()
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+async def audit_file(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[AuditFile]]]:
+    """Start audit logs under ``tmp_path``: ``await audit_file("gateway")``; closed after."""
+    made: list[AuditFile] = []
+
+    async def make(source: str) -> AuditFile:
+        audit = AuditFile(tmp_path / f"{source}-{len(made) + 1}.jsonl", source)
+        await audit.log.start()
+        made.append(audit)
+        return audit
+
+    yield make
+    for audit in made:
+        await audit.log.close()

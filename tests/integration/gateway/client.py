@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 Message = dict[str, Any]
 
@@ -42,15 +43,19 @@ class Client:
     async def send(self, message: Message | str | bytes) -> None:
         await self.ws.send(json.dumps(message) if isinstance(message, dict) else message)
 
+    async def _frame(self) -> str | bytes:
+        """The next raw frame (subclasses may read them elsewhere first)."""
+        return await self.ws.recv()
+
     async def recv(self, timeout: float = WAIT) -> Message:
         async with asyncio.timeout(timeout):
-            return json.loads(await self.ws.recv())
+            return json.loads(await self._frame())
 
     async def expect(self, match: Callable[[Message], bool], timeout: float = WAIT) -> Message:
         """The first message for which ``match`` is true; others are kept in ``skipped``."""
         async with asyncio.timeout(timeout):
             while True:
-                message = json.loads(await self.ws.recv())
+                message = json.loads(await self._frame())
                 if match(message):
                     return message
                 self.skipped.append(message)
@@ -76,6 +81,72 @@ class Client:
                 reply = await self.expect(lambda m: m.get("id") in ids and m["id"] not in replies)
                 replies[reply["id"]] = reply
         return [replies[i] for i in ids]
+
+    async def closed(self, timeout: float = WAIT) -> int | None:
+        """Wait until the gateway closes the connection; the close code it sent.
+
+        Messages that arrive meanwhile are kept in ``skipped``.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    self.skipped.append(json.loads(await self._frame()))
+                except ConnectionClosed as exc:
+                    return exc.rcvd.code if exc.rcvd is not None else None
+
+
+class RecordingClient(Client):
+    """A :class:`Client` that reads every frame as it arrives and keeps it raw in
+    ``frames``, so a test can check everything the gateway ever sent it (and the
+    connection never backs up, so closing it is quick)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        super().__init__(ws)
+        self.frames: list[str | bytes] = []
+        self._queue: asyncio.Queue[str | bytes | ConnectionClosed] = asyncio.Queue()
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="recording-client")
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                self.frames.append(frame)
+                self._queue.put_nowait(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._queue.put_nowait(self.ws.protocol.close_exc)
+
+    async def _frame(self) -> str | bytes:
+        item = await self._queue.get()
+        if isinstance(item, ConnectionClosed):
+            self._queue.put_nowait(item)  # every later read sees the end too
+            raise item
+        return item
+
+    def received(self, match: Callable[[Message], bool]) -> list[Message]:
+        """Every message received so far (read or not) for which ``match`` is true."""
+        return [m for m in map(json.loads, self.frames) if match(m)]
+
+    async def seen(self, match: Callable[[Message], bool], timeout: float = WAIT) -> Message:
+        """The first message received, now or within ``timeout``, for which ``match`` is true
+        (whether or not ``expect`` or ``request`` already read past it)."""
+        found = await wait_until(lambda: self.received(match), timeout=timeout, what="a message")
+        return found[0]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+
+async def handshake_status(url: str, timeout: float = WAIT, **kwargs: Any) -> int:
+    """The HTTP status of a WebSocket handshake the gateway refuses (fails if it accepts)."""
+    kwargs.setdefault("open_timeout", timeout)
+    try:
+        ws = await connect(url, **kwargs)
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    await ws.close()
+    raise AssertionError(f"the handshake to {url} was accepted")
 
 
 async def wait_until(check: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
