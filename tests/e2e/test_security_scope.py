@@ -114,6 +114,12 @@ async def test_a_client_scoped_to_eu_receives_no_byte_about_us_1(audit_file, fle
         assert replies["us-1"]["code"] == "unknown_server", (kind, replies["us-1"])
         assert json.loads(json.dumps(replies["us-1"]).replace("us-1", "zz-9")) == replies["zz-9"], kind
 
+    # An id in scope that no agent serves is offline, answered at once by the bus.
+    started = time.perf_counter()
+    offline = await scoped.request({"type": "get_status", "server": "eu-9", "id": "offline"})
+    offline_latency = time.perf_counter() - started
+    assert (offline["code"], offline["server"]) == ("server_offline", "eu-9"), offline
+
     # us-1 is busy: chatter, joins and leaves, polls; the full-scope admin drives and restarts it.
     for command in ("users", "worlds", "sessionID", "listbans", "friendRequests", "status"):
         reply = await full.request({"type": "command", "command": command, "server": "us-1"}, timeout=15)
@@ -152,7 +158,8 @@ async def test_a_client_scoped_to_eu_receives_no_byte_about_us_1(audit_file, fle
 
     records = [r for r in await audit.records() if r["outcome"] == "out_of_scope" and r["who"] == "eu-admin"]
     assert sum(1 for r in records if r["server"] == "us-1") >= len(PROBES)
-    print(f"\nunknown_server reply: us-1 median {sorted(latency['us-1'])[len(PROBES) // 2] * 1000:.2f} ms, "
+    print(f"\nserver_offline reply for an in-scope id no agent serves: {offline_latency * 1000:.2f} ms")
+    print(f"unknown_server reply: us-1 median {sorted(latency['us-1'])[len(PROBES) // 2] * 1000:.2f} ms, "
           f"zz-9 median {sorted(latency['zz-9'])[len(PROBES) // 2] * 1000:.2f} ms")
 
 
