@@ -10,6 +10,7 @@ on the output stream, no record in the agent's audit log).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -42,14 +43,8 @@ def permission_classes() -> dict[Role, list[str]]:
 
 def echoes(frames: list, command: str) -> int:
     """How many container_output lines show ``command`` typed at the prompt."""
-    import json
-
-    count = 0
-    for frame in frames:
-        message = json.loads(frame)
-        if message["type"] == "container_output" and message["output"].endswith(">" + command):
-            count += 1
-    return count
+    messages = map(json.loads, frames)
+    return sum(1 for m in messages if m["type"] == "container_output" and m["output"].endswith(">" + command))
 
 
 def test_every_permission_class_has_a_command_picked_here():
