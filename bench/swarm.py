@@ -5,7 +5,8 @@ optionally sends each one ``subscribe``, prints ``READY {json}`` with the time i
 then obeys lines on stdin:
 
 - ``start``: forget everything counted so far (the measured window begins);
-- ``stop``: print ``RESULT {json}``: console lines and frames received in the window, lines
+- ``stop``: print ``RESULT {json}``: the window's length as this process saw it (a busy
+  swarm reads ``stop`` late), console lines and frames received in the window, lines
   lost (gaps in ``seq``, per client and server), per server the first ``seq`` seen and the
   last one (lowest and highest over the clients: how far the slowest client lags), and
   the close codes of clients the gateway cut off;
@@ -117,6 +118,7 @@ async def _run(spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    window_start = time.perf_counter()
     while True:
         line = (await reader.readline()).strip()
         if not line:
@@ -124,6 +126,7 @@ async def _run(spec: dict[str, Any]) -> None:
         if line == b"start":
             for t in tallies:
                 t.__init__()
+            window_start = time.perf_counter()
             print("STARTED", flush=True)
         elif line == b"stop":
             spans: dict[str, list[int]] = {}  # server: [lowest first, lowest last, highest last]
@@ -137,6 +140,7 @@ async def _run(spec: dict[str, Any]) -> None:
                 str(c.close_code) for c in clients if c is not None and not c.is_open
             )
             result = {
+                "elapsed": time.perf_counter() - window_start,
                 "lines": sum(t.lines for t in tallies),
                 "frames": sum(t.frames for t in tallies),
                 "bytes": sum(t.bytes for t in tallies),
