@@ -41,6 +41,7 @@ from contracts import (
     WorldsRequest,
     WorldsUpdate,
     check_command_text,
+    check_world_text,
     command_name,
 )
 from resofleet.config import AgentSettings, ServerConfig
@@ -249,6 +250,8 @@ class ManagedServer:
 
     async def _command(self, command: str, world: str | int | None, deadline: float):  # type: ignore[no-untyped-def]
         check_command_text(command)  # the bus is not trusted to have checked it
+        if isinstance(world, str):
+            check_world_text(world)
         driver = await self._console(deadline)
         name = command_name(command)
         timeout = min(deadline_for(command), self._remaining(deadline))

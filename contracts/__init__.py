@@ -41,6 +41,7 @@ from .client import (
     World,
     WorldsUpdate,
     check_command_text,
+    check_world_text,
     decode_client,
     encode_server,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "BusReply",
     "BusRequest",
     "check_command_text",
+    "check_world_text",
     "ClientMessage",
     "Command",
     "command_name",

@@ -58,6 +58,7 @@ __all__ = [
     "World",
     "WorldsUpdate",
     "check_command_text",
+    "check_world_text",
     "decode_client",
     "encode_server",
 ]
@@ -376,6 +377,20 @@ def check_command_text(command: str) -> None:
             )
 
 
+def check_world_text(world: str) -> None:
+    """Raise :class:`ContractError` when a ``world`` name could not be sent as part of one
+    console line (it becomes ``focus <world>``: a line break there would be a second,
+    unchecked command)."""
+    if not world.strip():
+        raise ContractError("The world is empty: give its index or its name.")
+    for pos, ch in enumerate(world):
+        if _is_forbidden(ch):
+            raise ContractError(
+                f"The world contains the control character U+{ord(ch):04X} at position "
+                f"{pos}: a world name must be one line of printable text."
+            )
+
+
 def decode_client(frame: bytes | str) -> ClientMessage:
     """Decode one client frame into a request, or raise :class:`ContractError`.
 
@@ -395,6 +410,8 @@ def decode_client(frame: bytes | str) -> ClientMessage:
     if isinstance(message, Command):
         try:
             check_command_text(message.command)
+            if isinstance(message.world, str):
+                check_world_text(message.world)
         except ContractError as exc:
             exc.id = message.id
             raise

@@ -97,12 +97,6 @@ async def test_control_characters_separators_and_oversize_commands_never_reach_t
     assert [json.loads(line)["outcome"] for line in raw.splitlines()].count("rejected_input") == len(records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: Command.world is not checked for control characters (only command "
-    "is, in contracts.check_command_text); the agent sends `focus <world>` as is, so a line "
-    "break in world runs a second console command, with no role check (a viewer renames a world)",
-)
 async def test_a_viewer_cannot_smuggle_a_command_through_the_world_field(audit_file, fleet):
     """A viewer's read-only command whose `world` carries a line break, a NUL, an escape or a
     Unicode separator is refused: nothing runs, the focused world keeps its name."""

@@ -158,3 +158,14 @@ async def test_idle_chatter_is_streamed_without_the_prompt():
         assert not any(l.startswith("Night Market>SIGNALR") for l in c.lines)
     finally:
         await c.runtime.close()
+
+
+@pytest.mark.parametrize("text", ["users\nshutdown", "users\rshutdown", "a\x00b", "a\u2028b", "\x1b[2J"])
+async def test_driver_never_writes_a_line_break_into_the_console(console, text):
+    """Whatever its caller, the driver refuses to send one call as two console lines."""
+    with pytest.raises(ValueError):
+        await console.driver.run(text)
+    with pytest.raises(ValueError):
+        await console.driver.run(f"focus {text}")
+    reply = await console.driver.run("worlds")  # the console is untouched and still in step
+    assert [w.name for w in parse_worlds(reply.text)] == ["Harbor Lounge", "Night Market"]
