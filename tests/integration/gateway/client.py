@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections.abc import Callable
@@ -32,7 +33,22 @@ class Client:
         return cls(await connect(url, **kwargs))
 
     async def close(self) -> None:
-        await self.ws.close()
+        """Close, reading (and dropping) what still arrives meanwhile: a client that stops
+        reading stops websockets reading its socket, so the gateway's close frame would
+        never be seen and closing would wait out the whole close timeout."""
+
+        async def drain() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for _ in self.ws:
+                    pass
+
+        drainer = asyncio.create_task(drain())
+        try:
+            await self.ws.close()
+        finally:
+            drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drainer
 
     async def __aenter__(self) -> Client:
         return self
