@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import re
 import signal
 import sys
@@ -30,7 +31,10 @@ def resofleet() -> list[str]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without the caller's RESOFLEET_ settings; audit logs go to a
+    directory of this test run, never to the user's own state directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESOFLEET_")}
+    env["RESOFLEET_AUDIT_DIR"] = os.path.join(tempfile.gettempdir(), f"resofleet-tests-{os.getpid()}")
     env.update(extra)
     return env
 
