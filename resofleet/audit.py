@@ -9,7 +9,7 @@ One JSON object per line, keys always in this order::
 
     {"time": "2026-11-25T22:00:00.123Z",   UTC, milliseconds
      "source": "agent",                     "agent" or "gateway"
-     "who": "alice", "role": "moderator",   the token's sub and role ("" when unknown)
+     "who": "alice", "role": "moderator",   the token's sub and role ("-" when unknown)
      "client": "10.0.0.5",                  the client's address
      "server": "eu-1",                      null when no server was involved
      "command": "kick Bob",                 what the client asked for; null when nothing
