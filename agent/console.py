@@ -69,6 +69,14 @@ UNKNOWN_PROMPT_QUIET: Final = 0.15
 STALE_PROMPT_QUIET: Final = 1.0
 #: Quiet time (s) that ends the wait for startup when no prompt-shaped tail shows up.
 SYNC_QUIET: Final = 0.5
+#: Seconds of flowing output after the last ``World running...`` (or after the wait began)
+#: that end the wait for startup when neither a prompt nor a quiet moment shows up: a
+#: console chattering from its first prompt on is never quiet, and its prompt may come
+#: glued to a log line the driver does not recognise. Asking ``status`` early is safe: the
+#: console reads it once its prompt is up, and the driver learns the focus from the answer.
+SYNC_FLOWING: Final = 2.0
+#: The line the headless prints once per started world (CONSOLE.md, "Startup").
+_WORLD_RUNNING: Final = "World running..."
 #: ``status`` questions asked while synchronising before giving up on learning the focus.
 SYNC_ATTEMPTS: Final = 3
 #: Seconds to wait for the first prompt when a console starts (the engine boots, loads
@@ -112,6 +120,11 @@ class _Pending:
         self.stream = stream
         self.learn_from_status = learn_from_status
         self.text: list[str] = []  # complete lines
+        #: Whether the console has answered, so the next prompt-shaped line start is this
+        #: command's prompt. Always, except for a ``status`` asked to learn the focus while
+        #: synchronising: a prompt printed before the command was read may still come, so
+        #: only its ``Name:`` line (or an ``Unknown command``) counts as its answer.
+        self.answered = not learn_from_status
         self.done: asyncio.Future[tuple[list[str], str]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -148,6 +161,9 @@ class ConsoleDriver:
         self._needs_sync = True
         self._last_data = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # while waiting for startup: a prompt seen glued to output, the last World running
+        self._startup_prompt = False
+        self._world_running_at = 0.0
 
     # -- input from the runtime ------------------------------------------------------
 
@@ -177,8 +193,30 @@ class ConsoleDriver:
             ):
                 # the prompt came back with an engine log line glued onto it: the reply
                 # ended at the prompt, the rest of the line is idle output
-                self._finish(pending, pending.expected, keep_partial=True)
-                line = self._unglue(line)
+                prompt = pending.expected
+                self._finish(pending, prompt, keep_partial=True)
+                while line.startswith(prompt) and len(line) > len(prompt):
+                    line = line[len(prompt):]
+            elif (
+                pending is not None
+                and pending.expected is None
+                and pending.answered
+                and not pending.done.done()
+            ):
+                # the prompt is unknown and chatter never lets the console fall quiet: a
+                # prompt-shaped start glued to an engine log line ends the reply
+                prompt = _glued_prompt(line)
+                if prompt is not None:
+                    self._finish(pending, prompt, keep_partial=True)
+                    line = line[len(prompt):]
+            elif self.prompt is None and (pending is None or pending.done.done()):
+                # no prompt known yet (startup): the first prompt, glued to chatter after it
+                prompt = _glued_prompt(line)
+                if prompt is not None:
+                    self._startup_prompt = True
+                    line = line[len(prompt):]
+                elif line == _WORLD_RUNNING:
+                    self._world_running_at = loop.time()
             self._line(line)
         if len(self._partial) > MAX_REPLY_CHARS:
             self._line(self._partial)
@@ -227,10 +265,15 @@ class ConsoleDriver:
             # idle output (engine log lines): strip a prompt it was glued onto
             self._on_line(self._unglue(line))
             return
+        if pending.expected is None and pending.learn_from_status:
+            line = _unglue_status_start(line)
+            if line.startswith("Name: "):
+                pending.expected = f"{line[len('Name: '):]}>"
+                pending.answered = True
+            elif line.rpartition(">")[2] == "Unknown command":
+                pending.answered = True  # the quirk: the prompt after it is this command's
         if sum(map(len, pending.text)) < MAX_REPLY_CHARS:
             pending.text.append(line)
-        if pending.expected is None and pending.learn_from_status and line.startswith("Name: "):
-            pending.expected = f"{line[len('Name: '):]}>"
         if pending.stream or is_noise(line):
             if not (len(pending.text) == 1 and _is_echo(line, pending.command)):
                 self._on_line(line)
@@ -383,18 +426,30 @@ class ConsoleDriver:
         answer is spent and the question asked again.
         """
         loop = asyncio.get_running_loop()
+        self.prompt = None
+        self._startup_prompt = False
+        began = loop.time()
         async with asyncio.timeout(timeout):
             while not self._partial.endswith(">"):
                 if self._closed:
                     raise ConsoleClosed(f"{self.name}: {self._close_reason}")
-                if self._last_data and loop.time() - self._last_data >= SYNC_QUIET:
+                if self._startup_prompt or _glued_prompt(self._partial) is not None:
+                    break  # the first prompt, with chatter glued onto it
+                now = loop.time()
+                if self._last_data and now - self._last_data >= SYNC_QUIET:
+                    break
+                if self._last_data and now - max(began, self._world_running_at) >= SYNC_FLOWING:
                     break
                 self._data_event.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(UNKNOWN_PROMPT_QUIET):
                         await self._data_event.wait()
-        self._partial = ""
-        self.prompt = None
+        # drop the prompt that ended the wait; a log line still being printed after it stays
+        glued = _glued_prompt(self._partial)
+        if self._partial.endswith(">"):
+            self._partial = ""
+        elif glued is not None:
+            self._partial = self._partial[len(glued):]
         for _ in range(SYNC_ATTEMPTS):
             lines, seen = await self._send(
                 "status", timeout=timeout, stream=False, expected=None, learn_from_status=True
@@ -507,6 +562,35 @@ def _incomplete_escape(data: bytes) -> int:
     if start < 0 or _ESCAPE_END.match(data, start):
         return len(data)
     return start
+
+
+def _glued_prompt(line: str) -> str | None:
+    """The prompt at the start of ``line`` when an engine log line is glued onto it.
+
+    The prompt is printed with no newline, so idle chatter starts on the prompt's line:
+    ``Night Market>SIGNALR: ...`` (CONSOLE.md). World names may hold ``>``, so the prompt
+    ends at the first ``>`` followed by a recognised log line; a line that is itself a log
+    line (``Updated: a -> b``) has no prompt.
+    """
+    if ">" not in line or is_noise(line):
+        return None
+    at = line.find(">")
+    while at >= 0:
+        if is_noise(line[at + 1:]):
+            return line[: at + 1]
+        at = line.find(">", at + 1)
+    return None
+
+
+def _unglue_status_start(line: str) -> str:
+    """``X>Name: X`` as ``Name: X``: a ``status`` sent before the console showed its
+    first prompt is answered on that prompt's line."""
+    at = line.find(">Name: ")
+    while at >= 0:
+        if line[:at] == line[at + len(">Name: "):]:
+            return line[at + 1:]
+        at = line.find(">Name: ", at + 1)
+    return line
 
 
 def _is_echo(line: str, command: str) -> bool:
