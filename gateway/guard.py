@@ -143,13 +143,15 @@ class Guard:
         command: str | None = None,
         conn: str = "-",
         detail: str | None = None,
+        count: int = 1,
     ) -> None:
-        """Audit one refused attempt (and count it). Never raises, never blocks.
+        """Audit one refused attempt, or ``count`` alike ones in one record (and count
+        them). Never raises, never blocks.
 
         ``reason``: a short word or phrase (a token's refusal reason, ``origin``,
         ``bad_request`` ...); ``detail``: the sentence the client read, when it says more.
         """
-        self.refused[outcome] = self.refused.get(outcome, 0) + 1
+        self.refused[outcome] = self.refused.get(outcome, 0) + count
         if self.audit is None:
             return
         self.audit.record(
@@ -162,4 +164,5 @@ class Guard:
             reason=reason,
             conn=conn,
             **({"detail": detail} if detail is not None else {}),
+            **({"refusals": count} if count != 1 else {}),
         )
