@@ -54,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
     async def serve(audit: AuditLog | None) -> int:
         from agent import Agent
+        from contracts import Topology
 
-        bus = AmqpBus(url, name=f"resofleet-agent {config.agent.name}")
+        bus = AmqpBus(
+            url, topology=Topology(prefix=config.bus_prefix), name=f"resofleet-agent {config.agent.name}"
+        )
         try:
             await bus.start()
         except BusUnavailable as exc:

@@ -198,7 +198,12 @@ def _run(args: argparse.Namespace) -> int:
     if isinstance(security, int):
         return security
     setup_logging()
-    return asyncio.run(_serve(url, *options, security=security, audit_log=config.gateway.audit_log))
+    return asyncio.run(
+        _serve(
+            url, *options, security=security, audit_log=config.gateway.audit_log,
+            prefix=config.bus_prefix,
+        )
+    )
 
 
 async def _serve(
@@ -209,15 +214,19 @@ async def _serve(
     *,
     security: Security,
     audit_log: str | None,
+    prefix: str = "",
 ) -> int:
     from bus import AmqpBus, BusUnavailable
+    from contracts import Topology
     from gateway import Gateway
 
     audit = await open_audit(audit_log)
     if isinstance(audit, int):
         return audit
     try:
-        bus = AmqpBus(url, name=f"resofleet-gateway@{socket.gethostname()}")
+        bus = AmqpBus(
+            url, topology=Topology(prefix=prefix), name=f"resofleet-gateway@{socket.gethostname()}"
+        )
         try:
             await bus.start()
         except BusUnavailable as exc:
