@@ -120,6 +120,7 @@ class _Pending:
         self.stream = stream
         self.learn_from_status = learn_from_status
         self.text: list[str] = []  # complete lines
+        self.chars = 0  # their total length, kept as lines come (a sum per line is quadratic)
         #: Whether the console has answered, so the next prompt-shaped line start is this
         #: command's prompt. Always, except for a ``status`` asked to learn the focus while
         #: synchronising: a prompt printed before the command was read may still come, so
@@ -272,8 +273,9 @@ class ConsoleDriver:
                 pending.answered = True
             elif line.rpartition(">")[2] == "Unknown command":
                 pending.answered = True  # the quirk: the prompt after it is this command's
-        if sum(map(len, pending.text)) < MAX_REPLY_CHARS:
+        if pending.chars < MAX_REPLY_CHARS:
             pending.text.append(line)
+            pending.chars += len(line)
         if pending.stream or is_noise(line):
             if not (len(pending.text) == 1 and _is_echo(line, pending.command)):
                 self._on_line(line)

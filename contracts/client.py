@@ -164,8 +164,13 @@ class Ban(_Plain):
     machineIds: list[str] = field(default_factory=list)
 
 
-class User(_Plain):
-    """One user of a world, as the console's ``users`` prints it."""
+class User(_Plain, gc=False):
+    """One user of a world, as the console's ``users`` prints it.
+
+    ``gc=False``: only scalars, so it can never be part of a reference cycle, and a poll
+    builds thousands of them; keeping them out of the cycle collector's tracking makes
+    building them cheaper and the collector's passes shorter.
+    """
 
     username: str
     userId: str
