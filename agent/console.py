@@ -33,6 +33,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
+
 from .errors import ConsoleClosed, ConsoleTimeout
 from .parsers import is_noise, parse_status, strip_ansi
 
@@ -46,20 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds an ordinary command may take. The console answers in milliseconds; ten
-#: seconds means it is stuck, and the next command needs a resynchronised console.
-COMMAND_DEADLINE: Final = 10.0
-#: Commands known to be slow (seconds): loading a world from the cloud, saving, restarting.
-LONG_COMMAND_DEADLINES: Final = {
-    "startworldurl": 120.0,
-    "startworldtemplate": 120.0,
-    "save": 60.0,
-    "restart": 60.0,
-    "close": 30.0,
-    "shutdown": 60.0,
-    "import": 60.0,
-    "importminecraft": 120.0,
-}
 #: Quiet time (s) after a trailing ``...>`` that ends a reply when the prompt is unknown.
 #: Output arrives in bursts microseconds apart; 150 ms of quiet after a prompt-shaped tail
 #: is far beyond any burst and short enough not to slow interactive use.
@@ -86,12 +74,6 @@ STARTUP_DEADLINE: Final = 300.0
 MAX_REPLY_CHARS: Final = 4 * 1024 * 1024
 #: Commands whose effect on the focused world the driver cannot predict.
 _REFOCUSING: Final = frozenset({"startworldurl", "startworldtemplate", "close", "restart"})
-
-
-def deadline_for(command: str) -> float:
-    """Seconds ``command`` may take before the driver gives up on it."""
-    name = command.strip().split(maxsplit=1)[0].lower() if command.strip() else ""
-    return LONG_COMMAND_DEADLINES.get(name, COMMAND_DEADLINE)
 
 
 def quote(argument: str) -> str:

@@ -6,6 +6,7 @@ it as it is. Both the gateway and the agent speak through these names only.
 
 from __future__ import annotations
 
+from .deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
 from .client import (
     Auth,
     Authenticated,
@@ -102,6 +103,7 @@ __all__ = [
     "check_world_text",
     "ClientMessage",
     "Command",
+    "COMMAND_DEADLINE",
     "command_name",
     "COMMAND_ROLES",
     "CommandResponse",
@@ -113,6 +115,7 @@ __all__ = [
     "ContainerRequest",
     "ContainerResponse",
     "ContractError",
+    "deadline_for",
     "decode_client",
     "decode_event",
     "decode_presence",
@@ -130,6 +133,7 @@ __all__ = [
     "GetStatus",
     "GetWorlds",
     "is_server_id",
+    "LONG_COMMAND_DEADLINES",
     "MAX_COMMAND_LENGTH",
     "OutputHistory",
     "OutputLine",

@@ -56,6 +56,8 @@ from contracts import (
     required_role,
 )
 
+from contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES
+
 from .errors import AmbiguousServer, Forbidden, NoServer, ServerGone, UnknownServer
 from .identity import Principal
 
@@ -86,23 +88,14 @@ M = TypeVar("M", bound=msgspec.Struct)
 #: trip over the bus both ways and the agent resynchronising the console before it
 #: answers ``timeout`` itself (its answer says more than the gateway's would).
 TIMEOUT_MARGIN: Final = 5.0
-#: Seconds an ordinary console command may take, end to end: the agent's 10 s deadline
-#: plus the margin. A request that finds the console still starting waits within this.
-COMMAND_TIMEOUT: Final = 10.0 + TIMEOUT_MARGIN
+#: Seconds an ordinary console command may take, end to end: the agent's deadline
+#: (:mod:`contracts.deadlines`, shared with the agent) plus the margin. A request that
+#: finds the console still starting waits within this.
+COMMAND_TIMEOUT: Final = COMMAND_DEADLINE + TIMEOUT_MARGIN
 #: Seconds for the commands that legitimately run long, by lowercase name: the agent's
-#: deadline for each (loading a world from the cloud 120 s, saving or restarting one 60 s,
-#: closing one 30 s) plus the margin.
+#: deadline for each plus the margin.
 LONG_COMMAND_TIMEOUTS: Final[Mapping[str, float]] = MappingProxyType(
-    {
-        "startworldurl": 120.0 + TIMEOUT_MARGIN,
-        "startworldtemplate": 120.0 + TIMEOUT_MARGIN,
-        "importminecraft": 120.0 + TIMEOUT_MARGIN,
-        "save": 60.0 + TIMEOUT_MARGIN,
-        "restart": 60.0 + TIMEOUT_MARGIN,
-        "shutdown": 60.0 + TIMEOUT_MARGIN,
-        "import": 60.0 + TIMEOUT_MARGIN,
-        "close": 30.0 + TIMEOUT_MARGIN,
-    }
+    {name: seconds + TIMEOUT_MARGIN for name, seconds in LONG_COMMAND_DEADLINES.items()}
 )
 #: Seconds for ``get_status`` and ``get_worlds``: a fresh stats sample or a few console
 #: queries (``worlds`` then ``users`` per world), answered live, never from a cache.

@@ -37,7 +37,7 @@ def test_public_names_are_pinned():
     """contracts exports exactly the names third-party clients may rely on."""
     assert sorted(contracts.__all__, key=str.lower) == contracts.__all__
     assert set(contracts.__all__) == {
-        "Announce", "Auth", "Authenticated", "Ban", "BansUpdate", "BUS_VERSION", "BusEvent",
+        "Announce", "Auth", "Authenticated", "COMMAND_DEADLINE", "deadline_for", "LONG_COMMAND_DEADLINES", "Ban", "BansUpdate", "BUS_VERSION", "BusEvent",
         "BusReply", "BusRequest", "check_command_text", "check_world_text", "ClientMessage", "Command",
         "COMMAND_ROLES", "command_name", "CommandResponse", "Container", "ContainerAction",
         "ContainerOutput", "ContainerOutputBatch", "ContainerRequest", "ContainerResponse",
@@ -176,10 +176,10 @@ BAD = [
     ("ANSI escape", b'{"type":"command","command":"\\u001b[2Jworlds"}', ErrorCode.BAD_REQUEST),
     ("line separator", b'{"type":"command","command":"worlds\\u2028shutdown"}', ErrorCode.BAD_REQUEST),
     ("empty command", b'{"type":"command","command":"  "}', ErrorCode.BAD_REQUEST),
-    ("newline in world", b'{"type":"command","command":"users","world":"Lounge\nshutdown"}', ErrorCode.BAD_REQUEST),
-    ("CR in world", b'{"type":"command","command":"users","world":"Lounge\rname x"}', ErrorCode.BAD_REQUEST),
-    ("separator in world", b'{"type":"command","command":"users","world":"a\u2029b"}', ErrorCode.BAD_REQUEST),
-    ("ESC in world", b'{"type":"command","command":"users","world":"\u001b[2J"}', ErrorCode.BAD_REQUEST),
+    ("newline in world", b'{"type":"command","command":"users","world":"Lounge\\nshutdown"}', ErrorCode.BAD_REQUEST),
+    ("CR in world", b'{"type":"command","command":"users","world":"Lounge\\rname x"}', ErrorCode.BAD_REQUEST),
+    ("separator in world", b'{"type":"command","command":"users","world":"a\\u2029b"}', ErrorCode.BAD_REQUEST),
+    ("ESC in world", b'{"type":"command","command":"users","world":"\\u001b[2J"}', ErrorCode.BAD_REQUEST),
     ("empty world", b'{"type":"command","command":"users","world":" "}', ErrorCode.BAD_REQUEST),
     ("bad action", b'{"type":"container","action":"explode"}', ErrorCode.BAD_REQUEST),
 ]
