@@ -185,3 +185,142 @@ async def test_slow_client_is_cut_off_while_a_fast_one_keeps_receiving(start_gat
     assert info.value.rcvd is not None and info.value.rcvd.code == 1013
     assert "get_output" in info.value.rcvd.reason
     await fast.close()
+
+
+# -- rounds: bursts merged for batch clients, one message per line for the others -------
+
+BURST_EVENTS, BURST_LINES = 200, 5
+
+
+async def publish_burst(agent_bus, server: str = "alpha") -> list[int]:
+    """BURST_EVENTS output events of BURST_LINES lines each, as fast as the bus takes them."""
+    for n in range(BURST_EVENTS):
+        await agent_bus.publish(output(server, 1 + n * BURST_LINES, BURST_LINES))
+    return list(range(1, 1 + BURST_EVENTS * BURST_LINES))
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_a_burst_reaches_a_batch_client_merged_in_seq_order_and_whole(
+    start_gateway, bus_factory, compression
+):
+    """A burst of batches arrives in fewer, bigger batches holding every line once, in order."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    async with await Client.connect(gateway.url, compression=compression) as client:
+        assert (await client.request({"type": "subscribe", "servers": "*", "batch": True}))["batch"]
+        expected = await publish_burst(agent_bus)
+        seen: list[int] = []
+        frames = 0
+        while len(seen) < len(expected):
+            batch = await client.recv()
+            assert batch["type"] == "container_output_batch" and batch["server"] == "alpha"
+            seen += [line["seq"] for line in batch["lines"]]
+            frames += 1
+    assert seen == expected
+    assert frames < BURST_EVENTS
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_a_burst_reaches_a_line_client_one_message_per_line_in_order(
+    start_gateway, bus_factory, compression
+):
+    """In line mode every line of a burst is its own container_output message, in seq order."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    async with await Client.connect(gateway.url, compression=compression) as client:
+        await ready(client)
+        expected = await publish_burst(agent_bus)
+        got = [await client.recv() for _ in expected]
+    assert [m["type"] for m in got] == ["container_output"] * len(expected)
+    assert [m["seq"] for m in got] == expected
+    assert got[-1] == {
+        "type": "container_output", "output": f"line {expected[-1]}", "server": "alpha",
+        "seq": expected[-1], "epoch": "e1",
+    }
+
+
+async def test_merged_rounds_keep_scope_and_updates_in_place(start_gateway, bus_factory):
+    """Two servers' bursts and a status update in one stream: a pinned batch client gets only
+    its server, whole and in order, with the update after the output published before it."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    async with await Client.connect(gateway.url + "/alpha") as pinned:
+        assert (await pinned.request({"type": "subscribe", "servers": "*", "batch": True}))["batch"]
+        for n in range(50):
+            await agent_bus.publish(output("beta", 1 + n * 4, 4, "from beta"))
+            await agent_bus.publish(output("alpha", 1 + n * 4, 4))
+            if n == 24:
+                await agent_bus.publish(status("alpha"))
+        seen: list[int] = []
+        kinds: list[str] = []
+        while len(seen) < 200:
+            message = await pinned.recv()
+            assert message["server"] == "alpha"
+            kinds.append(message["type"])
+            if message["type"] == "status_update":
+                assert seen == list(range(1, 101))  # everything published before it
+            else:
+                seen += [line["seq"] for line in message["lines"]]
+        assert seen == list(range(1, 201)) and kinds.count("status_update") == 1
+        assert (await pinned.request({"type": "ping"}))["type"] == "pong"
+        assert pinned.skipped == []
+
+
+async def test_a_seq_published_twice_reaches_a_client_once(start_gateway, bus_factory):
+    """The same lines published again (same epoch) are not sent again."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+    async with await Client.connect(gateway.url) as client:
+        await ready(client)
+        await agent_bus.publish(output("alpha", 1, 2))
+        await agent_bus.publish(output("alpha", 1, 3))
+        assert [(await client.recv())["seq"] for _ in range(3)] == [1, 2, 3]
+        await agent_bus.publish(output("alpha", 1, 1, epoch="e2"))  # the agent restarted
+        assert (await client.recv())["epoch"] == "e2"
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_a_stalled_client_is_cut_off_while_a_fast_one_keeps_every_line(
+    start_gateway, bus_factory, batch
+):
+    """Under a steady stream, a client that never reads is closed with 1013 and a reading one,
+    in either mode and without compression, gets every seq once and in order."""
+    gateway = await start_gateway(slow_client_buffer=256 * 1024)
+    agent_bus = await bus_factory()
+    fast = await Client.connect(gateway.url, compression=None)
+    if batch:
+        assert (await fast.request({"type": "subscribe", "servers": "*", "batch": True}))["batch"]
+    else:
+        await ready(fast)
+    slow = await connect(gateway.url, max_queue=1, open_timeout=WAIT, compression=None)
+    await slow.send(json.dumps({"type": "ping"}))
+    assert json.loads(await asyncio.wait_for(slow.recv(), WAIT))["type"] == "pong"
+
+    seen: list[int] = []
+
+    async def read_until(last: int) -> None:
+        while not seen or seen[-1] < last:
+            message = await fast.recv()
+            if message["type"] == "container_output_batch":
+                seen.extend(line["seq"] for line in message["lines"])
+            else:
+                seen.append(message["seq"])
+
+    per_event, text, seq = 20, "x" * 1000, 1
+    async with asyncio.timeout(60):
+        while gateway.fanout.cut_off == 0:
+            for _ in range(5):  # a few events per turn: rounds carry several of them
+                await agent_bus.publish(output("alpha", seq, per_event, text))
+                seq += per_event
+            await read_until(seq - 1)
+    assert gateway.fanout.cut_off == 1
+    await agent_bus.publish(output("alpha", seq, 1))
+    await read_until(seq)
+    assert seen == list(range(1, seq + 1))
+
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(WAIT):
+            while True:
+                await slow.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+    await fast.close()
