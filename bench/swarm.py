@@ -1,7 +1,7 @@
 """A process of many WebSocket clients (``python -m bench.swarm --spec JSON``).
 
 Connects ``clients`` connections to the gateway (``concurrency`` handshakes at a time),
-optionally sends each one ``subscribe``, prints ``READY {json}`` with the time it took,
+optionally sends each one ``subscribe`` as soon as it is open, prints ``READY {json}`` with the time it took,
 then obeys lines on stdin:
 
 - ``start``: forget everything counted so far (the measured window begins);
@@ -89,14 +89,24 @@ async def _run(spec: dict[str, Any]) -> None:
     gate = asyncio.Semaphore(int(spec.get("concurrency", 100)))
     failed = 0
 
+    subscribe = spec.get("subscribe")
+    subscribe_frame = (
+        msgspec.json.encode({"type": "subscribe", **subscribe}) if subscribe is not None else None
+    )
+
     async def open_one(i: int) -> None:
         nonlocal failed
         async with gate:
             try:
-                clients[i] = await connect(
+                clients[i] = client = await connect(
                     spec.get("host", "127.0.0.1"), int(spec["port"]), token=spec.get("token"),
                     on_message=lambda payload, i=i: tallies[i].on_message(payload),
                 )
+                # Subscribe at once, as a real client does: a client left in the default
+                # per-line mode while hundreds of others connect would take every line as
+                # its own message and fall behind before the measurement starts.
+                if subscribe_frame is not None:
+                    client.send(subscribe_frame)
             except Exception as exc:
                 failed += 1
                 if failed <= 3:
@@ -105,13 +115,8 @@ async def _run(spec: dict[str, Any]) -> None:
     started = time.perf_counter()
     await asyncio.gather(*(open_one(i) for i in range(n)))
     connect_seconds = time.perf_counter() - started
-    subscribe = spec.get("subscribe")
-    if subscribe is not None:
-        frame = msgspec.json.encode({"type": "subscribe", **subscribe})
-        for c in clients:
-            if c is not None:
-                c.send(frame)
-        await asyncio.sleep(0.5)  # the replies; events after it count from `start` anyway
+    if subscribe_frame is not None:
+        await asyncio.sleep(0.5)  # the last replies; events after it count from `start` anyway
     print("READY " + json.dumps({"connected": n - failed, "failed": failed,
                                  "seconds": connect_seconds}), flush=True)
 

@@ -74,6 +74,7 @@ class Gateway:
         ssl_context: ssl.SSLContext | None = None,
         security: Security = Security(),
         audit: AuditLog | None = None,
+        compression: bool = False,
     ) -> None:
         self.bus = bus
         self.timeouts = timeouts
@@ -86,7 +87,7 @@ class Gateway:
         self.fanout = Fanout(bus, self.registry, slow_client_buffer=slow_client_buffer)
         self.edge = Edge(
             self._session, host=host, port=port, ready=self._not_ready, guard=self.guard,
-            ssl_context=ssl_context,
+            ssl_context=ssl_context, compression=compression,
         )
         self._gossip: asyncio.Task[None] | None = None
         self.sessions: set[Session] = set()

@@ -143,8 +143,10 @@ class Edge:
         ready: Callable[[], str | None],
         guard: Guard,
         ssl_context: ssl.SSLContext | None = None,
+        compression: bool = False,
     ) -> None:
         self._handler = handler
+        self._compression = compression
         self.guard = guard
         self.host = host
         self.requested_port = port
@@ -183,6 +185,10 @@ class Edge:
             close_timeout=CLOSE_TIMEOUT,
             open_timeout=OPEN_TIMEOUT,
             ssl=self._ssl,
+            # permessage-deflate keeps a compressor per connection (tens of KiB each) and
+            # compresses every frame once per client: off by default, the fan-out's cost
+            # and a connection's memory stay flat; on for clients behind thin links.
+            compression="deflate" if self._compression else None,
             server_header="resofleet",
             logger=RedactingLogger(logging.getLogger("websockets.server")),
         )

@@ -10,6 +10,7 @@ origins = ["https://dash.example.com"]   # browser origins allowed besides the s
 trusted_proxies = ["10.0.0.0/8"]         # whose X-Forwarded-For names the client
 revoked = ["<jti>"]         # token ids refused for good (`token revoke` is immediate)
 audit_log = "/var/log/resofleet/gateway.jsonl"   # false: no audit log
+compression = false         # offer permessage-deflate (costs CPU and memory per client)
 [gateway.limits]
 command_rate = 20.0         # requests per second per connection (not for admin tokens)
 command_burst = 50
@@ -127,6 +128,8 @@ class GatewaySettings:
     limits: Limits = field(default_factory=Limits)
     #: Path of the gateway's audit log; ``None``: none is written.
     audit_log: str | None = None
+    #: Offer permessage-deflate to clients (see gateway/server.py for the trade-off).
+    compression: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -273,6 +276,9 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
         command_burst=count("command_burst", DEFAULT_COMMAND_BURST),
         connections_per_address=count("connections_per_address", DEFAULT_CONNECTIONS_PER_ADDRESS),
     )
+    compression = gw.get("compression", False)
+    if not isinstance(compression, bool):
+        raise fail("gateway.compression", f"must be true or false, not {compression!r}")
     gateway_settings = GatewaySettings(
         host=host,
         port=port,
@@ -282,6 +288,7 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
         revoked=strings(gw, "gateway", "revoked"),
         limits=limits,
         audit_log=audit(gw, "gateway", "gateway"),
+        compression=compression,
         raw=gw,
     )
 

@@ -201,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(
         _serve(
             url, *options, security=security, audit_log=config.gateway.audit_log,
-            prefix=config.bus_prefix,
+            prefix=config.bus_prefix, compression=config.gateway.compression,
         )
     )
 
@@ -215,6 +215,7 @@ async def _serve(
     security: Security,
     audit_log: str | None,
     prefix: str = "",
+    compression: bool = False,
 ) -> int:
     from bus import AmqpBus, BusUnavailable
     from contracts import Topology
@@ -232,7 +233,10 @@ async def _serve(
         except BusUnavailable as exc:
             print(f"resofleet: {exc}", file=sys.stderr, flush=True)
             return 1
-        gateway = Gateway(bus, host=host, port=port, ssl_context=context, security=security, audit=audit)
+        gateway = Gateway(
+            bus, host=host, port=port, ssl_context=context, security=security, audit=audit,
+            compression=compression,
+        )
         try:
             warn_if_open(security)
             try:

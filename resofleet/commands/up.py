@@ -113,7 +113,8 @@ async def _serve(
     await bus.start()
     agent = Agent(bus, servers=servers, settings=config.agent, audit=agent_audit)
     gateway = Gateway(
-        bus, host=host, port=port, ssl_context=context, security=security, audit=gateway_audit
+        bus, host=host, port=port, ssl_context=context, security=security, audit=gateway_audit,
+        compression=config.gateway.compression,
     )
     warn_if_open(security)
     try:

@@ -176,3 +176,13 @@ async def test_shutdown_closes_sessions_with_1001_and_stops_accepting(start_gate
         await Client.connect(gateway.url)
     await gateway.close()
     await gateway.wait_closed()
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_compression_is_offered_only_when_configured(start_gateway, compression):
+    """A browser-like client asking for permessage-deflate gets it only with compression on."""
+    gateway = await start_gateway(compression=compression)
+    async with await Client.connect(gateway.url, compression="deflate") as client:
+        offered = client.ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert ("permessage-deflate" in offered) is compression
+        assert (await client.request({"type": "ping"}))["type"] == "pong"

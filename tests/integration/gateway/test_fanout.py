@@ -204,7 +204,7 @@ async def test_a_burst_reaches_a_batch_client_merged_in_seq_order_and_whole(
     start_gateway, bus_factory, compression
 ):
     """A burst of batches arrives in fewer, bigger batches holding every line once, in order."""
-    gateway = await start_gateway()
+    gateway = await start_gateway(compression=compression is not None)
     agent_bus = await bus_factory()
     async with await Client.connect(gateway.url, compression=compression) as client:
         assert (await client.request({"type": "subscribe", "servers": "*", "batch": True}))["batch"]
@@ -225,7 +225,7 @@ async def test_a_burst_reaches_a_line_client_one_message_per_line_in_order(
     start_gateway, bus_factory, compression
 ):
     """In line mode every line of a burst is its own container_output message, in seq order."""
-    gateway = await start_gateway()
+    gateway = await start_gateway(compression=compression is not None)
     agent_bus = await bus_factory()
     async with await Client.connect(gateway.url, compression=compression) as client:
         await ready(client)

@@ -58,6 +58,7 @@ def test_secrets_never_show_in_repr() -> None:
         ({"limits": 3}, "[gateway.limits]"),
         ({"audit_log": 3}, "gateway.audit_log"),
         ({"revoked": [""]}, "gateway.revoked"),
+        ({"compression": "yes"}, "gateway.compression"),
     ],
 )
 def test_bad_security_values_name_the_key(gateway: dict, key: str) -> None:
@@ -100,3 +101,9 @@ def test_bus_prefix_from_file_or_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_config({}).bus_prefix == "test-1."
     with pytest.raises(ConfigError, match="bus.prefix"):
         parse_config({"bus": {"prefix": "a b"}})
+
+
+def test_compression_is_off_unless_asked_for() -> None:
+    """permessage-deflate is offered only when configured."""
+    assert parse_config({}).gateway.compression is False
+    assert parse_config({"gateway": {"compression": True}}).gateway.compression is True
