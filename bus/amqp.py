@@ -90,6 +90,7 @@ PUBLISH_TIMEOUT: Final = 5.0
 QUEUE_TTL_MARGIN: Final = 0.05
 _REPLY_TO: Final = "amq.rabbitmq.reply-to"
 _CONTENT_TYPE: Final = "application/msgpack"
+_NOT_PERSISTENT: Final = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
 
 
 class _AmqpServed(Served):
@@ -226,24 +227,26 @@ class AmqpBus(Bus):
 
     async def request(self, request: BusRequest) -> BusReply:
         self._check()
-        assert self._commands is not None
+        assert self._commands is not None and self._rpc is not None
         loop = asyncio.get_running_loop()
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[BusReply] = loop.create_future()
         self._pending[correlation_id] = future
-        message = aio_pika.Message(
-            encode_bus(request),
+        properties = aiormq.spec.Basic.Properties(
             content_type=_CONTENT_TYPE,
+            delivery_mode=_NOT_PERSISTENT,
             correlation_id=correlation_id,
+            # the message id lets a returned request find its confirm; ours is unique
+            message_id=correlation_id,
             reply_to=_REPLY_TO,
-            expiration=_queue_ttl(request.timeout),
-            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            expiration=str(int(_queue_ttl(request.timeout) * 1000)),
         )
         try:
             async with asyncio.timeout(request.timeout):
                 try:
-                    await self._commands.publish(
-                        message, routing_key=request.server, mandatory=True
+                    await _publish(
+                        self._rpc, self._commands.name, encode_bus(request), request.server,
+                        properties, mandatory=True,
                     )
                 except aio_pika.exceptions.DeliveryError as exc:
                     raise _delivery_error(request.server, exc) from None
@@ -301,15 +304,13 @@ class AmqpBus(Bus):
                 )
             if message.reply_to and loop.time() < deadline:
                 with contextlib.suppress(Exception):
-                    await channel.default_exchange.publish(
-                        aio_pika.Message(
-                            encode_bus(reply),
+                    await _publish(
+                        channel, "", encode_bus(reply), message.reply_to,
+                        aiormq.spec.Basic.Properties(
                             content_type=_CONTENT_TYPE,
+                            delivery_mode=_NOT_PERSISTENT,
                             correlation_id=message.correlation_id,
-                            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
                         ),
-                        routing_key=message.reply_to,
-                        mandatory=False,
                     )
             with contextlib.suppress(Exception):
                 await message.ack()
@@ -377,14 +378,13 @@ class AmqpBus(Bus):
         """Publish without confirms or persistence; a failure becomes BusUnavailable."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await exchange.publish(
-                    aio_pika.Message(
-                        body,
-                        content_type=_CONTENT_TYPE,
-                        delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                assert self._events_channel is not None
+                await _publish(
+                    self._events_channel, exchange.name, body, key,
+                    # new per message: aiormq writes a message id into the properties
+                    aiormq.spec.Basic.Properties(
+                        content_type=_CONTENT_TYPE, delivery_mode=_NOT_PERSISTENT
                     ),
-                    routing_key=key,
-                    mandatory=False,
                 )
         except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BusUnavailable(f"The {what} could not be published: {exc}.") from None
@@ -421,6 +421,28 @@ class AmqpBus(Bus):
         await queue.consume(on_message, no_ack=True)
         self._closers.append(sub.close)
         return sub
+
+
+async def _publish(
+    channel: AbstractChannel,
+    exchange: str,
+    body: bytes,
+    key: str,
+    properties: aiormq.spec.Basic.Properties,
+    *,
+    mandatory: bool = False,
+) -> None:
+    """``Exchange.publish`` without an ``aio_pika.Message``: the same frames, written by the
+    channel's aiormq channel, minus the Message object and its conversion to properties
+    (about 5% of the gateway's and the agent's CPU per request, py-spy). Raises as
+    ``Exchange.publish`` does: ``DeliveryError`` on a nack, ``PublishError`` on a return
+    (the channel's ``on_return_raises``), ``AMQPError`` on a closed channel."""
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = await channel.get_underlay_channel()
+    await underlay.basic_publish(
+        body, exchange=exchange, routing_key=key, properties=properties, mandatory=mandatory
+    )
 
 
 def _queue_ttl(timeout: float) -> float:
