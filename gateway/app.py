@@ -36,7 +36,7 @@ from bus import Bus, BusError
 from contracts import Discover, Revoke
 
 from .errors import CLOSE_REVOKED
-from .fanout import SLOW_CLIENT_BUFFER, Fanout
+from .fanout import SLOW_CLIENT_BUFFER, SLOW_CLIENTS_BUDGET, Fanout
 from .guard import Guard
 from .registry import Registry
 from .routing import Timeouts
@@ -70,6 +70,7 @@ class Gateway:
         name: str | None = None,
         timeouts: Timeouts = Timeouts(),
         slow_client_buffer: int = SLOW_CLIENT_BUFFER,
+        slow_clients_budget: int = SLOW_CLIENTS_BUDGET,
         max_in_flight: int = MAX_IN_FLIGHT,
         ssl_context: ssl.SSLContext | None = None,
         security: Security = Security(),
@@ -84,7 +85,10 @@ class Gateway:
         self.registry = Registry(bus, gateway=name)
         self.registry.on_revoke = self._on_revoke
         self.registry.on_discover = self._on_discover
-        self.fanout = Fanout(bus, self.registry, slow_client_buffer=slow_client_buffer)
+        self.fanout = Fanout(
+            bus, self.registry, slow_client_buffer=slow_client_buffer,
+            slow_clients_budget=slow_clients_budget,
+        )
         self.edge = Edge(
             self._session, host=host, port=port, ready=self._not_ready, guard=self.guard,
             ssl_context=ssl_context, compression=compression,

@@ -29,8 +29,9 @@ connection's write buffer, measured right after the write; a connection over
 and websockets drops the TCP connection if the client has not finished the close
 handshake within the close timeout, so a stalled client holds at most this bound (plus one
 round) for a few seconds and never slows the others. A round adds at most about a quarter
-of the bound to a buffer, so a client that reads is never cut off for one burst. Cut-offs
-are counted in :attr:`Fanout.cut_off`.
+of the bound to a buffer, so a client that reads is never cut off for one burst. All
+buffers written in a round together stay within :data:`SLOW_CLIENTS_BUDGET`: past it the
+clients furthest behind are cut off first. Cut-offs are counted in :attr:`Fanout.cut_off`.
 
 Order: per server, lines in ``seq`` order, updates in their place among them, and no
 ``seq`` twice (:class:`~gateway.rounds.Sequencer`). Scope: a session gets a server's bytes
@@ -58,6 +59,7 @@ from .rounds import Piece, Round, Sequencer, weight
 __all__ = [
     "EVENT_QUEUE", "Fanout", "Listener", "MAX_ROUND_INTERVAL", "ROUND_INTERVAL", "ROUND_WRITES",
     "SLOW_CLIENT_BUFFER",
+    "SLOW_CLIENTS_BUDGET",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,11 @@ log = logging.getLogger(__name__)
 #: that lags this far is not reading (a stalled tab, a stopped process), and holding more
 #: per client would let a few of them take the gateway's memory.
 SLOW_CLIENT_BUFFER: Final = 1024 * 1024
+#: Bytes all connections' write buffers may hold together. The per-client bound alone
+#: lets a thousand clients stalling at once (a network blip at a customer's office) hold a
+#: gigabyte; past this budget the clients furthest behind are cut off first, until the
+#: rest fit. 256 MiB: a few hundred clients can lag by a fair amount at the same time.
+SLOW_CLIENTS_BUDGET: Final = 256 * 1024 * 1024
 #: Events the gateway's own subscription may fall behind by before the oldest are
 #: dropped (by the broker, ``x-max-length``/``drop-head``, and in process).
 EVENT_QUEUE: Final = 10_000
@@ -121,12 +128,14 @@ class Fanout:
         registry: Registry,
         *,
         slow_client_buffer: int = SLOW_CLIENT_BUFFER,
+        slow_clients_budget: int = SLOW_CLIENTS_BUDGET,
         queue: int = EVENT_QUEUE,
         round_interval: float = ROUND_INTERVAL,
     ) -> None:
         self.bus = bus
         self.registry = registry
         self.slow_client_buffer = slow_client_buffer
+        self.slow_clients_budget = slow_clients_budget
         self.queue = queue
         self.round_interval = round_interval
         #: Bytes of events (:func:`~gateway.rounds.weight`) a round takes at most; always
@@ -270,16 +279,39 @@ class Fanout:
             self._known |= servers
             self._classes = None
         slow: list[tuple[Listener, int]] = []
+        behind: list[tuple[Listener, int]] = []
         for cls in self._classes_now():
             pieces = [
                 p for p in (round_.pieces if cls.batch else round_.events)
                 if p.server in cls.servers
             ]
             if pieces:
-                self._write(cls, pieces, slow)
-        self._cut(slow)
+                self._write(cls, pieces, slow, behind)
+        self._cut(slow + self._over_budget(behind))
 
-    def _write(self, cls: _Class, pieces: list[Piece], slow: list[tuple[Listener, int]]) -> None:
+    def _over_budget(self, behind: list[tuple[Listener, int]]) -> list[tuple[Listener, int]]:
+        """The clients to cut off so that the buffers written this round fit in
+        :attr:`slow_clients_budget`: the ones furthest behind first."""
+        total = sum(size for _, size in behind)
+        if total <= self.slow_clients_budget:
+            return []
+        cut = []
+        for listener, size in sorted(behind, key=lambda item: item[1], reverse=True):
+            if total <= self.slow_clients_budget:
+                break
+            cut.append((listener, size))
+            total -= size
+        log.warning("fanout: %d clients held more than the budget of %d bytes together",
+                    len(cut), self.slow_clients_budget)
+        return cut
+
+    def _write(
+        self,
+        cls: _Class,
+        pieces: list[Piece],
+        slow: list[tuple[Listener, int]],
+        behind: list[tuple[Listener, int]],
+    ) -> None:
         data = b"".join([frame for piece in pieces for frame in piece.frames(cls.batch)])
         bound = self.slow_client_buffer
         for listener in cls.listeners:
@@ -307,6 +339,8 @@ class Fanout:
             size = transport.get_write_buffer_size()
             if size > bound:
                 slow.append((listener, size))
+            elif size:
+                behind.append((listener, size))
 
     def _cut(self, slow: list[tuple[Listener, int]]) -> None:
         for listener, size in slow:

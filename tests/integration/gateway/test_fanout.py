@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -323,4 +324,51 @@ async def test_a_stalled_client_is_cut_off_while_a_fast_one_keeps_every_line(
             while True:
                 await slow.recv()
     assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+    await fast.close()
+
+
+async def test_stalled_clients_together_stay_within_the_gateway_budget(start_gateway, bus_factory):
+    """Clients each under their own bound, but over the gateway's budget together, are cut
+    off (1013) furthest behind first, while a reading client keeps every line."""
+    gateway = await start_gateway(slow_client_buffer=4 * 1024 * 1024, slow_clients_budget=512 * 1024)
+    agent_bus = await bus_factory()
+    fast = await Client.connect(gateway.url, compression=None)
+    await ready(fast)
+    stalled = []
+    for _ in range(3):
+        ws = await connect(gateway.url, max_queue=1, open_timeout=WAIT, compression=None)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), WAIT))["type"] == "pong"
+        stalled.append(ws)
+
+    seen: list[int] = []
+
+    async def read_until(last: int) -> None:
+        while not seen or seen[-1] < last:
+            seen.append((await fast.recv())["seq"])
+
+    per_event, text, seq = 20, "x" * 1000, 1
+    async with asyncio.timeout(60):
+        while gateway.fanout.cut_off < 2:
+            for _ in range(5):
+                await agent_bus.publish(output("alpha", seq, per_event, text))
+                seq += per_event
+            await read_until(seq - 1)
+    assert seen == list(range(1, seq))
+
+    async def drained(ws: Any) -> int | None:
+        """The close code once everything queued for ``ws`` is read; None: still open."""
+        try:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    await ws.recv()
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd is not None else -1
+        except TimeoutError:
+            return None
+
+    codes = await asyncio.gather(*(drained(ws) for ws in stalled))
+    assert sorted(codes, key=str) == [1013, 1013, None]  # two cut off; the third fits the budget
+    for ws in stalled:
+        await ws.close()
     await fast.close()
