@@ -370,30 +370,27 @@ def _is_forbidden(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Zl", "Zp")
 
 
-def check_command_text(command: str) -> None:
-    """Raise :class:`ContractError` when ``command`` could not be sent as one console line."""
-    if not command.strip():
-        raise ContractError("The command is empty: send the console command as text.")
-    for pos, ch in enumerate(command):
+def _check_one_line(text: str, what: str, empty: str) -> None:
+    if not text.strip():
+        raise ContractError(f"The {what} is empty: {empty}.")
+    for pos, ch in enumerate(text):
         if _is_forbidden(ch):
             raise ContractError(
-                f"The command contains the control character U+{ord(ch):04X} at position "
-                f"{pos}: a command must be one line of printable text."
+                f"The {what} contains the control character U+{ord(ch):04X} at position "
+                f"{pos}: a {what} must be one line of printable text."
             )
+
+
+def check_command_text(command: str) -> None:
+    """Raise :class:`ContractError` when ``command`` could not be sent as one console line."""
+    _check_one_line(command, "command", "send the console command as text")
 
 
 def check_world_text(world: str) -> None:
     """Raise :class:`ContractError` when a ``world`` name could not be sent as part of one
     console line (it becomes ``focus <world>``: a line break there would be a second,
     unchecked command)."""
-    if not world.strip():
-        raise ContractError("The world is empty: give its index or its name.")
-    for pos, ch in enumerate(world):
-        if _is_forbidden(ch):
-            raise ContractError(
-                f"The world contains the control character U+{ord(ch):04X} at position "
-                f"{pos}: a world name must be one line of printable text."
-            )
+    _check_one_line(world, "world name", "give its index or its name")
 
 
 def decode_client(frame: bytes | str) -> ClientMessage:
