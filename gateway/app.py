@@ -219,6 +219,7 @@ class Gateway:
             if self._gossip is not None:
                 self._gossip.cancel()
         finally:
+            self.guard.flush_held()
             self._closed.set()
             log.info("gateway %s: closed", self.name)
 

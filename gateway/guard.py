@@ -17,11 +17,12 @@ in ``[gateway] revoked`` (or rotate the secret) to make it permanent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from contracts import Revoke
 
@@ -43,6 +44,13 @@ log = logging.getLogger(__name__)
 GOSSIP_LIMIT: Final = 1000
 #: ``who`` in an audit record when the client presented no valid token.
 UNKNOWN_WHO: Final = "-"
+#: Seconds over which alike refused handshakes (same address, outcome and reason) share
+#: one audit record after the first: a script hammering the port thousands of times a
+#: second would otherwise rotate every other record out of the audit log.
+HANDSHAKE_AUDIT_WINDOW: Final = 1.0
+#: Kinds of refused handshakes held back at once; beyond it (a flood from very many
+#: addresses) each is recorded on its own, never dropped.
+MAX_HELD: Final = 10_000
 
 
 class Outcome:
@@ -77,6 +85,8 @@ class Guard:
         self._connections: dict[str, int] = {}
         #: Refused attempts since start, by outcome (for tests and, later, /metrics).
         self.refused: dict[str, int] = {}
+        #: Alike refused handshakes held back in their window: key -> [count, record].
+        self._held: dict[tuple[str, str, str], list[Any]] = {}
 
     @property
     def open(self) -> bool:
@@ -131,6 +141,52 @@ class Guard:
         return self._connections.get(address, 0)
 
     # -- audit -----------------------------------------------------------------------
+
+    def refuse_handshake(
+        self,
+        *,
+        client: str,
+        reason: str,
+        principal: Principal | None = None,
+        server: str | None = None,
+        command: str = "handshake",
+    ) -> None:
+        """Audit a refused handshake or login; alike ones (same address, command and
+        reason) within :data:`HANDSHAKE_AUDIT_WINDOW` after the first are summed into one
+        record with ``refusals``, written when the window ends. Every refusal is counted."""
+        key = (client, command, reason)
+        held = self._held.get(key)
+        if held is not None:
+            held[0] += 1
+            self.refused[Outcome.HANDSHAKE_REFUSED] = self.refused.get(Outcome.HANDSHAKE_REFUSED, 0) + 1
+            return
+        self.refuse(
+            Outcome.HANDSHAKE_REFUSED, client=client, reason=reason, principal=principal,
+            server=server, command=command,
+        )
+        if len(self._held) >= MAX_HELD:
+            return
+        self._held[key] = [0, {"principal": principal, "server": server}]
+        try:
+            asyncio.get_running_loop().call_later(HANDSHAKE_AUDIT_WINDOW, self._release_held, key)
+        except RuntimeError:  # no loop (a test calling it directly): nothing is held back
+            self._held.pop(key, None)
+
+    def _release_held(self, key: tuple[str, str, str]) -> None:
+        held = self._held.pop(key, None)
+        if held is None or not held[0]:
+            return
+        client, command, reason = key
+        self.refused[Outcome.HANDSHAKE_REFUSED] -= held[0]  # refuse() counts them again
+        self.refuse(
+            Outcome.HANDSHAKE_REFUSED, client=client, reason=reason, command=command,
+            count=held[0], **held[1],
+        )
+
+    def flush_held(self) -> None:
+        """Write every held-back summary now (at shutdown)."""
+        for key in list(self._held):
+            self._release_held(key)
 
     def refuse(
         self,

@@ -50,7 +50,7 @@ from websockets.http11 import Request, Response
 from contracts import is_server_id
 
 from .errors import CLOSE_GOING_AWAY
-from .guard import Guard, Outcome
+from .guard import Guard
 from .handshake import (
     TokenSource,
     client_address,
@@ -271,9 +271,8 @@ class Edge:
                 "conn=- server=%s: handshake from %s refused (%d): %s",
                 target.pinned or "*", client, status, reason,
             )
-            guard.refuse(
-                Outcome.HANDSHAKE_REFUSED, client=client, reason=reason, principal=principal,
-                server=target.pinned, command="handshake",
+            guard.refuse_handshake(
+                client=client, reason=reason, principal=principal, server=target.pinned
             )
             return _text(connection, status, text)
 
@@ -333,9 +332,7 @@ class Edge:
             principal = guard.check(found[0])
         except TokenError as exc:
             log.info("conn=- server=-: login from %s refused: %s", client, exc.reason)
-            guard.refuse(
-                Outcome.HANDSHAKE_REFUSED, client=client, reason=exc.reason, command="login"
-            )
+            guard.refuse_handshake(client=client, reason=exc.reason, command="login")
             return _html(
                 connection,
                 HTTPStatus.UNAUTHORIZED,

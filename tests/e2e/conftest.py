@@ -107,6 +107,18 @@ class AuditFile:
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
 
+    async def refusals(self, outcome: str, expected: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The ``outcome`` records once they account for ``expected`` refusals, one entry per
+        refusal: alike refusals share a record with ``refusals`` (a count), written when
+        their window (about a second) ends."""
+
+        async def counted() -> list[dict[str, Any]] | None:
+            found = [r for r in await self.records() if r["outcome"] == outcome]
+            expanded = [r for r in found for _ in range(r.get("refusals", 1))]
+            return expanded if len(expanded) >= expected else None
+
+        return await wait_until(counted, timeout=timeout, what=f"{expected} {outcome} refusals audited")
+
 
 @pytest.fixture
 async def audit_file(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[AuditFile]]]:

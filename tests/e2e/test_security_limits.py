@@ -7,6 +7,7 @@ LocalBus and over RabbitMQ, with limits small enough to reach in a few requests.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 
@@ -55,7 +56,7 @@ async def test_pages_from_other_origins_get_403_same_origin_and_configured_ones_
     configured = await fleet.client(secured.url, cls=RecordingClient, origin="https://dash.example:8443", **bearer(token))
     await servers_online(configured, ["l-1"])
 
-    refused = [r for r in await audit.records() if r["outcome"] == "handshake_refused"]
+    refused = await audit.refusals("handshake_refused", 5)
     assert len(refused) == 5 and all(r["reason"] == "origin" for r in refused)
 
 
@@ -151,7 +152,7 @@ async def test_connections_beyond_the_per_address_cap_get_429_until_one_closes(a
     for client in held:
         assert (await client.request({"type": "ping"}))["type"] == "pong"
 
-    refused = [r for r in await audit.records() if r["outcome"] == "handshake_refused"]
+    refused = await audit.refusals("handshake_refused", 2)
     assert len(refused) >= 2 and {r["client"] for r in refused} == {"127.0.0.1"}
     assert all(r["reason"] == "too many connections" for r in refused)
 
@@ -181,5 +182,22 @@ async def test_behind_a_trusted_proxy_the_cap_counts_each_forwarded_client(audit
     for client in first + second:
         await servers_online(client, ["l-1"])
 
-    refused = [r for r in await audit.records() if r["outcome"] == "handshake_refused"]
+    refused = await audit.refusals("handshake_refused", 2)
     assert sorted(r["client"] for r in refused) == ["203.0.113.1", "203.0.113.2"]
+
+
+async def test_a_flood_of_refused_handshakes_is_audited_in_a_few_records(audit_file, fleet):
+    """Hammering the port with a bad token is counted in full, but as one record plus a
+    summary per second and reason, so a flood cannot rotate the audit log away."""
+    audit = await audit_file("gateway")
+    keyring = Keyring((new_secret(),))
+    gateway = await fleet.gateway(security=Security(keyring=keyring), audit=audit.log)
+    forged = Keyring((new_secret(),)).issue(role=Role.ADMIN, sub="mallory", ttl=600)
+    flood = 50
+    statuses = await asyncio.gather(*(handshake_status(gateway.url, **bearer(forged)) for _ in range(flood)))
+    assert statuses == [401] * flood
+    refused = await audit.refusals("handshake_refused", flood)
+    assert len(refused) == flood and {r["reason"] for r in refused} == {"unknown_key"}
+    records = [r for r in await audit.records() if r["outcome"] == "handshake_refused"]
+    assert 2 <= len(records) <= 6, records
+    assert gateway.guard.refused["handshake_refused"] == flood
