@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
 
 from contracts import Revoke
@@ -44,12 +44,13 @@ log = logging.getLogger(__name__)
 GOSSIP_LIMIT: Final = 1000
 #: ``who`` in an audit record when the client presented no valid token.
 UNKNOWN_WHO: Final = "-"
-#: Seconds over which alike refused handshakes (same address, outcome and reason) share
-#: one audit record after the first: a script hammering the port thousands of times a
-#: second would otherwise rotate every other record out of the audit log.
-HANDSHAKE_AUDIT_WINDOW: Final = 1.0
-#: Kinds of refused handshakes held back at once; beyond it (a flood from very many
-#: addresses) each is recorded on its own, never dropped.
+#: Seconds over which alike refusals (a caller's ``coalesce`` key: one connection's
+#: rate-limited requests, one address's refused handshakes for one reason) share one audit
+#: record after the first: a client flooding at thousands per second would otherwise
+#: rotate every other record out of the audit log within a minute.
+AUDIT_WINDOW: Final = 1.0
+#: Kinds of refusals held back at once; beyond it (a flood from very many addresses or
+#: connections) each is recorded on its own, never dropped.
 MAX_HELD: Final = 10_000
 
 
@@ -85,8 +86,9 @@ class Guard:
         self._connections: dict[str, int] = {}
         #: Refused attempts since start, by outcome (for tests and, later, /metrics).
         self.refused: dict[str, int] = {}
-        #: Alike refused handshakes held back in their window: key -> [count, record].
-        self._held: dict[tuple[str, str, str], list[Any]] = {}
+        #: Alike refusals held back in their window: key -> the first held one's record
+        #: fields and how many there are (0: the window is open, nothing held yet).
+        self._held: dict[tuple[str, Hashable], tuple[dict[str, Any], int]] = {}
 
     @property
     def open(self) -> bool:
@@ -142,52 +144,6 @@ class Guard:
 
     # -- audit -----------------------------------------------------------------------
 
-    def refuse_handshake(
-        self,
-        *,
-        client: str,
-        reason: str,
-        principal: Principal | None = None,
-        server: str | None = None,
-        command: str = "handshake",
-    ) -> None:
-        """Audit a refused handshake or login; alike ones (same address, command and
-        reason) within :data:`HANDSHAKE_AUDIT_WINDOW` after the first are summed into one
-        record with ``refusals``, written when the window ends. Every refusal is counted."""
-        key = (client, command, reason)
-        held = self._held.get(key)
-        if held is not None:
-            held[0] += 1
-            self.refused[Outcome.HANDSHAKE_REFUSED] = self.refused.get(Outcome.HANDSHAKE_REFUSED, 0) + 1
-            return
-        self.refuse(
-            Outcome.HANDSHAKE_REFUSED, client=client, reason=reason, principal=principal,
-            server=server, command=command,
-        )
-        if len(self._held) >= MAX_HELD:
-            return
-        self._held[key] = [0, {"principal": principal, "server": server}]
-        try:
-            asyncio.get_running_loop().call_later(HANDSHAKE_AUDIT_WINDOW, self._release_held, key)
-        except RuntimeError:  # no loop (a test calling it directly): nothing is held back
-            self._held.pop(key, None)
-
-    def _release_held(self, key: tuple[str, str, str]) -> None:
-        held = self._held.pop(key, None)
-        if held is None or not held[0]:
-            return
-        client, command, reason = key
-        self.refused[Outcome.HANDSHAKE_REFUSED] -= held[0]  # refuse() counts them again
-        self.refuse(
-            Outcome.HANDSHAKE_REFUSED, client=client, reason=reason, command=command,
-            count=held[0], **held[1],
-        )
-
-    def flush_held(self) -> None:
-        """Write every held-back summary now (at shutdown)."""
-        for key in list(self._held):
-            self._release_held(key)
-
     def refuse(
         self,
         outcome: str,
@@ -199,15 +155,60 @@ class Guard:
         command: str | None = None,
         conn: str = "-",
         detail: str | None = None,
-        count: int = 1,
+        coalesce: Hashable | None = None,
     ) -> None:
-        """Audit one refused attempt, or ``count`` alike ones in one record (and count
-        them). Never raises, never blocks.
+        """Count and audit one refused attempt. Never raises, never blocks.
 
         ``reason``: a short word or phrase (a token's refusal reason, ``origin``,
         ``bad_request`` ...); ``detail``: the sentence the client read, when it says more.
+        ``coalesce``: a key naming alike refusals; the first one opens an
+        :data:`AUDIT_WINDOW` and is recorded, the others within it are summed into one
+        record (``refusals``: how many, with the first of them's fields) when it ends.
         """
-        self.refused[outcome] = self.refused.get(outcome, 0) + count
+        self.refused[outcome] = self.refused.get(outcome, 0) + 1
+        fields: dict[str, Any] = {
+            "outcome": outcome, "client": client, "reason": reason, "principal": principal,
+            "server": server, "command": command, "conn": conn, "detail": detail,
+        }
+        if coalesce is not None:
+            key = (outcome, coalesce)
+            held = self._held.get(key)
+            if held is not None:
+                first, count = held
+                self._held[key] = (first if count else fields, count + 1)
+                return
+            if len(self._held) < MAX_HELD:
+                try:
+                    asyncio.get_running_loop().call_later(AUDIT_WINDOW, self._release, key)
+                    self._held[key] = (fields, 0)
+                except RuntimeError:  # no running loop: nothing can be held back
+                    pass
+        self._record(**fields)
+
+    def _release(self, key: tuple[str, Hashable]) -> None:
+        """End a window: write the summary of what it held, if anything."""
+        fields, count = self._held.pop(key, ({}, 0))
+        if count:
+            self._record(**fields, refusals=count)
+
+    def flush_held(self) -> None:
+        """Write every held-back summary now (at shutdown)."""
+        for key in list(self._held):
+            self._release(key)
+
+    def _record(
+        self,
+        *,
+        outcome: str,
+        client: str,
+        reason: str,
+        principal: Principal | None,
+        server: str | None,
+        command: str | None,
+        conn: str,
+        detail: str | None,
+        refusals: int = 1,
+    ) -> None:
         if self.audit is None:
             return
         self.audit.record(
@@ -220,5 +221,5 @@ class Guard:
             reason=reason,
             conn=conn,
             **({"detail": detail} if detail is not None else {}),
-            **({"refusals": count} if count != 1 else {}),
+            **({"refusals": refusals} if refusals != 1 else {}),
         )

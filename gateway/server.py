@@ -50,7 +50,7 @@ from websockets.http11 import Request, Response
 from contracts import is_server_id
 
 from .errors import CLOSE_GOING_AWAY
-from .guard import Guard
+from .guard import Guard, Outcome
 from .handshake import (
     TokenSource,
     client_address,
@@ -271,8 +271,9 @@ class Edge:
                 "conn=- server=%s: handshake from %s refused (%d): %s",
                 target.pinned or "*", client, status, reason,
             )
-            guard.refuse_handshake(
-                client=client, reason=reason, principal=principal, server=target.pinned
+            guard.refuse(
+                Outcome.HANDSHAKE_REFUSED, client=client, reason=reason, principal=principal,
+                server=target.pinned, command="handshake", coalesce=(client, "handshake", reason),
             )
             return _text(connection, status, text)
 
@@ -332,7 +333,10 @@ class Edge:
             principal = guard.check(found[0])
         except TokenError as exc:
             log.info("conn=- server=-: login from %s refused: %s", client, exc.reason)
-            guard.refuse_handshake(client=client, reason=exc.reason, command="login")
+            guard.refuse(
+                Outcome.HANDSHAKE_REFUSED, client=client, reason=exc.reason, command="login",
+                coalesce=(client, "login", exc.reason),
+            )
             return _html(
                 connection,
                 HTTPStatus.UNAUTHORIZED,

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Iterable
 from typing import Any, Final
@@ -110,10 +109,6 @@ log = logging.getLogger(__name__)
 #: time; a dashboard polls a few servers in parallel; a bot that needs more should open
 #: more connections. Bounds the tasks (and bus correlation entries) a client can create.
 MAX_IN_FLIGHT: Final = 32
-#: Seconds over which a connection's rate-limited requests share one audit record (with a
-#: ``refusals`` count) after the first: a client flooding at thousands per second would otherwise
-#: rotate the evidence of everything else out of the audit log within a minute.
-RATE_AUDIT_WINDOW: Final = 1.0
 
 
 #: Reasons of the 4401 closes (clients and tests read them).
@@ -183,9 +178,6 @@ class Session:
             client = str(address[0]) if isinstance(address, tuple) and address else ""
         self.client = client
         self._bucket: TokenBucket | None = None
-        self._rate_window = -math.inf
-        self._rate_held = 0
-        self._rate_held_what: str | None = None
         self._limit()
         #: Set whenever the principal changes, so the identity watchdog re-arms.
         self._identity = asyncio.Event()
@@ -236,34 +228,15 @@ class Session:
         command: str | None = None,
         server: str | None = None,
         detail: str | None = None,
-        count: int = 1,
+        coalesce: bool = False,
     ) -> None:
+        """Audit a refusal; ``coalesce``: alike ones (same outcome on this connection) share
+        a record per :data:`~gateway.guard.AUDIT_WINDOW` (a flood of rate-limited requests)."""
         self.guard.refuse(
             outcome, client=self.client, reason=reason, principal=self.principal,
-            server=server, command=command, conn=self.conn_id, detail=detail, count=count,
+            server=server, command=command, conn=self.conn_id, detail=detail,
+            coalesce=self.conn_id if coalesce else None,
         )
-
-    def _refuse_rate(self, what: str | None) -> None:
-        """Audit a rate-limited request without letting a flood flood the audit log: the
-        first refusal of each :data:`RATE_AUDIT_WINDOW` is one record, the others of the
-        window are summed into one record with ``refusals`` (written when the next window
-        opens or the connection ends). Every refusal is still counted, none is lost."""
-        now = asyncio.get_running_loop().time()
-        if now - self._rate_window < RATE_AUDIT_WINDOW:
-            self._rate_held += 1
-            self._rate_held_what = self._rate_held_what or what
-            return
-        self._flush_rate_audit()
-        self._rate_window = now
-        self._refuse(Outcome.RATE_LIMITED, "over the request rate", command=what)
-
-    def _flush_rate_audit(self) -> None:
-        if self._rate_held:
-            self._refuse(
-                Outcome.RATE_LIMITED, "over the request rate", command=self._rate_held_what,
-                count=self._rate_held,
-            )
-            self._rate_held, self._rate_held_what = 0, None
 
     async def _watch_identity(self) -> None:
         """Close the connection when it stays unauthenticated too long, or when its token
@@ -340,7 +313,7 @@ class Session:
         retry = self._bucket.take()
         if retry <= 0.0:
             return False
-        self._refuse_rate(what)
+        self._refuse(Outcome.RATE_LIMITED, "over the request rate", command=what, coalesce=True)
         await self.send(error_for(RateLimited(self._bucket.describe(retry)), id=id))
         return True
 
@@ -356,7 +329,6 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
-            self._flush_rate_audit()
             watchdog.cancel()
             for task in self._tasks:
                 task.cancel()

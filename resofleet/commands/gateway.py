@@ -143,12 +143,12 @@ def auth_note(security: Security) -> str:
     return " (open: no secret)" if security.open else " (auth: tokens)"
 
 
-async def open_audit(path: str | None) -> AuditLog | None | int:
-    """The gateway's started audit log (None: none configured), or an exit code."""
+async def open_audit(path: str | None, *, source: str) -> AuditLog | None | int:
+    """A started audit log (None: none configured), or an exit code after one line."""
     from resofleet.audit import AuditLogUnavailable, start_audit_log
 
     try:
-        return await start_audit_log(path, source="gateway")
+        return await start_audit_log(path, source=source)
     except AuditLogUnavailable as exc:
         print(f"resofleet: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -221,7 +221,7 @@ async def _serve(
     from contracts import Topology
     from gateway import Gateway
 
-    audit = await open_audit(audit_log)
+    audit = await open_audit(audit_log, source="gateway")
     if isinstance(audit, int):
         return audit
     try:

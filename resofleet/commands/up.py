@@ -91,20 +91,16 @@ async def _serve(
     port: int,
     context: ssl.SSLContext | None,
     *,
-    security: Security | None = None,
+    security: Security,
 ) -> int:
     from agent import Agent
     from bus import LocalBus
-    from gateway import Gateway, Security
-    from resofleet.audit import AuditLogUnavailable, start_audit_log
+    from gateway import Gateway
 
-    try:
-        agent_audit = await start_audit_log(config.agent.audit_log, source="agent")
-    except AuditLogUnavailable as exc:
-        print(f"resofleet: {exc}", file=sys.stderr, flush=True)
-        return 1
-    security = security or Security.from_settings(config.gateway)
-    gateway_audit = await open_audit(config.gateway.audit_log)
+    agent_audit = await open_audit(config.agent.audit_log, source="agent")
+    if isinstance(agent_audit, int):
+        return agent_audit
+    gateway_audit = await open_audit(config.gateway.audit_log, source="gateway")
     if isinstance(gateway_audit, int):
         if agent_audit is not None:
             await agent_audit.close()

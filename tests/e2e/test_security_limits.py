@@ -105,7 +105,7 @@ async def test_over_the_rate_a_viewer_gets_rate_limited_for_each_extra_request_a
     assert len(ran) == len(answered) + 1  # the refused ones never reached the console
 
     refused = len([r for r in viewer.frames if '"rate_limited"' in r])
-    await viewer.close()  # a flood's summary record is written when its window or connection ends
+    await viewer.close()  # a flood's summary record is written when its window ends
 
     async def summed() -> list[dict] | None:
         records = [r for r in await audit.records() if r["outcome"] == "rate_limited"]
