@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from contracts import CONTROL_CHARACTERS
 from contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
 
 from .errors import ConsoleClosed, ConsoleTimeout
@@ -334,7 +335,7 @@ class ConsoleDriver:
         """Send one line and wait for its reply; returns its lines and the prompt seen."""
         if self._closed:
             raise ConsoleClosed(f"{self.name}: {self._close_reason}")
-        if _LINE_BREAKING.search(command):  # the last line of defence: one call, one line
+        if CONTROL_CHARACTERS.search(command):  # the last line of defence: one call, one line
             raise ValueError(f"{self.name}: refusing to send a command with a control character")
         pending = _Pending(command, expected, stream, learn_from_status)
         self._pending = pending
@@ -528,12 +529,6 @@ class _Group:
         target = str(world) if isinstance(world, int) else quote(world)
         return await self.run(f"focus {target}", timeout=timeout, stream=stream)
 
-
-#: Characters that must never reach the console inside a command: every C0/C1 control
-#: (CR and LF would end the line and start another command), DEL, and the Unicode line
-#: and paragraph separators. Clients' text is refused long before (contracts), this is
-#: the driver's own guarantee whatever its caller.
-_LINE_BREAKING: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 #: Longest ANSI sequence held back while waiting for its end (a CSI is a few bytes).
 _MAX_ESCAPE: Final = 32

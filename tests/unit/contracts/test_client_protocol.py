@@ -39,7 +39,7 @@ def test_public_names_are_pinned():
     assert set(contracts.__all__) == {
         "Announce", "Auth", "Authenticated", "COMMAND_DEADLINE", "deadline_for", "LONG_COMMAND_DEADLINES", "Ban", "BansUpdate", "BUS_VERSION", "BusEvent",
         "BusReply", "BusRequest", "check_command_text", "check_world_text", "ClientMessage", "Command",
-        "COMMAND_ROLES", "command_name", "CommandResponse", "Container", "ContainerAction",
+        "COMMAND_ROLES", "CONTROL_CHARACTERS", "command_name", "CommandResponse", "Container", "ContainerAction",
         "ContainerOutput", "ContainerOutputBatch", "ContainerRequest", "ContainerResponse",
         "CONTAINER_ROLE", "ContractError", "decode_client", "decode_event", "decode_presence",
         "decode_reply", "decode_request", "Discover", "encode_bus", "encode_server", "Error",
