@@ -327,20 +327,29 @@ class AmqpBus(Bus):
         assert self._events is not None
         await self._send(self._events, encode_bus(event), f"{event.server}.{event.kind}", "event")
 
-    async def subscribe(
-        self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
-    ) -> EventSubscription:
+    async def _bounded_queue(
+        self, exchange_name: str, kind: aio_pika.ExchangeType, maxsize: int
+    ) -> tuple[AbstractChannel, AbstractExchange, AbstractQueue]:
+        """A channel of its own, the exchange, and a private queue for it that keeps at
+        most ``maxsize`` messages, dropping the oldest (a reader that falls behind loses
+        old events, never the broker's memory)."""
         self._check()
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
-        exchange = await channel.declare_exchange(
-            self.topology.events, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        exchange = await channel.declare_exchange(exchange_name, kind, durable=True)
         queue = await channel.declare_queue(
             "",
             exclusive=True,
             auto_delete=True,
             arguments={"x-max-length": maxsize, "x-overflow": "drop-head"},
+        )
+        return channel, exchange, queue
+
+    async def subscribe(
+        self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
+    ) -> EventSubscription:
+        channel, exchange, queue = await self._bounded_queue(
+            self.topology.events, aio_pika.ExchangeType.TOPIC, maxsize
         )
 
         async def bind(pattern: str) -> None:
@@ -392,17 +401,8 @@ class AmqpBus(Bus):
     async def presence(
         self, *, maxsize: int = DEFAULT_PRESENCE_QUEUE
     ) -> Subscription[PresenceMessage]:
-        self._check()
-        assert self._connection is not None
-        channel = await self._connection.channel(publisher_confirms=False)
-        exchange = await channel.declare_exchange(
-            self.topology.presence, aio_pika.ExchangeType.FANOUT, durable=True
-        )
-        queue = await channel.declare_queue(
-            "",
-            exclusive=True,
-            auto_delete=True,
-            arguments={"x-max-length": maxsize, "x-overflow": "drop-head"},
+        channel, exchange, queue = await self._bounded_queue(
+            self.topology.presence, aio_pika.ExchangeType.FANOUT, maxsize
         )
         await queue.bind(exchange)
 
