@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from contracts import BusReply, BusRequest, ContainerRequest, ContainerResponse, Error, RunCommand
+from resofleet.contracts import BusReply, BusRequest, ContainerRequest, ContainerResponse, Error, RunCommand
 
 if TYPE_CHECKING:
-    from bus import Handler
+    from resofleet.bus import Handler
     from resofleet.audit import AuditLog
 
 __all__ = ["audited", "describe", "outcome_of"]

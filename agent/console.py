@@ -33,8 +33,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from contracts import CONTROL_CHARACTERS
-from contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
+from resofleet.contracts import CONTROL_CHARACTERS
+from resofleet.contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
 
 from .errors import ConsoleClosed, ConsoleTimeout
 from .parsers import is_noise, parse_status, strip_ansi

@@ -13,7 +13,7 @@ The agent turns each into an ``error`` reply in one place (:mod:`agent.handlers`
 
 from __future__ import annotations
 
-from contracts import ErrorCode
+from resofleet.contracts import ErrorCode
 
 __all__ = [
     "AgentError",

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from contracts import ContainerOutputBatch, OutputHistory, OutputLine
+from resofleet.contracts import ContainerOutputBatch, OutputHistory, OutputLine
 
 __all__ = ["BATCH_DELAY", "BATCH_LINES", "OutputLog", "RING_LINES"]
 

@@ -31,7 +31,7 @@ from typing import Final
 
 import msgspec
 
-from contracts import Ban, User, World
+from resofleet.contracts import Ban, User, World
 
 from .timespan import humanize_uptime, parse_timespan
 

@@ -17,8 +17,8 @@ from typing import Final
 
 import msgspec
 
-from bus import Bus, BusError
-from contracts import (
+from resofleet.bus import Bus, BusError
+from resofleet.contracts import (
     Ban,
     BansUpdate,
     BusEvent,

@@ -20,8 +20,8 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from bus import Bus, BusError, Served
-from contracts import Announce, Discover
+from resofleet.bus import Bus, BusError, Served
+from resofleet.contracts import Announce, Discover
 from resofleet.config import AgentSettings, ServerConfig
 
 from .audit import audited

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.console import ConsoleDriver
-from agent.runtime import ProcessRuntime, emulator_command
+from resofleet.agent.console import ConsoleDriver
+from resofleet.agent.runtime import ProcessRuntime, emulator_command
 
 __all__ = ["DirectConsole"]
 

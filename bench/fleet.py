@@ -31,8 +31,8 @@ CONSOLE_ATTEMPTS: Final = 4
 
 def admin_token() -> tuple[str, str]:
     """A fresh secret and an admin token signed with it."""
-    from contracts import Role
-    from gateway.tokens import Keyring, new_secret
+    from resofleet.contracts import Role
+    from resofleet.gateway.tokens import Keyring, new_secret
 
     secret = new_secret()
     return secret, Keyring((secret,)).issue(role=Role.ADMIN, sub="bench", ttl=3600)

@@ -56,7 +56,7 @@ def _servers(spec: dict[str, Any]) -> list[Any]:
 
 
 def _agent(bus: Any, spec: dict[str, Any]) -> Any:
-    from agent import Agent
+    from resofleet.agent import Agent
     from resofleet.config import AgentSettings
 
     return Agent(bus, servers=_servers(spec), settings=AgentSettings(name="bench"))
@@ -65,15 +65,15 @@ def _agent(bus: Any, spec: dict[str, Any]) -> Any:
 def _gateway(bus: Any, spec: dict[str, Any]) -> tuple[Any, bool]:
     """The gateway, with a :class:`gateway.security.Security` when the secret is set and
     the gateway takes one; returns (gateway, whether authentication is on)."""
-    from gateway import Gateway
+    from resofleet.gateway import Gateway
 
     options: dict[str, Any] = {}
     params = inspect.signature(Gateway).parameters
     secret = os.environ.get("RESOFLEET_SECRET", "").split()
     auth = False
     if secret and "security" in params:
-        from gateway.security import Security
-        from gateway.tokens import Keyring
+        from resofleet.gateway.security import Security
+        from resofleet.gateway.tokens import Keyring
         from resofleet.config import Limits
 
         limits = Limits(connections_per_address=int(spec.get("connections_per_address", 10_000)))
@@ -85,8 +85,8 @@ def _gateway(bus: Any, spec: dict[str, Any]) -> tuple[Any, bool]:
 
 
 async def _amqp(spec: dict[str, Any], name: str) -> Any:
-    from bus import AmqpBus
-    from contracts import Topology
+    from resofleet.bus import AmqpBus
+    from resofleet.contracts import Topology
 
     bus = AmqpBus(spec["amqp"], topology=Topology(prefix=spec["prefix"]), name=name)
     await bus.start()
@@ -96,7 +96,7 @@ async def _amqp(spec: dict[str, Any], name: str) -> Any:
 async def _ws_echo(spec: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     from websockets.asyncio.server import serve
 
-    from gateway.server import MAX_FRAME, MAX_QUEUE
+    from resofleet.gateway.server import MAX_FRAME, MAX_QUEUE
 
     async def echo(connection: Any) -> None:
         async for frame in connection:
@@ -118,7 +118,7 @@ async def _rpc_echo(spec: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     agent and the console."""
     import aio_pika
 
-    from agent.service import SERVE_CONCURRENCY
+    from resofleet.agent.service import SERVE_CONCURRENCY
 
     connection = await aio_pika.connect(spec["amqp"])
     channels = []
@@ -159,10 +159,10 @@ async def _ws_broadcast(spec: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     import msgspec
     from websockets.asyncio.server import broadcast, serve
 
-    from contracts import ContainerOutput, ContainerOutputBatch, OutputLine, encode_server
-    from emulator import noise
-    from emulator.state import Server
-    from gateway.server import MAX_FRAME, MAX_QUEUE
+    from resofleet.contracts import ContainerOutput, ContainerOutputBatch, OutputLine, encode_server
+    from resofleet.emulator import noise
+    from resofleet.emulator.state import Server
+    from resofleet.gateway.server import MAX_FRAME, MAX_QUEUE
 
     tick = 0.01
     servers = [f"s{i}" for i in range(int(spec.get("servers", 1)))]
@@ -252,7 +252,7 @@ async def _run(role: str, spec: dict[str, Any]) -> int:
             await agent.start()
             closers.append(agent.close)
         elif role == "up":
-            from bus import LocalBus
+            from resofleet.bus import LocalBus
 
             bus = LocalBus()
             await bus.start()

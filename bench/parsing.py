@@ -42,8 +42,8 @@ ROLES: Final = ("Admin", "Builder", "Moderator", "Guest", "Spectator")
 
 def make_poll(worlds: int = WORLDS, users: int = USERS, seed: int = 1) -> tuple[str, list[str], list[str]]:
     """The text of one worlds poll: (worlds, [status per world], [users per world])."""
-    from emulator import formats
-    from emulator.state import Server, User, World
+    from resofleet.emulator import formats
+    from resofleet.emulator.state import Server, User, World
 
     rng = random.Random(seed)
     server = Server(account_name="BenchHost", account_id="U-BenchHost")
@@ -74,7 +74,7 @@ def make_poll(worlds: int = WORLDS, users: int = USERS, seed: int = 1) -> tuple[
 
 def parse_poll(listing: str, statuses: list[str], users_texts: list[str]) -> list[Any]:
     """What the agent does with one poll's text (``ManagedServer._collect_worlds``)."""
-    from agent.parsers import build_world, parse_status, parse_users, parse_worlds
+    from resofleet.agent.parsers import build_world, parse_status, parse_users, parse_worlds
 
     return [
         build_world(line, parse_status(statuses[line.index]), parse_users(users_texts[line.index]))
@@ -112,7 +112,7 @@ def _time_per_call(fn: Callable[[], object], rounds: int, seconds: float) -> flo
 
 
 async def run(quick: bool = False) -> Table:
-    from contracts import WorldsUpdate
+    from resofleet.contracts import WorldsUpdate
 
     rounds = QUICK_ROUNDS if quick else ROUNDS
     seconds = QUICK_ROUND_SECONDS if quick else ROUND_SECONDS

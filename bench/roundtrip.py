@@ -133,7 +133,7 @@ class _RpcClient:
 
 
 def _bus_body(server: str) -> bytes:
-    from contracts import BusRequest, RunCommand, encode_bus
+    from resofleet.contracts import BusRequest, RunCommand, encode_bus
 
     return encode_bus(BusRequest(server=server, body=RunCommand(command="status"), timeout=15.0,
                                  sub="bench", role="admin", client="127.0.0.1"))

@@ -9,7 +9,7 @@ on both. :func:`make_bus` picks one from a URL.
 
 from __future__ import annotations
 
-from contracts import Topology
+from resofleet.contracts import Topology
 
 from .amqp import AmqpBus
 from .base import (

@@ -41,7 +41,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from contracts import (
+from resofleet.contracts import (
     BusEvent,
     BusReply,
     BusRequest,

@@ -21,7 +21,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Final, Generic, TypeVar
 
-from contracts import BusEvent, BusReply, BusRequest, PresenceMessage
+from resofleet.contracts import BusEvent, BusReply, BusRequest, PresenceMessage
 
 __all__ = [
     "Bus",

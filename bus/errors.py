@@ -15,7 +15,7 @@ Each maps to exactly one :class:`contracts.ErrorCode`; the gateway turns them in
 
 from __future__ import annotations
 
-from contracts import ErrorCode
+from resofleet.contracts import ErrorCode
 
 __all__ = [
     "AlreadyServed",

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from contracts import BusEvent, BusReply, BusRequest, Error, ErrorCode, PresenceMessage
+from resofleet.contracts import BusEvent, BusReply, BusRequest, Error, ErrorCode, PresenceMessage
 
 from .base import (
     DEFAULT_EVENT_QUEUE,

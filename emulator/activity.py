@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 
-from emulator.state import Server, User, World
+from .state import Server, User, World
 
 DEFAULT_NAMES: tuple[str, ...] = (
     "Mira", "Tobias", "Nadia", "Kenji", "Lucía", "Ravi", "Oksana", "Théo", "Amara", "Finn",

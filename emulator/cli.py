@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the scenario, apply the overrides, run the console; returns the exit code."""
-    from emulator.console import Console, Writer
-    from emulator.scenario import ScenarioError, load
+    from .console import Console, Writer
+    from .scenario import ScenarioError, load
 
     try:
         server, clock, rng = load(args.scenario, seed=args.seed, frozen_clock=args.frozen_clock)

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from emulator import formats, noise
-from emulator.state import (
+from . import formats, noise
+from .state import (
     ACCESS_LEVELS, DEFAULT_HOST_FPS, DEFAULT_MAX_USERS, ROLES, Ban, Clock, Randomness, Server,
     User, World,
 )

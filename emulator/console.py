@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-from emulator import activity, noise
-from emulator.commands import Interpreter, Reply
-from emulator.state import Clock, Randomness, Server
+from . import activity, noise
+from .commands import Interpreter, Reply
+from .state import Clock, Randomness, Server
 
 CHATTER_MIN_TICK_S = 0.01
 """At high chatter rates lines are batched so the writer makes at most 100 bursts/s."""

@@ -12,7 +12,7 @@ import struct
 from decimal import Decimal
 from collections.abc import Iterable, Sequence
 
-from emulator.state import Ban, Server, User, World
+from .state import Ban, Server, User, World
 
 NAME_COLUMN_UTF16 = 32
 """``worlds`` pads names to this many UTF-16 code units (C#'s ``PadRight(32)``)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from emulator.state import Server, World
+from .state import Server, World
 
 STACK_TRACE_FRAMES: tuple[str, ...] = (
     "FrooxEngine.World.RunSynchronously(Action action, Boolean immediatellyIfPossible)",

@@ -12,9 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from emulator.commands import COMMANDS_BY_NAME
-from emulator.formats import parse_timespan
-from emulator.state import (
+from .commands import COMMANDS_BY_NAME
+from .formats import parse_timespan
+from .state import (
     ACCESS_LEVELS, DEFAULT_HOST_FPS, DEFAULT_MAX_USERS, ROLES, Ban, Clock, Options, Randomness,
     Server, User, World,
 )

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Final
 
 from websockets.asyncio.server import ServerConnection
 
-from bus import Bus, BusError
-from contracts import Discover, Revoke
+from resofleet.bus import Bus, BusError
+from resofleet.contracts import Discover, Revoke
 
 from .errors import CLOSE_REVOKED
 from .fanout import SLOW_CLIENT_BUFFER, SLOW_CLIENTS_BUDGET, Fanout

@@ -41,8 +41,8 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
-from bus import BusError
-from contracts import ContractError, Error, ErrorCode, RequestId
+from resofleet.bus import BusError
+from resofleet.contracts import ContractError, Error, ErrorCode, RequestId
 
 __all__ = [
     "AmbiguousServer",

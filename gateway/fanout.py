@@ -50,8 +50,8 @@ from typing import Final, Protocol
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
-from bus import Bus, BusError, EventSubscription
-from contracts import BusEvent
+from resofleet.bus import Bus, BusError, EventSubscription
+from resofleet.contracts import BusEvent
 
 from .registry import Registry
 from .rounds import Piece, Round, Sequencer, weight

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
 
-from contracts import Revoke
+from resofleet.contracts import Revoke
 
 from .handshake import MAX_TOKEN
 from .identity import OPEN_ADMIN, Principal

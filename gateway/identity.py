@@ -13,7 +13,7 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Final
 
-from contracts import Role
+from resofleet.contracts import Role
 
 __all__ = ["OPEN_ADMIN", "Principal"]
 

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from bus import Bus, BusError, Subscription
-from contracts import Announce, Discover, PresenceMessage, Revoke, ServerInfo, ServerState
+from resofleet.bus import Bus, BusError, Subscription
+from resofleet.contracts import Announce, Discover, PresenceMessage, Revoke, ServerInfo, ServerState
 
 __all__ = ["MISSED_ANNOUNCEMENTS", "OFFLINE_RETENTION", "Registry"]
 

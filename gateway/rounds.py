@@ -38,7 +38,7 @@ from typing import Final
 
 from websockets.frames import Frame, Opcode
 
-from contracts import (
+from resofleet.contracts import (
     BansUpdate,
     BusEvent,
     ContainerOutputBatch,

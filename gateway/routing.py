@@ -30,7 +30,7 @@ from typing import Final, Literal, TypeVar
 
 import msgspec
 
-from contracts import (
+from resofleet.contracts import (
     CONTAINER_ROLE,
     BusRequest,
     ClientMessage,
@@ -56,7 +56,7 @@ from contracts import (
     required_role,
 )
 
-from contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES
+from resofleet.contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES
 
 from .errors import AmbiguousServer, Forbidden, NoServer, ServerGone, UnknownServer
 from .identity import Principal

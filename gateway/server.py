@@ -47,7 +47,7 @@ from typing import Final
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from contracts import is_server_id
+from resofleet.contracts import is_server_id
 
 from .errors import CLOSE_GOING_AWAY
 from .guard import Guard, Outcome

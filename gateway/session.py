@@ -55,8 +55,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from bus import Bus
-from contracts import (
+from resofleet.bus import Bus
+from resofleet.contracts import (
     CONTAINER_ROLE,
     Auth,
     Authenticated,

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import jwt
 
-from contracts import Role
+from resofleet.contracts import Role
 
 from .identity import Principal
 

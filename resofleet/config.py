@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from contracts import is_server_id
+from resofleet.contracts import is_server_id
 
 __all__ = [
     "AgentSettings",

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from bus import AmqpBus, Bus, LocalBus
-from contracts import Topology
+from resofleet.bus import AmqpBus, Bus, LocalBus
+from resofleet.contracts import Topology
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 from typing import Protocol
 
-from contracts import Status
+from resofleet.contracts import Status
 
 __all__ = ["Runtime", "RuntimeListener", "format_bytes"]
 

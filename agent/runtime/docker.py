@@ -40,7 +40,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
-from contracts import Status
+from resofleet.contracts import Status
 
 from ..errors import RuntimeActionFailed
 from .base import Runtime, RuntimeListener, format_bytes

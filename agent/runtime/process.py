@@ -21,7 +21,7 @@ from typing import Final
 
 import psutil
 
-from contracts import Status
+from resofleet.contracts import Status
 
 from ..errors import RuntimeActionFailed
 from .base import Runtime, RuntimeListener, format_bytes
@@ -47,7 +47,7 @@ READ_CHUNK: Final = 65536
 
 def emulator_command(scenario: str | None, extra: Sequence[str] = ()) -> list[str]:
     """The command line that runs the emulator as a child of this Python."""
-    cmd = [sys.executable, "-m", "emulator"]
+    cmd = [sys.executable, "-m", "resofleet.emulator"]
     if scenario:
         cmd += ["--scenario", scenario]
     return cmd + list(extra)

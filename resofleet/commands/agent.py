@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from bus import AlreadyServed, AmqpBus, BusUnavailable
+    from resofleet.bus import AlreadyServed, AmqpBus, BusUnavailable
     from resofleet.audit import AuditLog, AuditLogUnavailable, start_audit_log
     from resofleet.config import ConfigError, load_config
 
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
                 await audit.close()  # after the agent: its last commands are recorded
 
     async def serve(audit: AuditLog | None) -> int:
-        from agent import Agent
-        from contracts import Topology
+        from resofleet.agent import Agent
+        from resofleet.contracts import Topology
 
         bus = AmqpBus(
             url, topology=Topology(prefix=config.bus_prefix), name=f"resofleet-agent {config.agent.name}"

@@ -8,7 +8,7 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     # emulator.cli imports nothing but argparse; the console loads only when run.
-    from emulator.cli import add_arguments
+    from resofleet.emulator.cli import add_arguments
 
     parser = subparsers.add_parser(
         "emulator",
@@ -20,6 +20,6 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from emulator.cli import run
+    from resofleet.emulator.cli import run
 
     return run(args)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import ssl
 
-    from gateway import Security
+    from resofleet.gateway import Security
     from resofleet.audit import AuditLog
     from resofleet.config import Config
 
@@ -87,7 +87,7 @@ def setup_logging() -> None:
     # websockets logs every handshake at INFO; the gateway logs its own sessions.
     logging.getLogger("websockets").setLevel(logging.WARNING)
     # A browser's ?token= (or a Bearer header in a traceback) must never reach a log file.
-    from gateway.redact import install
+    from resofleet.gateway.redact import install
 
     install()
 
@@ -117,8 +117,8 @@ def security_for(host: str, config: Config) -> Security | int:
     Without a secret a gateway runs open (every client is an admin): allowed on loopback
     only, and said once at start.
     """
-    from gateway import Security
-    from gateway.security import is_loopback
+    from resofleet.gateway import Security
+    from resofleet.gateway.security import is_loopback
 
     security = Security.from_settings(config.gateway)
     if security.open and not is_loopback(host):
@@ -217,9 +217,9 @@ async def _serve(
     prefix: str = "",
     compression: bool = False,
 ) -> int:
-    from bus import AmqpBus, BusUnavailable
-    from contracts import Topology
-    from gateway import Gateway
+    from resofleet.bus import AmqpBus, BusUnavailable
+    from resofleet.contracts import Topology
+    from resofleet.gateway import Gateway
 
     audit = await open_audit(audit_log, source="gateway")
     if isinstance(audit, int):

@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
 
 
 def _secret(args: argparse.Namespace) -> int:
-    from gateway.tokens import new_secret
+    from resofleet.gateway.tokens import new_secret
 
     print(new_secret())
     return 0
@@ -73,8 +73,8 @@ def _issue(args: argparse.Namespace) -> int:
 
     import jwt
 
-    from contracts import Role
-    from gateway.tokens import Keyring, parse_ttl
+    from resofleet.contracts import Role
+    from resofleet.gateway.tokens import Keyring, parse_ttl
 
     config = load(args)
     if isinstance(config, int):
@@ -110,7 +110,7 @@ def _revoke(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
-    from gateway.tokens import LEEWAY, MAX_TTL
+    from resofleet.gateway.tokens import LEEWAY, MAX_TTL
 
     config = load(args)
     if isinstance(config, int):
@@ -139,8 +139,8 @@ def _revoke(args: argparse.Namespace) -> int:
 async def _publish(url: str, prefix: str, jti: str, until: float) -> int:
     import socket
 
-    from bus import AmqpBus, BusError
-    from contracts import Revoke, Topology
+    from resofleet.bus import AmqpBus, BusError
+    from resofleet.contracts import Revoke, Topology
 
     bus = AmqpBus(
         url, topology=Topology(prefix=prefix), name=f"resofleet-token@{socket.gethostname()}"

@@ -31,7 +31,7 @@ from .gateway import (
 if TYPE_CHECKING:
     import ssl
 
-    from gateway import Security
+    from resofleet.gateway import Security
     from resofleet.config import Config, ServerConfig
 
 #: The server ``--demo`` manages: the emulator with its demo scenario (slow activity, no
@@ -93,9 +93,9 @@ async def _serve(
     *,
     security: Security,
 ) -> int:
-    from agent import Agent
-    from bus import LocalBus
-    from gateway import Gateway
+    from resofleet.agent import Agent
+    from resofleet.bus import LocalBus
+    from resofleet.gateway import Gateway
 
     agent_audit = await open_audit(config.agent.audit_log, source="agent")
     if isinstance(agent_audit, int):

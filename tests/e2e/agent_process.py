@@ -50,9 +50,9 @@ class AgentProcess:
 
 
 async def _main(url: str, prefix: str, server: str, emulator_args: list[str]) -> None:
-    from agent import Agent
-    from bus import AmqpBus
-    from contracts import Topology
+    from resofleet.agent import Agent
+    from resofleet.bus import AmqpBus
+    from resofleet.contracts import Topology
     from resofleet.config import AgentSettings, ServerConfig
 
     bus = AmqpBus(url, topology=Topology(prefix=prefix), name=f"test-agent-{server}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gateway import Gateway
+from resofleet.gateway import Gateway
 from resofleet.audit import AuditLog
 from resofleet.config import AgentSettings, ServerConfig
 from tests.integration.gateway.client import Client, wait_until
@@ -41,7 +41,7 @@ class Fleet:
         self, *servers: str | ServerConfig, name: str | None = None, **options: Any
     ) -> Any:
         """Start an agent serving ``servers`` (ids are emulators with the default scenario)."""
-        from agent import Agent
+        from resofleet.agent import Agent
 
         configs = [emulated(s) if isinstance(s, str) else s for s in servers]
         options.setdefault("announce_interval", TEST_ANNOUNCE_INTERVAL)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway import Timeouts
+from resofleet.gateway import Timeouts
 
 from .conftest import TEST_ANNOUNCE_INTERVAL, emulated, servers_online
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tokens import new_secret
+from resofleet.gateway.tokens import new_secret
 from tests.integration.gateway.client import Client, handshake_status, wait_until
 
 from .test_commands import START_TIMEOUT, resofleet

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from contracts import Role
-from gateway.security import Security
-from gateway.tokens import Keyring, new_secret
+from resofleet.contracts import Role
+from resofleet.gateway.security import Security
+from resofleet.gateway.tokens import Keyring, new_secret
 from tests.integration.gateway.client import Client
 
 from .browser import WAIT, browser, new_page, page_at, websocket  # noqa: F401 (fixture)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tokens import new_secret
+from resofleet.gateway.tokens import new_secret
 from tests.integration.gateway.client import Client, handshake_status
 
 from .test_commands import START_TIMEOUT, STOP_TIMEOUT, clean_env, resofleet

@@ -14,9 +14,9 @@ import json
 
 import pytest
 
-from contracts import Role
-from gateway.security import Security
-from gateway.tokens import Keyring, new_secret
+from resofleet.contracts import Role
+from resofleet.gateway.security import Security
+from resofleet.gateway.tokens import Keyring, new_secret
 from tests.integration.gateway.client import RecordingClient
 
 from .conftest import servers_online

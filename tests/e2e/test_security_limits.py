@@ -13,9 +13,9 @@ import time
 
 from websockets.exceptions import InvalidStatus
 
-from contracts import Role
-from gateway.security import Security
-from gateway.tokens import Keyring, new_secret
+from resofleet.contracts import Role
+from resofleet.gateway.security import Security
+from resofleet.gateway.tokens import Keyring, new_secret
 from resofleet.config import Limits
 from tests.integration.gateway.client import RecordingClient, handshake_status, wait_until
 

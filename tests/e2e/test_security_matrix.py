@@ -14,9 +14,9 @@ import json
 import time
 import uuid
 
-from contracts import COMMAND_ROLES, CONTAINER_ROLE, Role, command_name, required_role
-from gateway.security import Security
-from gateway.tokens import Keyring, new_secret
+from resofleet.contracts import COMMAND_ROLES, CONTAINER_ROLE, Role, command_name, required_role
+from resofleet.gateway.security import Security
+from resofleet.gateway.tokens import Keyring, new_secret
 from tests.integration.gateway.client import RecordingClient
 
 from .conftest import servers_online

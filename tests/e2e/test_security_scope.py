@@ -16,9 +16,9 @@ import uuid
 
 from websockets.exceptions import InvalidStatus
 
-from contracts import Role
-from gateway.security import Security
-from gateway.tokens import Keyring, new_secret
+from resofleet.contracts import Role
+from resofleet.gateway.security import Security
+from resofleet.gateway.tokens import Keyring, new_secret
 from resofleet.config import AgentSettings
 from tests.integration.gateway.client import RecordingClient, wait_until
 

@@ -19,9 +19,9 @@ import uuid
 import jwt
 import pytest
 
-from contracts import Revoke, Role
-from gateway.security import Security
-from gateway.tokens import Keyring, key_id, new_secret
+from resofleet.contracts import Revoke, Role
+from resofleet.gateway.security import Security
+from resofleet.gateway.tokens import Keyring, key_id, new_secret
 from tests.integration.gateway.client import RecordingClient, handshake_status
 
 from .conftest import servers_online

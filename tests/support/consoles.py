@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.console import ConsoleDriver
-from agent.runtime import ProcessRuntime, emulator_command
+from resofleet.agent.console import ConsoleDriver
+from resofleet.agent.runtime import ProcessRuntime, emulator_command
 
 
 @dataclass

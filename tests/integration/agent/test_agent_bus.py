@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from agent import Agent
-from contracts import (
+from resofleet.agent import Agent
+from resofleet.contracts import (
     Announce,
     BansUpdate,
     BusRequest,

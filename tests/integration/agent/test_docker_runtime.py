@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from agent.console import ConsoleDriver
-from agent.errors import RuntimeActionFailed
-from agent.runtime.docker import DockerRuntime, Demultiplexer, cpu_percent, memory_usage
+from resofleet.agent.console import ConsoleDriver
+from resofleet.agent.errors import RuntimeActionFailed
+from resofleet.agent.runtime.docker import DockerRuntime, Demultiplexer, cpu_percent, memory_usage
 
 pytestmark = pytest.mark.docker
 
@@ -360,9 +360,9 @@ async def test_through_the_agent(make_container: Make) -> None:
     """ManagedServer on a LocalBus: a RunCommand and a StatusRequest answered from Docker."""
     import inspect
 
-    from agent.server import ManagedServer, make_runtime
-    from bus import LocalBus
-    from contracts import BusRequest, CommandResponse, RunCommand, StatusRequest, StatusUpdate
+    from resofleet.agent.server import ManagedServer, make_runtime
+    from resofleet.bus import LocalBus
+    from resofleet.contracts import BusRequest, CommandResponse, RunCommand, StatusRequest, StatusUpdate
     from resofleet.config import AgentSettings, ServerConfig
 
     def runtime_factory(config: ServerConfig, server: Any) -> Any:

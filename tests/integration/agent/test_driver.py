@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConsoleClosed, ConsoleTimeout
-from agent.parsers import parse_users, parse_worlds
+from resofleet.agent.errors import ConsoleClosed, ConsoleTimeout
+from resofleet.agent.parsers import parse_users, parse_worlds
 from tests.support.consoles import start_console
 
 NOISY = ["--noise-rate", "0.5", "--seed", "7"]
@@ -63,7 +63,7 @@ async def test_stacked_silent_commands_each_end_at_their_prompt(console):
 
 
 def _noise(line: str) -> bool:
-    from agent.parsers import is_noise
+    from resofleet.agent.parsers import is_noise
 
     return is_noise(line)
 

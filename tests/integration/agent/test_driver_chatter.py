@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.console import ConsoleDriver
-from agent.parsers import parse_users, parse_worlds
-from agent.runtime import ProcessRuntime, emulator_command
+from resofleet.agent.console import ConsoleDriver
+from resofleet.agent.parsers import parse_users, parse_worlds
+from resofleet.agent.runtime import ProcessRuntime, emulator_command
 
 SCENARIO = str(Path(__file__).parents[2] / "support" / "scenarios" / "chatter.toml")
 #: The last world the scenario starts: the first prompt is its name.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.console import ConsoleDriver
-from agent.runtime import ProcessRuntime, emulator_command
+from resofleet.agent.console import ConsoleDriver
+from resofleet.agent.runtime import ProcessRuntime, emulator_command
 
 
 class Recorder:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import Agent
-from bus import RequestTimeout
-from contracts import (
+from resofleet.agent import Agent
+from resofleet.bus import RequestTimeout
+from resofleet.contracts import (
     BusRequest,
     CommandResponse,
     ContainerRequest,

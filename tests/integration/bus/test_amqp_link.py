@@ -8,8 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from bus import AmqpBus, BusUnavailable
-from contracts import BusReply, BusRequest, CommandResponse, RunCommand
+from resofleet.bus import AmqpBus, BusUnavailable
+from resofleet.contracts import BusReply, BusRequest, CommandResponse, RunCommand
 from tests.support.tcp_proxy import TcpProxy
 
 from .test_bus import echo_handler, output_event

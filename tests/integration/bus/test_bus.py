@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from bus import AlreadyServed, RequestTimeout, ServerOffline
-from contracts import (
+from resofleet.bus import AlreadyServed, RequestTimeout, ServerOffline
+from resofleet.contracts import (
     Announce,
     BusEvent,
     BusReply,

@@ -10,9 +10,9 @@ import time
 import jwt
 import pytest
 
-from bus import AmqpBus
-from contracts import Revoke, Role, Topology
-from gateway.tokens import MAX_TTL, Keyring, key_id
+from resofleet.bus import AmqpBus
+from resofleet.contracts import Revoke, Role, Topology
+from resofleet.gateway.tokens import MAX_TTL, Keyring, key_id
 
 SECRET = "k" * 43
 #: Seconds a `resofleet token` process may take (Python start-up plus a broker round trip).

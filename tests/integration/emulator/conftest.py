@@ -104,7 +104,7 @@ async def spawn() -> AsyncIterator[Spawn]:
     consoles: list[Console] = []
 
     async def start(*args: str, argv: list[str] | None = None) -> Console:
-        command = argv if argv is not None else [sys.executable, "-m", "emulator", *args]
+        command = argv if argv is not None else [sys.executable, "-m", "resofleet.emulator", *args]
         process = await asyncio.create_subprocess_exec(
             *command, cwd=REPO, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bus import Bus
-from gateway import Gateway
+from resofleet.bus import Bus
+from resofleet.gateway import Gateway
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 

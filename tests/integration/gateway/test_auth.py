@@ -15,10 +15,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bus import Bus
-from contracts import Revoke, Role
-from gateway import CLOSE_REVOKED, CLOSE_UNAUTHENTICATED, Security
-from gateway.tokens import Keyring
+from resofleet.bus import Bus
+from resofleet.contracts import Revoke, Role
+from resofleet.gateway import CLOSE_REVOKED, CLOSE_UNAUTHENTICATED, Security
+from resofleet.gateway.tokens import Keyring
 from resofleet.audit import AuditLog
 
 from .client import WAIT, Client, http_get, wait_until

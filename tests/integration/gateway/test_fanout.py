@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from contracts import (
+from resofleet.contracts import (
     Ban,
     BansUpdate,
     BusEvent,
@@ -134,7 +134,7 @@ async def test_subscribe_to_nothing_silences_the_stream(start_gateway, bus_facto
 
 async def test_state_events_show_in_get_servers(start_gateway, bus_factory):
     """A server's lifecycle event updates the status get_servers reports."""
-    from contracts import Announce, ServerPresence
+    from resofleet.contracts import Announce, ServerPresence
 
     gateway = await start_gateway()
     agent_bus = await bus_factory()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from contracts import (
+from resofleet.contracts import (
     Announce,
     BusReply,
     BusRequest,
@@ -19,7 +19,7 @@ from contracts import (
     RunCommand,
     ServerPresence,
 )
-from gateway import Timeouts
+from resofleet.gateway import Timeouts
 
 from .client import Client, wait_until
 

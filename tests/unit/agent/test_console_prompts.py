@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.console import _glued_prompt, _unglue_status_start
+from resofleet.agent.console import _glued_prompt, _unglue_status_start
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import json
 import msgspec
 import pytest
 
-import agent.parsers
-from agent.parsers import (
+from resofleet.agent import parsers
+from resofleet.agent.parsers import (
     CONSOLE_ERRORS,
     StatusBlock,
     WorldLine,
@@ -22,7 +22,7 @@ from agent.parsers import (
     strip_ansi,
     utf16_len,
 )
-from contracts import Ban, User, World
+from resofleet.contracts import Ban, User, World
 
 # --------------------------------------------------------------------------------------
 # sample console text (CONSOLE.md)
@@ -127,13 +127,13 @@ def world_line(name: str, index: int = 0, *, users: int = 3, present: int = 2,
 
 def test_public_names_are_pinned():
     """The parsers module exports exactly the names the console driver codes against."""
-    assert set(agent.parsers.__all__) == {
+    assert set(parsers.__all__) == {
         "CONSOLE_ERRORS", "NAME_COLUMN_UTF16", "StatusBlock", "WorldLine", "build_world",
         "humanize_uptime", "is_noise", "parse_bans", "parse_friend_requests", "parse_status",
         "parse_timespan", "parse_users", "parse_worlds", "strip_ansi", "utf16_len",
     }
-    for name in agent.parsers.__all__:
-        assert hasattr(agent.parsers, name)
+    for name in parsers.__all__:
+        assert hasattr(parsers, name)
 
 
 # --------------------------------------------------------------------------------------

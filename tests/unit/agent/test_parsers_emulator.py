@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from agent.parsers import parse_bans, parse_status, parse_users, parse_worlds
-from agent.timespan import parse_timespan
-from emulator import formats, noise
-from emulator.state import Ban, Options, Server, User, World
+from resofleet.agent.parsers import parse_bans, parse_status, parse_users, parse_worlds
+from resofleet.agent.timespan import parse_timespan
+from resofleet.emulator import formats, noise
+from resofleet.emulator.state import Ban, Options, Server, User, World
 
 NAMES = [
     "Harbor Lounge",

@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-import agent.parsers as parsers
-from agent.parsers import _users_in_layout, parse_users
-from contracts import User
-from emulator import formats, noise
-from emulator.state import Options, Server, World
-from emulator.state import User as EmulatedUser
+import resofleet.agent.parsers as parsers
+from resofleet.agent.parsers import _users_in_layout, parse_users
+from resofleet.contracts import User
+from resofleet.emulator import formats, noise
+from resofleet.emulator.state import Options, Server, World
+from resofleet.emulator.state import User as EmulatedUser
 
 HOST = "HarborHost\tID: U-1a2B3c4D5e\tRole: Admin\tPresent: False\tPing: 0 ms\tFPS: 60.00012\tSilenced: False"
 MIRA = "Mira\tID: U-Mira\tRole: Builder\tPresent: True\tPing: 42 ms\tFPS: 72.49871\tSilenced: False"

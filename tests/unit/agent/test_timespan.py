@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.timespan import humanize_uptime, parse_timespan
+from resofleet.agent.timespan import humanize_uptime, parse_timespan
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from contracts import (
+from resofleet.contracts import (
     BUS_VERSION,
     COMMAND_ROLES,
     Announce,

@@ -7,8 +7,8 @@ import json
 import msgspec
 import pytest
 
-import contracts
-from contracts import (
+from resofleet import contracts
+from resofleet.contracts import (
     Ban,
     BansUpdate,
     Command,

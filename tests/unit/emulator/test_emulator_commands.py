@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from emulator import scenario
-from emulator.commands import COMMANDS, UNKNOWN_COMMAND, Interpreter, split_args
-from emulator.state import Randomness
+from resofleet.emulator import scenario
+from resofleet.emulator.commands import COMMANDS, UNKNOWN_COMMAND, Interpreter, split_args
+from resofleet.emulator.state import Randomness
 
 ARGS = {"<port, 0 for random>": "0", "<true/false>": "true", "<n>": "8", "<minutes>": "5",
         "<ticks per second>": "30", "<level>": "Anyone", "<role>": "Guest",

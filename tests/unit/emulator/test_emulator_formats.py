@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator import formats
-from emulator.state import Ban, Options, Server, User, World
+from resofleet.emulator import formats
+from resofleet.emulator.state import Ban, Options, Server, User, World
 
 
 def test_pad_name_counts_utf16_code_units() -> None:

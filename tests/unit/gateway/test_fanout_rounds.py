@@ -7,7 +7,7 @@ import json
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
-from contracts import (
+from resofleet.contracts import (
     BusEvent,
     ContainerOutputBatch,
     OutputLine,
@@ -15,7 +15,7 @@ from contracts import (
     Status,
     StatusUpdate,
 )
-from gateway.rounds import LINE_OVERHEAD, UPDATE_WEIGHT, Sequencer, text_frame, weight
+from resofleet.gateway.rounds import LINE_OVERHEAD, UPDATE_WEIGHT, Sequencer, text_frame, weight
 
 
 def output(server: str, first: int, count: int, epoch: str = "e1") -> BusEvent:

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from contracts import Role
-from gateway.handshake import (
+from resofleet.contracts import Role
+from resofleet.gateway.handshake import (
     COOKIE,
     client_address,
     find_token,
@@ -17,7 +17,7 @@ from gateway.handshake import (
     origin_allowed,
     parse_cookies,
 )
-from gateway.identity import Principal
+from resofleet.gateway.identity import Principal
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ratelimit import TokenBucket
+from resofleet.gateway.ratelimit import TokenBucket
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway.redact import REDACTED, RedactFilter, RedactingLogger, redact
+from resofleet.gateway.redact import REDACTED, RedactFilter, RedactingLogger, redact
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.c2lnbmF0dXJl"
 

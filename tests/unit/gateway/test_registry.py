@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bus import LocalBus
-from contracts import Announce, Revoke, ServerPresence, ServerState
-from gateway.registry import OFFLINE_RETENTION, Registry
+from resofleet.bus import LocalBus
+from resofleet.contracts import Announce, Revoke, ServerPresence, ServerState
+from resofleet.gateway.registry import OFFLINE_RETENTION, Registry
 
 
 class Clock:

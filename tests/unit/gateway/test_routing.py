@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import gateway
-from bus import RequestTimeout, ServerBusy, ServerOffline
-from contracts import (
+from resofleet import gateway
+from resofleet.bus import RequestTimeout, ServerBusy, ServerOffline
+from resofleet.contracts import (
     BusRequest,
     Command,
     CommandResponse,
@@ -28,9 +28,9 @@ from contracts import (
     Subscribe,
     WorldsRequest,
 )
-from gateway.errors import AmbiguousServer, Forbidden, NoServer, ServerGone, UnknownServer, error_for
-from gateway.identity import OPEN_ADMIN, Principal
-from gateway.routing import (
+from resofleet.gateway.errors import AmbiguousServer, Forbidden, NoServer, ServerGone, UnknownServer, error_for
+from resofleet.gateway.identity import OPEN_ADMIN, Principal
+from resofleet.gateway.routing import (
     Timeouts,
     Watch,
     output_lines,
@@ -40,7 +40,7 @@ from gateway.routing import (
     watch_for,
     with_id,
 )
-from gateway.server import Target, parse_path
+from resofleet.gateway.server import Target, parse_path
 
 VIEWER_LAB = Principal(sub="ann", role=Role.VIEWER, servers=("lab-*",))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.security import AUTH_TIMEOUT, Security, is_loopback
+from resofleet.gateway.security import AUTH_TIMEOUT, Security, is_loopback
 from resofleet.config import Limits, parse_config
 
 SECRET = "s" * 43

@@ -7,8 +7,8 @@ import time
 import jwt
 import pytest
 
-from contracts import Role
-from gateway.tokens import (
+from resofleet.contracts import Role
+from resofleet.gateway.tokens import (
     LEEWAY,
     MAX_TTL,
     Keyring,
