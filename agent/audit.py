@@ -21,7 +21,7 @@ from resofleet.contracts import BusReply, BusRequest, ContainerRequest, Containe
 
 if TYPE_CHECKING:
     from resofleet.bus import Handler
-    from resofleet.audit import AuditLog
+    from resofleet.contracts import AuditSink
 
 __all__ = ["audited", "describe", "outcome_of"]
 
@@ -53,7 +53,7 @@ def outcome_of(reply: BusReply) -> tuple[str, dict[str, str]]:
     return "ok", {}
 
 
-def audited(handler: Handler, audit: AuditLog | None) -> Handler:
+def audited(handler: Handler, audit: AuditSink | None) -> Handler:
     """``handler`` recording each client command and container action in ``audit``;
     ``handler`` itself when there is no audit log."""
     if audit is None:

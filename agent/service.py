@@ -5,9 +5,10 @@ that server id on the bus; it announces its servers on the presence fanout every
 :data:`ANNOUNCE_INTERVAL` seconds and whenever a gateway asks (``discover``). A gateway
 forgets a server after three missed announcements.
 
-With an :class:`~resofleet.audit.AuditLog` (``audit=``), every console command a client sent
-and every container action is recorded there (:mod:`agent.audit`). The agent only writes to
-it: whoever created the audit log starts it before the agent and closes it after.
+With an audit sink (``audit=``, any :class:`~resofleet.contracts.AuditSink`; the command line
+passes the JSON-lines writer), every console command a client sent and every container
+action is recorded there (:mod:`resofleet.agent.audit`). The agent only writes to it:
+whoever created the sink starts it before the agent and closes it after.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .audit import audited
 from .server import ManagedServer
 
 if TYPE_CHECKING:
-    from resofleet.audit import AuditLog
+    from resofleet.contracts import AuditSink
 
 __all__ = ["ANNOUNCE_INTERVAL", "Agent", "SERVE_CONCURRENCY"]
 
@@ -52,7 +53,7 @@ class Agent:
         servers: Sequence[ServerConfig],
         settings: AgentSettings | None = None,
         announce_interval: float = ANNOUNCE_INTERVAL,
-        audit: AuditLog | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings or AgentSettings()

@@ -6,6 +6,7 @@ it as it is. Both the gateway and the agent speak through these names only.
 
 from __future__ import annotations
 
+from .audit import RECORD_KEYS, AuditSink, AuditValue
 from .deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
 from .client import (
     Auth,
@@ -92,6 +93,8 @@ from .permissions import (
 
 __all__ = [
     "Announce",
+    "AuditSink",
+    "AuditValue",
     "Auth",
     "Authenticated",
     "Ban",
@@ -143,6 +146,7 @@ __all__ = [
     "Ping",
     "Pong",
     "PresenceMessage",
+    "RECORD_KEYS",
     "ReplyBody",
     "RequestBody",
     "RequestId",

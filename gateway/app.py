@@ -11,8 +11,8 @@ then the listening socket, so the first client already sees the fleet. Shutdown 
 
 The bus is not the gateway's: whoever made it closes it afterwards (``resofleet gateway``
 right after, ``resofleet up`` after the agent), so several parts can share one bus. The
-audit log is not the gateway's either: whoever made it starts it before and closes it
-after the gateway.
+audit sink (any :class:`~resofleet.contracts.AuditSink`) is not the gateway's either:
+whoever made it starts it before and closes it after the gateway.
 
 Security (:class:`~gateway.security.Security`, default: open mode) is enforced by the
 edge (handshakes), the sessions (``auth``, rate limits) and routing (roles, scopes); the
@@ -45,7 +45,7 @@ from .server import CLOSE_TIMEOUT, Admission, Edge
 from .session import MAX_IN_FLIGHT, Session
 
 if TYPE_CHECKING:
-    from resofleet.audit import AuditLog
+    from resofleet.contracts import AuditSink
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DRAIN_TIMEOUT", "Gateway"]
 
@@ -74,7 +74,7 @@ class Gateway:
         max_in_flight: int = MAX_IN_FLIGHT,
         ssl_context: ssl.SSLContext | None = None,
         security: Security = Security(),
-        audit: AuditLog | None = None,
+        audit: AuditSink | None = None,
         compression: bool = False,
     ) -> None:
         self.bus = bus

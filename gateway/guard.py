@@ -32,7 +32,7 @@ from .security import Security
 from .tokens import Revocations, TokenError
 
 if TYPE_CHECKING:
-    from resofleet.audit import AuditLog
+    from resofleet.contracts import AuditSink
 
 __all__ = ["GOSSIP_LIMIT", "Guard", "Outcome", "UNKNOWN_WHO"]
 
@@ -72,7 +72,7 @@ class Guard:
         self,
         security: Security,
         *,
-        audit: AuditLog | None = None,
+        audit: AuditSink | None = None,
         tls: bool = False,
         wall: Callable[[], float] = time.time,
     ) -> None:

@@ -55,6 +55,8 @@ from typing import Final
 
 import msgspec
 
+from resofleet.contracts import RECORD_KEYS, AuditValue
+
 __all__ = [
     "AuditLog",
     "AuditLogUnavailable",
@@ -91,10 +93,6 @@ FIELD_LIMIT: Final = 1024
 #: fsync takes milliseconds; past this the disk is failing and shutdown must go on.
 CLOSE_TIMEOUT: Final = 10.0
 
-#: The fixed keys of every record, in the order they are written.
-RECORD_KEYS: Final = (
-    "time", "source", "who", "role", "client", "server", "command", "outcome", "duration",
-)
 _RESERVED: Final = frozenset(RECORD_KEYS) | {"truncated", "count"}
 #: Characters JSON leaves unescaped that must not reach a terminal or split a line: DEL,
 #: the C1 controls (U+0080-U+009F, e.g. CSI U+009B, NEL U+0085), U+2028 and U+2029. Matched
@@ -103,7 +101,7 @@ _RAW_SPECIALS: Final = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
 
 _encoder: Final = msgspec.json.Encoder()
 
-Value = str | int | float | bool | None
+Value = AuditValue
 
 
 class _Clock:

@@ -37,7 +37,7 @@ def test_public_names_are_pinned():
     """contracts exports exactly the names third-party clients may rely on."""
     assert sorted(contracts.__all__, key=str.lower) == contracts.__all__
     assert set(contracts.__all__) == {
-        "Announce", "Auth", "Authenticated", "COMMAND_DEADLINE", "deadline_for", "LONG_COMMAND_DEADLINES", "Ban", "BansUpdate", "BUS_VERSION", "BusEvent",
+        "Announce", "AuditSink", "AuditValue", "Auth", "Authenticated", "COMMAND_DEADLINE", "deadline_for", "LONG_COMMAND_DEADLINES", "Ban", "BansUpdate", "BUS_VERSION", "BusEvent",
         "BusReply", "BusRequest", "check_command_text", "check_world_text", "ClientMessage", "Command",
         "COMMAND_ROLES", "CONTROL_CHARACTERS", "command_name", "CommandResponse", "Container", "ContainerAction",
         "ContainerOutput", "ContainerOutputBatch", "ContainerRequest", "ContainerResponse",
@@ -45,7 +45,7 @@ def test_public_names_are_pinned():
         "decode_reply", "decode_request", "Discover", "encode_bus", "encode_server", "Error",
         "ErrorCode", "EVENT_KINDS", "EventKind", "GetOutput", "GetServers", "GetStatus",
         "GetWorlds", "is_server_id", "MAX_COMMAND_LENGTH", "OutputHistory", "OutputLine",
-        "OutputRequest", "Ping", "Pong", "PresenceMessage", "ReplyBody", "RequestBody",
+        "OutputRequest", "Ping", "Pong", "PresenceMessage", "RECORD_KEYS", "ReplyBody", "RequestBody",
         "RequestId", "required_role", "Revoke", "Role", "RunCommand", "SERVER_ID_PATTERN",
         "ServerInfo", "ServerMessage", "ServerPresence", "ServersUpdate", "ServerState",
         "Status", "StatusRequest", "StatusUpdate", "Subscribe", "Subscribed", "Topology",
