@@ -1,13 +1,15 @@
-"""An emulated Resonite headless console, faithful to /work/shared/CONSOLE.md.
+"""An emulated Resonite headless console: the real one's commands, formats and quirks.
 
 The real headless cannot run here, so everything that drives a console (the
 agent, its parsers, benchmarks, demos) is tested against this. It uses only the
-Python standard library (3.11+), so a Docker image needs nothing but a Python
-and ``COPY emulator/``.
+Python standard library (3.11+) and imports itself relatively, so a Docker image needs
+nothing but a Python and ``COPY emulator/``, and runs it as ``python3 -m emulator``;
+installed, it is ``resofleet.emulator``.
 
 Running it
 ==========
-``python3 -m emulator`` or ``resofleet emulator``, with:
+``resofleet emulator``, ``python3 -m resofleet.emulator``, or ``python3 -m emulator`` from a
+bare copy of the folder, with:
 
 --scenario FILE       a TOML file, or a built-in name: ``default``, ``busy``, ``demo``
 --tty                 behave as under ``docker run -t`` (echo, CRLF; see TTY below)
@@ -29,7 +31,8 @@ Nothing else ever goes to stderr.
 Modules
 =======
 ``state`` (worlds, users, bans, options, clock, random streams), ``formats``
-(exact output formats, pure), ``commands`` (the 55 commands, Sans-I/O),
+(exact output formats, pure), ``syntax`` (what a command and a reply are),
+``commands`` (the 55 commands), ``interpreter`` (a line in, a reply out, Sans-I/O),
 ``noise`` (engine log text: startup, traces, noise, chatter), ``activity``
 (joins and leaves), ``scenario`` (TOML loading), ``console`` (the I/O loop),
 ``cli`` (options shared with ``resofleet emulator``).
@@ -83,15 +86,16 @@ activity every ~4 s, noise on 5% of commands).
 
 Behaviour and decisions
 =======================
-Faithful to CONSOLE.md: prompt ``<focused world>>`` with no newline (``>`` alone
-when no world is focused, a case CONSOLE.md does not show); silent commands
+Faithful to the real console: prompt ``<focused world>>`` with no newline (``>`` alone
+when no world is focused, a case never observed on the real one); silent commands
 stack prompts; startup ends with one ``World running...`` per world; ``help``
 prints three lines per command; names, padding, TABs and error texts as
 documented; kick/ban/silence/unsilence/respawn print a diagnostic line, a blank
 line, a 20-24 line stack trace and the result; ``shutdown`` prints its sequence
 without a prompt and exits 0; joins and leaves print nothing at the prompt.
 
-Replies chosen where CONSOLE.md is silent (plausible, documented here):
+Replies chosen where the real console's answer was never observed (plausible,
+documented here):
 
 - An empty input line prints nothing: the prompt comes again.
 - Too few arguments: the command's usage line (``Usage: kick <username>``).

@@ -1,95 +1,27 @@
-"""The 55 console commands (plus ``help``): parse a line, change the state, reply.
+"""The 55 console commands (plus ``help``): check the arguments, change the state, reply.
 
-:class:`Interpreter` is Sans-I/O: :meth:`Interpreter.execute` takes one input
-line and returns a :class:`Reply` (the lines to print and what the console loop
-must do next: wait, exit, crash, wedge, switch to log mode). The console loop
-holds :attr:`Server.lock` around it.
+Each handler takes the :class:`~.interpreter.Interpreter` (the server's state, its clock and
+its randomness) and the command's arguments, and returns the lines to print or a
+:class:`~.syntax.Reply`. :data:`COMMANDS` lists them in the order ``help`` prints them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import formats, noise
-from .state import (
-    ACCESS_LEVELS, DEFAULT_HOST_FPS, DEFAULT_MAX_USERS, ROLES, Ban, Clock, Randomness, Server,
-    User, World,
+from .state import ACCESS_LEVELS, ROLES, Ban, User
+from .syntax import (
+    MAX_USERS_RANGE, RECORD_URL, RESONITE_LINK_PORTS, TEMPLATES,
+    USER_NOT_FOUND, WORLD_DESTROYED, Command, Handler, Reply,
 )
 
-UNKNOWN_COMMAND = "Unknown command"
-USER_NOT_FOUND = "User not found"
-NO_FOCUSED_WORLD = "No world is currently focused"
-WORLD_DESTROYED = "The world has been destroyed in the meanwhile"
-MAX_USERS_RANGE = (1, 256)
-TEMPLATES: tuple[str, ...] = ("Grid", "Platform", "Blank", "SpaceWorld")
-"""Presets startWorldTemplate knows (Config.json's ``loadWorldPresetName``)."""
-RECORD_URL = re.compile(r"^(resrec:///?[^/\s]+/[^/\s]+|https?://\S+)$")
-RESONITE_LINK_PORTS = (49152, 65535)
-"""Ephemeral range a random ResoniteLink port (``enableResoniteLink 0``) is drawn from."""
+if TYPE_CHECKING:
+    from .interpreter import Interpreter
 
-
-@dataclass
-class Reply:
-    """What one input line produced."""
-
-    lines: list[str] = field(default_factory=list)
-    delay: float = 0.0
-    """Seconds the command takes before its output appears (scenario latency)."""
-    exit_code: int | None = None
-    """Print ``lines`` then exit with this code, with no prompt (``shutdown``)."""
-    crash: bool = False
-    """Exit at once, printing nothing (``crash``)."""
-    wedge: bool = False
-    """Never answer again (startWorldURL with a bad link, when that quirk is on)."""
-    log_mode: bool = False
-    """Switch to log mode: no prompt until the next input line."""
-    late: list[str] = field(default_factory=list)
-    """Lines that arrive after the next prompt, glued to it."""
-
-
-Handler = Callable[["Interpreter", list[str]], "list[str] | Reply"]
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    args: str
-    """The usage text after the lowercase name, as ``help`` prints it."""
-    description: str
-    handler: Handler
-    needs_world: bool = False
-
-    @property
-    def min_args(self) -> int:
-        return self.args.count("<")
-
-    @property
-    def usage(self) -> str:
-        return f"Usage: {self.name.lower()} {self.args}"
-
-
-def split_args(line: str) -> list[str]:
-    """Split on spaces; a double-quoted part (spaces included) is one argument."""
-    args: list[str] = []
-    current: list[str] = []
-    quoted = False
-    started = False
-    for char in line:
-        if char == '"':
-            quoted = not quoted
-            started = True
-        elif char == " " and not quoted:
-            if started:
-                args.append("".join(current))
-            current, started = [], False
-        else:
-            current.append(char)
-            started = True
-    if started:
-        args.append("".join(current))
-    return args
+__all__ = ["COMMANDS", "COMMANDS_BY_NAME"]
 
 
 def _parse_bool(text: str) -> bool | None:
@@ -117,73 +49,6 @@ def _canonical(value: str, choices: tuple[str, ...]) -> str | None:
             return choice
     return None
 
-
-class Interpreter:
-    """Runs console commands against a :class:`Server`."""
-
-    def __init__(self, server: Server, clock: Clock, rng: Randomness) -> None:
-        self.server = server
-        self.clock = clock
-        self.rng = rng
-        self.first_command_pending = server.options.first_command_quirk > 0 and (
-            rng.quirks.random() < server.options.first_command_quirk
-        )
-        self.destroyed_pending = False
-
-    @property
-    def world(self) -> World:
-        assert self.server.focused is not None
-        return self.server.focused
-
-    def execute(self, line: str) -> Reply:
-        """Run one input line (without its line end)."""
-        args = split_args(line)
-        if not args:
-            return Reply()
-        if self.first_command_pending:
-            self.first_command_pending = False
-            return Reply([UNKNOWN_COMMAND])
-        name = args[0].casefold()
-        if name == "help":
-            return Reply(formats.help_lines((c.name, c.description, c.args) for c in COMMANDS))
-        command = COMMANDS_BY_NAME.get(name)
-        if command is None:
-            return Reply([UNKNOWN_COMMAND])
-        if self.destroyed_pending:
-            self.destroyed_pending = False
-            if name != "focus":
-                return Reply([WORLD_DESTROYED])
-        if len(args) - 1 < command.min_args:
-            return Reply([command.usage])
-        if command.needs_world and self.server.focused is None:
-            return Reply([NO_FOCUSED_WORLD])
-        result = command.handler(self, args[1:])
-        reply = result if isinstance(result, Reply) else Reply(result)
-        reply.delay = self.server.options.latency.get(name, 0.0)
-        return reply
-
-    # Helpers shared by handlers.
-
-    def host_user(self) -> User:
-        return User(self.server.account_name, self.server.account_id, role="Admin",
-                    present=False, ping=0, fps=DEFAULT_HOST_FPS)
-
-    def start_world(self, name: str) -> list[str]:
-        world = World(name=name, session_id=self.rng.session_id(), started_at=self.clock.now(),
-                      access_level="Anyone", max_users=DEFAULT_MAX_USERS,
-                      users=[self.host_user()])
-        self.server.worlds.append(world)
-        self.server.focused = world
-        return noise.world_start_lines(self.server, world)
-
-    def remove_everywhere(self, username: str, user_id: str) -> None:
-        """A banned user leaves every world (the headless's own account never does)."""
-        for world in self.server.worlds:
-            world.users[1:] = [u for u in world.users[1:]
-                               if u.username != username and (not user_id or u.user_id != user_id)]
-
-
-# Handlers, in help order. Each returns the lines to print (or a Reply).
 
 def _save_config(it: Interpreter, args: list[str]) -> list[str]:
     return [f"Config saved to {args[0] if args else 'Config/Config.json'}"]
@@ -546,6 +411,7 @@ def _log(it: Interpreter, args: list[str]) -> Reply:
 
 def _id_of(user: User) -> str:
     return user.user_id or "(no id)"
+
 
 
 WORLD = True

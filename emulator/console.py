@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from . import activity, noise
-from .commands import Interpreter, Reply
+from .interpreter import Interpreter
+from .syntax import Reply
 from .state import Clock, Randomness, Server
 
 CHATTER_MIN_TICK_S = 0.01

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from resofleet.emulator import scenario
-from resofleet.emulator.commands import COMMANDS, UNKNOWN_COMMAND, Interpreter, split_args
+from resofleet.emulator.commands import COMMANDS
+from resofleet.emulator.interpreter import Interpreter
+from resofleet.emulator.syntax import UNKNOWN_COMMAND, split_args
 from resofleet.emulator.state import Randomness
 
 ARGS = {"<port, 0 for random>": "0", "<true/false>": "true", "<n>": "8", "<minutes>": "5",
