@@ -34,7 +34,7 @@ BATCH_DELAY: Final = 0.025
 #: Lines per bus message at most.
 BATCH_LINES: Final = 256
 #: Lines waiting for the bus at most; past it, the oldest are not published (they stay in
-#: the ring for get_output) and counted in ``unpublished``.
+#: the ring for get_output), and the next flush logs how many were skipped.
 PUBLISH_BACKLOG: Final = 50_000
 
 
@@ -56,7 +56,7 @@ class OutputLog:
         self._publish = publish
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.unpublished = 0
+        self._skipped = 0  # lines pushed out of a full backlog since the last flush
 
     def add(self, line: str) -> None:
         self.seq += 1
@@ -64,7 +64,7 @@ class OutputLog:
         self._ring.append(item)
         if len(self._unsent) >= PUBLISH_BACKLOG:
             self._unsent.popleft()
-            self.unpublished += 1
+            self._skipped += 1
         self._unsent.append(item)
         self._wake.set()
 
@@ -93,6 +93,12 @@ class OutputLog:
                 self._wake.set()
 
     async def _flush_now(self) -> None:
+        if self._skipped:
+            log.warning(
+                "server=%s: %d output lines not published (the bus fell %d lines behind); "
+                "they stay available to get_output", self.server, self._skipped, PUBLISH_BACKLOG,
+            )
+            self._skipped = 0
         while self._unsent:
             n = min(BATCH_LINES, len(self._unsent))
             lines = [self._unsent.popleft() for _ in range(n)]
@@ -101,7 +107,6 @@ class OutputLog:
                     ContainerOutputBatch(server=self.server, epoch=self.epoch, lines=lines)
                 )
             except Exception as exc:  # the bus is down: lines stay in the ring
-                self.unpublished += n
                 log.warning("server=%s: %d output lines not published: %s", self.server, n, exc)
                 return
 

@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import msgspec
 
 from .consoles import DirectConsole
 from .fleet import Caller, Fleet

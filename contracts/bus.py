@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 import msgspec
-from msgspec import Struct, field
+from msgspec import Struct
 
 from .client import (
     BansUpdate,

@@ -54,7 +54,7 @@ from resofleet.bus import Bus, BusError, EventSubscription
 from resofleet.contracts import BusEvent
 
 from .registry import Registry
-from .rounds import Piece, Round, Sequencer, weight
+from .rounds import Piece, Sequencer, weight
 
 __all__ = [
     "EVENT_QUEUE", "Fanout", "Listener", "MAX_ROUND_INTERVAL", "ROUND_INTERVAL", "ROUND_WRITES",
@@ -144,10 +144,6 @@ class Fanout:
         self.listeners: set[Listener] = set()
         #: Clients cut off for falling behind, since start.
         self.cut_off = 0
-        #: Events taken off the bus, since start.
-        self.events = 0
-        #: Rounds of events delivered, since start.
-        self.rounds = 0
         self._sequencer = Sequencer()
         #: Servers that have sent events: the classes are drawn over these.
         self._known: set[str] = set()
@@ -263,8 +259,6 @@ class Fanout:
 
     def deliver(self, events: list[BusEvent]) -> None:
         """Merge ``events`` into a round and write it to every session watching its servers."""
-        self.events += len(events)
-        self.rounds += 1
         round_ = self._sequencer.round(events)
         for state in round_.states:
             self.registry.note_state(state)

@@ -139,9 +139,6 @@ class Guard:
         else:
             self._connections.pop(address, None)
 
-    def connections(self, address: str) -> int:
-        return self._connections.get(address, 0)
-
     # -- audit -----------------------------------------------------------------------
 
     def refuse(

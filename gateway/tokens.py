@@ -68,10 +68,11 @@ LEEWAY: Final = 10.0
 MAX_REVOCATIONS: Final = 100_000
 #: Longest claim values accepted: a token is a credential, not a place to store data.
 MAX_SUB: Final = 128
+#: Server patterns one token may carry, and characters in one pattern.
 MAX_PATTERNS: Final = 64
 MAX_PATTERN: Final = 64
 
-_PATTERN: Final = re.compile(r"[a-z0-9*?\[\]!-]{1,64}")
+_PATTERN: Final = re.compile(rf"[a-z0-9*?\[\]!-]{{1,{MAX_PATTERN}}}")
 _TTL: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
 _UNITS: Final[Mapping[str, float]] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

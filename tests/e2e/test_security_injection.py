@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from resofleet.contracts import Role
 from resofleet.gateway.security import Security

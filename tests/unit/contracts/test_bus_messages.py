@@ -17,7 +17,6 @@ from resofleet.contracts import (
     OutputRequest,
     Revoke,
     Role,
-    RunCommand,
     ServerPresence,
     ServerState,
     Topology,
