@@ -87,10 +87,9 @@ MAX_ROUND_INTERVAL: Final = 0.1
 #: Writes per second all rounds may make together: the interval grows with the
 #: connections so that rounds x connections stays under this (1,000 clients: 50 ms).
 #: A round costs a ``send()`` per connection whatever it carries, and each client decodes
-#: a frame per server per round; 20,000 writes/s is about a tenth of a core here, and at
-#: 1,000 clients and 10 chattering servers it is 200,000 frames/s, which two client
-#: processes sharing this machine's two cores still read (at 10 ms they fell behind and
-#: were cut off).
+#: a frame per server per round: the bound keeps both the gateway's write cost and the
+#: frames a client must decode per second in check as clients grow (bench/README.md has
+#: the measurements behind the figure).
 ROUND_WRITES: Final = 20_000
 
 
