@@ -1,5 +1,5 @@
 """Console text in, structs out: the parsers for ``worlds``, ``status``, ``users``,
-``listbans`` and ``friendRequests`` (formats: CONSOLE.md, "Output formats").
+``listbans`` and ``friendRequests`` (the formats: README, *The headless console*).
 
 Pure functions: no I/O, no clock, no asyncio. Each takes the text a command printed, with
 the prompt and the TTY echo already removed by the console driver, and returns what it
@@ -78,8 +78,8 @@ _ANSI: Final = re.compile(
     r"|\x1b"
 )
 
-#: Engine log lines that can land inside a command's answer (CONSOLE.md, "Lines that are
-#: not the command's answer"): SignalR traffic, inventory refreshes, ``Updated: a -> b``,
+#: Engine log lines that can land inside a command's answer (README, *The headless
+#: console*, "Engine log lines"): SignalR traffic, inventory refreshes, ``Updated: a -> b``,
 #: stack-trace frames, and TAB-indented lines (the children of a ``SIGNALR:`` line).
 _NOISE: Final = re.compile(
     r"SIGNALR:"
@@ -362,7 +362,7 @@ _USER_BODY: Final = (
 _USER: Final = re.compile(_USER_BODY)
 #: The same over a whole text at once (one C-level scan instead of a Python loop).
 _USER_LINES: Final = re.compile(rf"^{_USER_BODY}$", re.MULTILINE)
-#: The layout every ``users`` line has on the consoles seen (CONSOLE.md), whole lines only:
+#: The layout every ``users`` line has on the consoles seen (README, *The headless console*), whole lines only:
 #: one space after each colon, ``Ping: N ms``, no extra fields, no trailing space or CR.
 #: ``Present``/``Silenced`` capture ``T`` or nothing, so their truth is the group's. A text
 #: made only of such lines (and nothing else carrying ``\tID:``) is read in one C-level
@@ -490,7 +490,7 @@ _BAN: Final = re.compile(
     r"\[(\d+)\]\s*Username: ?([^\t]*)\tUserID: ?([^\t]*)\tMachineIds: ?([^\t]*)"
     r"(?:\t[^\t]*)*"
 )
-#: Between machine ids: never observed (CONSOLE.md), so commas, semicolons and whitespace
+#: Between machine ids: never observed on a real console, so commas, semicolons and whitespace
 #: in any mix are accepted. Machine ids themselves are base-32 text without any of these.
 _MACHINE_ID_SEPARATOR: Final = re.compile(r"[\s,;]+")
 

@@ -2,7 +2,7 @@
 
 The headless prints a world's uptime as a .NET TimeSpan in the invariant "c" format,
 ``[-][d.]hh:mm:ss[.fffffff]``: the day part only from 24 hours on, the fraction only when
-it is not zero. Clients get it as English text, largest units first (DESIGN.md, Client
+it is not zero. Clients get it as English text, largest units first (the client protocol's
 protocol v1, ``worlds_update``): ``"1 day 2 hours 3 minutes"``, ``"2 hours 30 minutes"``,
 ``"45 seconds"``.
 

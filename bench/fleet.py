@@ -3,7 +3,7 @@
 Over RabbitMQ (``transport="amqp"``) the gateway and the agent are two processes, as
 ``resofleet gateway`` and ``resofleet agent``; over LocalBus (``"local"``) they share one,
 as ``resofleet up``. The emulated servers are ``s0``, ``s1``... Clients authenticate with
-an admin token (admins are not rate-limited, DESIGN.md), and the gateway's connections
+an admin token (admins are not rate-limited), and the gateway's connections
 per address are raised, since every benchmark client comes from 127.0.0.1.
 """
 

@@ -2,7 +2,7 @@
 
 Every function here returns the text the real headless prints, without the
 prompt and without line ends; :mod:`emulator.console` adds ``\\n`` (or ``\\r\\n``
-in TTY mode). CONSOLE.md is the reference for each format.
+in TTY mode). README, *The headless console*, sums up each format.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The real headless prints its engine log on the same stdout as the console,
 so these lines land inside command output (noise) or on their own, glued after
 the prompt when idle (chatter). Every generator takes the random stream it
 draws from, so a seed reproduces them byte for byte. The kinds are the ones
-CONSOLE.md lists as seen in real captures; their wording is plausible, not
+seen in real console captures; their wording is plausible, not
 captured.
 """
 

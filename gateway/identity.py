@@ -41,7 +41,7 @@ class Principal:
 
     @property
     def rate_limited(self) -> bool:
-        """Admins (and the open loopback mode) are not rate-limited (DESIGN.md, Limits)."""
+        """Admins (and the open loopback mode) are not rate-limited (README, *Security*: Limits)."""
         return self.role < Role.ADMIN
 
 

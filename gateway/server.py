@@ -79,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Largest frame a client may send, in bytes (DESIGN.md): a request is a few hundred
+#: Largest frame a client may send, in bytes (README, *Gateway*): a request is a few hundred
 #: bytes; 64 KiB leaves room for any command and refuses floods. Over it: close 1009.
 MAX_FRAME: Final = 64 * 1024
 #: Seconds between keepalive pings, and seconds to wait for the pong: a peer that vanished

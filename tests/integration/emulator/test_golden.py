@@ -1,7 +1,7 @@
-"""Golden tests: the exact bytes CONSOLE.md documents, from a real emulator process.
+"""Golden tests: the exact bytes the real console prints, from a real emulator process.
 
 All run the default scenario with a seed and a frozen clock (conftest ``console``),
-whose worlds are CONSOLE.md's own examples: Harbor Lounge (HarborHost, Mira,
+whose worlds are the documented examples: Harbor Lounge (HarborHost, Mira,
 Tobias) and Night Market (focused, because it starts last).
 """
 
@@ -79,7 +79,7 @@ async def test_listbans_exact_bytes(console: Console) -> None:
 
 
 async def test_silent_commands_stack_prompts(console: Console) -> None:
-    """Four silent commands then an unknown one: the CONSOLE.md line, byte for byte."""
+    """Four silent commands then an unknown one: the real console's line, byte for byte."""
     console.send("focus 0", "maxUsers 8", "description calm", "awayKickInterval 5", "frobnicate")
     await console.expect(
         b"Harbor Lounge>Harbor Lounge>Harbor Lounge>Harbor Lounge>Unknown command\nHarbor Lounge>")

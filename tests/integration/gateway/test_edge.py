@@ -36,7 +36,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("frame", "code", "id", "words"), BAD_INPUTS)
 async def test_bad_input_is_answered_and_the_connection_survives(start_gateway, frame, code, id, words):
-    """Each bad input of DESIGN.md gets its documented error; the connection stays open."""
+    """Each bad input the README lists gets its documented error; the connection stays open."""
     gateway = await start_gateway()
     async with await Client.connect(gateway.url) as client:
         await client.send(frame)

@@ -1,4 +1,4 @@
-"""Console output parsers: CONSOLE.md's formats in, contract structs out, noise ignored."""
+"""Console output parsers: the console's formats in, contract structs out, noise ignored."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from resofleet.agent.parsers import (
 from resofleet.contracts import Ban, User, World
 
 # --------------------------------------------------------------------------------------
-# sample console text (CONSOLE.md)
+# sample console text (README, The headless console)
 
 WORLDS = (
     "[0] Harbor Lounge                   Users: 3\tPresent: 2\tAccessLevel: Anyone\tMaxUsers: 16\n"
@@ -78,7 +78,7 @@ MIRA = User(username="Mira", userId="U-Mira", present=True, ping=42, fps=72.4987
 
 BAN_LINE = "[0]\tUsername: SpamBot\tUserID: U-SpamBot01\tMachineIds: 4q8w0e2r6t1y9u3i5o7p"
 
-# engine log lines that land inside answers (CONSOLE.md, "Lines that are not the answer")
+# engine log lines that land inside answers
 SIGNALR_STATUS = [
     "SIGNALR: BroadcastStatus - Contact status for U-Xy12Ab34Cd.",
     "\tOnlineStatus: Online",
@@ -203,7 +203,7 @@ def test_utf16_len_counts_astral_characters_twice(text, units):
 
 
 def test_parse_worlds_reads_the_console_example():
-    """CONSOLE.md's two-world example, field by field."""
+    """The console's two-world example, field by field."""
     assert parse_worlds(WORLDS) == [HARBOR, MARKET]
 
 
@@ -327,7 +327,7 @@ def test_parse_worlds_skips_lines_of_another_shape(line):
 
 
 def test_parse_status_reads_the_console_example():
-    """CONSOLE.md's 13-line block, field by field."""
+    """The console's 13-line block, field by field."""
     block = parse_status(STATUS)
     assert block == HARBOR_STATUS
     assert block is not None and block.complete
@@ -483,7 +483,7 @@ def test_parse_status_ignores_unknown_keys():
 
 
 def test_parse_users_reads_the_console_example():
-    """CONSOLE.md's two users, the headless's account first."""
+    """The console's two users, the headless's account first."""
     assert parse_users(USERS) == [HOST, MIRA]
 
 
@@ -605,7 +605,7 @@ def test_parse_users_keeps_console_order():
 
 
 def test_parse_bans_reads_the_console_example():
-    """CONSOLE.md's ban line, field by field."""
+    """The console's ban line, field by field."""
     assert parse_bans(BAN_LINE) == [Ban(username="SpamBot", userId="U-SpamBot01",
                                         machineIds=["4q8w0e2r6t1y9u3i5o7p"])]
 

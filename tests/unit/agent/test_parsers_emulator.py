@@ -1,4 +1,4 @@
-"""The parsers read what the emulator prints (both follow CONSOLE.md), noise included.
+"""The parsers read what the emulator prints (both follow the real console's formats), noise included.
 
 The emulator's formatters and noise generators are pure functions, so this stays a unit
 test: each seed builds an answer with an engine log block injected at a random line, as

@@ -26,7 +26,7 @@ def _general(text: str, monkeypatch: pytest.MonkeyPatch) -> list[User]:
 
 
 def test_console_sample_takes_the_fast_path():
-    """The CONSOLE.md sample is in the layout and reads field for field."""
+    """The documented sample is in the layout and reads field for field."""
     users = _users_in_layout(f"{HOST}\n{MIRA}")
     assert users == [
         User("HarborHost", "U-1a2B3c4D5e", False, 0, 60.00012, False, "Admin"),

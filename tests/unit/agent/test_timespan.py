@@ -59,7 +59,7 @@ def test_parse_timespan_refuses_what_is_no_timespan(text):
     ],
 )
 def test_humanize_uptime_gives_the_design_examples(seconds, text):
-    """DESIGN.md's three examples, exactly."""
+    """The client protocol's three examples, exactly."""
     assert humanize_uptime(seconds) == text
 
 

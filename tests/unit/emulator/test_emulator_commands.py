@@ -29,7 +29,7 @@ def _example_args(args: str) -> list[str]:
 
 
 def test_there_are_55_commands_in_help_order() -> None:
-    """The help list of CONSOLE.md: 55 commands from saveConfig to log."""
+    """The help list of the real console: 55 commands from saveConfig to log."""
     names = [c.name for c in COMMANDS]
     assert len(names) == 55 == len({n.casefold() for n in names})
     assert names[0] == "saveConfig" and names[9] == "worlds" and names[-1] == "log"
