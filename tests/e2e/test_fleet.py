@@ -9,6 +9,7 @@ import time
 import pytest
 
 from resofleet.gateway import Timeouts
+from tests.support.timing import AT_ONCE
 
 from .conftest import TEST_ANNOUNCE_INTERVAL, emulated, servers_online
 
@@ -156,7 +157,7 @@ async def test_pinned_endpoint_answers_seed_requests_and_streams_only_its_server
 
 
 async def test_offline_server_answered_at_once_and_reported(fleet):
-    """An agent that stops: its servers are server_offline in well under 100 ms, then listed offline."""
+    """An agent that stops: its servers are server_offline at once (not at the timeout), then listed offline."""
     agent = await fleet.agent("gone")
     await fleet.agent("stays")
     gateway = await fleet.gateway()
@@ -166,7 +167,7 @@ async def test_offline_server_answered_at_once_and_reported(fleet):
 
     started = time.perf_counter()
     reply = await client.request({"type": "command", "command": "users", "server": "gone"})
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < AT_ONCE
     assert (reply["code"], reply["server"]) == ("server_offline", "gone")
 
     listed = await servers_online(client, ["stays"], timeout=TEST_ANNOUNCE_INTERVAL * 3 + 5)
@@ -256,7 +257,7 @@ async def test_agent_killed_mid_command_is_answered_timeout(fleet, amqp_url, top
         assert time.perf_counter() - started < 3.5
     started = time.perf_counter()
     reply = await client.request({"type": "get_status", "server": "victim"})
-    assert reply["code"] == "server_offline" and time.perf_counter() - started < 0.1
+    assert reply["code"] == "server_offline" and time.perf_counter() - started < AT_ONCE
 
 
 async def test_container_actions_and_a_request_waiting_for_the_restart(fleet):
