@@ -57,7 +57,6 @@ from websockets.frames import CloseCode
 
 from resofleet.bus import Bus
 from resofleet.contracts import (
-    CONTAINER_ROLE,
     Auth,
     Authenticated,
     BusRequest,
@@ -65,8 +64,6 @@ from resofleet.contracts import (
     Command,
     Container,
     ContractError,
-    Error,
-    ErrorCode,
     GetServers,
     Ping,
     Pong,
@@ -78,8 +75,6 @@ from resofleet.contracts import (
     Topology,
     decode_client,
     encode_server,
-    is_server_id,
-    required_role,
 )
 
 from .errors import (
@@ -88,6 +83,7 @@ from .errors import (
     Forbidden,
     GatewayError,
     RateLimited,
+    ScopeRefusal,
     Unauthenticated,
     UnknownServer,
     error_for,
@@ -114,6 +110,14 @@ MAX_IN_FLIGHT: Final = 32
 #: Reasons of the 4401 closes (clients and tests read them).
 AUTH_REQUIRED: Final = "authentication required"
 TOKEN_EXPIRED: Final = "token expired"
+
+#: How each reason routing gives for ``unknown_server`` is audited: the outcome and the
+#: reason an operator reads (the client reads ``unknown_server`` for all three).
+_SCOPE_AUDIT: Final = {
+    ScopeRefusal.MALFORMED: (Outcome.REJECTED_INPUT, "malformed server id"),
+    ScopeRefusal.OUT_OF_SCOPE: (Outcome.OUT_OF_SCOPE, "outside the token's servers"),
+    ScopeRefusal.PINNED_ELSEWHERE: (Outcome.OUT_OF_SCOPE, "pinned to another server"),
+}
 
 
 def _what(message: ClientMessage) -> str:
@@ -285,9 +289,7 @@ class Session:
         except TokenError as exc:
             log.info("conn=%s: auth refused: %s", self.conn_id, exc.reason)
             self._refuse(Outcome.UNAUTHENTICATED, exc.reason, command="auth")
-            await self.send(
-                Error(message=exc.message, code=ErrorCode.UNAUTHENTICATED, id=message.id)
-            )
+            await self.send(error_for(exc, id=message.id, conn=self.conn_id))
             return
         renewed = self.principal is not None
         await self.send(
@@ -415,7 +417,7 @@ class Session:
                         getattr(message, "server", None) or self.pinned or "-",
                         message.__struct_config__.tag, exc,
                     )
-                    self._audit_refusal(exc, message, getattr(message, "server", None))
+                    self._audit_refusal(exc, message)
                     await self.send(error_for(exc, id=message.id, conn=self.conn_id))
                     return
                 except Exception as exc:  # a routing bug answers `internal`, the session lives
@@ -429,32 +431,17 @@ class Session:
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
 
-    def _audit_refusal(
-        self, exc: GatewayError, message: ClientMessage, requested: str | None
-    ) -> None:
-        """Audit a routing refusal that is a security event (the others are not)."""
-        what = _what(message)
-        requested = requested or self.pinned
+    def _audit_refusal(self, exc: GatewayError, message: ClientMessage) -> None:
+        """Audit a routing refusal that is a security event (the others are not), from what
+        routing decided: the role needed, the server refused and why."""
         if isinstance(exc, Forbidden):
-            if isinstance(message, Command):
-                needed = required_role(message.command).label
-            else:
-                needed = CONTAINER_ROLE.label if isinstance(message, Container) else "?"
             self._refuse(
-                Outcome.FORBIDDEN, f"needs {needed}", command=what, server=exc.server,
-                detail=exc.message,
+                Outcome.FORBIDDEN, f"needs {exc.needed.label}", command=_what(message),
+                server=exc.server, detail=exc.message,
             )
-        elif isinstance(exc, UnknownServer) and requested is not None:
-            if is_server_id(requested):
-                visible = self.principal is not None and self.principal.may_see(requested)
-                self._refuse(
-                    Outcome.OUT_OF_SCOPE,
-                    "pinned to another server" if visible else "outside the token's servers",
-                    command=what, server=requested,
-                )
-            else:
-                self._refuse(Outcome.REJECTED_INPUT, "malformed server id", command=what,
-                             server=requested)
+        elif isinstance(exc, UnknownServer):
+            outcome, reason = _SCOPE_AUDIT[exc.reason]
+            self._refuse(outcome, reason, command=_what(message), server=exc.refused)
 
     async def _take_slot(self) -> bool:
         """Wait for a free in-flight slot, or for the connection to close (False)."""
@@ -479,13 +466,7 @@ class Session:
         try:
             watch = watch_for(message, pinned=self.pinned, principal=principal)
         except GatewayError as exc:
-            named = message.servers if isinstance(message.servers, list) else []
-            bad = next(
-                (s for s in named if not (is_server_id(s) and principal.may_see(s)
-                                          and self.pinned in (None, s))),
-                None,
-            )
-            self._audit_refusal(exc, message, bad)
+            self._audit_refusal(exc, message)
             await self.send(error_for(exc, id=message.id, conn=self.conn_id))
             return
         self.watch, self.batch = watch, message.batch
