@@ -48,9 +48,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 
-import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -129,18 +128,10 @@ def _what(message: ClientMessage) -> str:
     return str(message.__struct_config__.tag)
 
 
-def _probe(frame: str) -> str | None:
-    """The command text (or the type) of a frame that failed validation, for the audit log."""
-    try:
-        data: Any = msgspec.json.decode(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    command, kind = data.get("command"), data.get("type")
-    if kind == "command" and isinstance(command, str):
-        return command
-    return kind if isinstance(kind, str) else None
+def _refused_what(exc: ContractError) -> str | None:
+    """What a rejected frame asked for, as far as the decoder could read it: the command
+    text, else the type."""
+    return exc.command if exc.command is not None else exc.request_type
 
 
 class Session:
@@ -362,7 +353,7 @@ class Session:
         try:
             message = decode_client(frame)
         except ContractError as exc:
-            what = _probe(frame)
+            what = _refused_what(exc)
             if await self._limited(exc.id, what):
                 return
             log.info("conn=%s: refused input: %s", self.conn_id, exc.message)

@@ -339,3 +339,27 @@ async def test_routing_refusals_are_audited_with_the_role_and_the_scope_routing_
         ("out_of_scope", "pinned to another server", "subscribe", "lab-2"),
     ]
 
+
+async def test_rejected_input_is_audited_with_what_could_be_read_of_it(secured, tmp_path):
+    """A frame that does not fit the protocol is recorded with its command text, else its
+    type, else nothing, as far as it could be read."""
+    gateway = await secured()
+    async with await Client.connect(f"{gateway.url}?token={token(Role.ADMIN)}") as client:
+        for frame in (
+            '{"type": "command", "command": "kick Mira\\nshutdown", "id": 1}',
+            '{"type": "command", "command": "ban Mira", "id": {"not": "an id"}}',
+            '{"type": "container", "action": "explode", "id": 2}',
+            '{"type": "teleport", "id": 3}',
+            "not json",
+        ):
+            await client.send(frame)
+            assert (await client.recv())["type"] == "error"
+    await gateway.guard.audit.flush()
+    audited = [(r["outcome"], r.get("command")) for r in records(tmp_path / "gateway.jsonl")]
+    assert audited == [
+        ("rejected_input", "kick Mira\nshutdown"),
+        ("rejected_input", "ban Mira"),
+        ("rejected_input", "container"),
+        ("rejected_input", "teleport"),
+        ("rejected_input", None),
+    ]
