@@ -93,7 +93,6 @@ from .identity import Principal
 from .ratelimit import TokenBucket
 from .registry import Registry
 from .routing import Timeouts, Watch, route, server_list, watch_for, with_id
-from .security import Security
 from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
@@ -135,7 +134,12 @@ def _refused_what(exc: ContractError) -> str | None:
 
 
 class Session:
-    """One client connection (see the module docstring)."""
+    """One client connection (see the module docstring).
+
+    ``guard`` checks tokens, holds the limits and records refusals; it is required, so
+    open mode (a guard whose :class:`~gateway.security.Security` has no keyring) is always
+    the caller's explicit choice, never what a forgotten argument falls back to.
+    """
 
     def __init__(
         self,
@@ -146,7 +150,7 @@ class Session:
         registry: Registry,
         fanout: Fanout,
         principal: Principal | None,
-        guard: Guard | None = None,
+        guard: Guard,
         client: str | None = None,
         pinned: str | None = None,
         timeouts: Timeouts = Timeouts(),
@@ -157,7 +161,7 @@ class Session:
         self.bus = bus
         self.registry = registry
         self.fanout = fanout
-        self.guard = guard if guard is not None else Guard(Security())
+        self.guard = guard
         self.principal = principal
         self.pinned = pinned
         self.timeouts = timeouts
