@@ -4,7 +4,7 @@ Everything here is a function of its arguments (the request, the pinned server, 
 servers the registry sees online, the client's :class:`~gateway.identity.Principal`):
 no sockets, no clock, no bus. The session does the I/O around it.
 
-Server selection (DESIGN.md, client protocol v1):
+Server selection (client protocol v1):
 
 - ``server`` given: it must be a well-formed id the client may see, else
   ``unknown_server`` (a client never learns that a server outside its scope exists). On a
