@@ -2,17 +2,28 @@
 
 The error tree::
 
-    AgentError                 base; ``code`` is the client error code it maps to
-    ├── ConsoleClosed          the console went away (process exited, container died)  server_offline
-    ├── ConsoleTimeout         a command got no complete answer by its deadline        timeout
-    ├── ConsoleNotReady        the console did not become ready in time                 timeout
-    └── RuntimeActionFailed    start/stop/restart or stats failed (Docker, process)     internal
+    ReplyError (bus)           a failure with a client ``error.code`` and a client-safe sentence
+    └── AgentError             base of the agent's own failures                         internal
+        ├── ConsoleClosed      the console went away (process exited, container died)  server_offline
+        ├── ConsoleTimeout     a command got no complete answer by its deadline        timeout
+        ├── ConsoleNotReady    the console did not become ready in time                 timeout
+        └── RuntimeActionFailed  start/stop/restart or stats failed (Docker, process)   internal
 
-The agent turns each into an ``error`` reply in one place (:mod:`agent.handlers`).
+An agent error carries two texts. The one given positionally is the operator's ``detail``
+(it may quote an OS or Docker error, a path, a container name): it is what ``str()``
+shows and what the log records, and no client ever reads it. The client reads
+``message``: the sentence the raiser gave with ``message=``, else the class's own
+:attr:`AgentError.sentence`.
+
+They become ``error`` replies in one place, :func:`bus.reply_for`, which the agent's
+request handler calls for every failure (:meth:`agent.server.ManagedServer.handle`).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from resofleet.bus import ReplyError
 from resofleet.contracts import ErrorCode
 
 __all__ = [
@@ -24,21 +35,36 @@ __all__ = [
 ]
 
 
-class AgentError(Exception):
-    code: ErrorCode = ErrorCode.INTERNAL
+class AgentError(ReplyError):
+    """A failure of the agent: ``detail`` (positional) for the log, ``message`` for the
+    client (see the module docstring)."""
+
+    code = ErrorCode.INTERNAL
+    #: What a client reads when the raiser gave no ``message``.
+    sentence: ClassVar[str] = "The agent could not carry out the request."
+
+    def __init__(self, detail: str | None = None, *, message: str | None = None) -> None:
+        super().__init__(message if message is not None else self.sentence, detail=detail)
 
 
 class ConsoleClosed(AgentError):
     code = ErrorCode.SERVER_OFFLINE
+    sentence = (
+        "The server's console is closed: the headless is not running "
+        "(a container start action starts it)."
+    )
 
 
 class ConsoleTimeout(AgentError):
     code = ErrorCode.TIMEOUT
+    sentence = "The server's console did not answer in time; try again in a moment."
 
 
 class ConsoleNotReady(AgentError):
     code = ErrorCode.TIMEOUT
+    sentence = "The server's console is not ready yet; try again in a moment."
 
 
 class RuntimeActionFailed(AgentError):
     code = ErrorCode.INTERNAL
+    sentence = "The server's runtime could not carry out the action; the agent's log says why."

@@ -17,7 +17,7 @@ from typing import Final
 
 import msgspec
 
-from resofleet.bus import Bus, BusError
+from resofleet.bus import Bus, BusError, reply_for
 from resofleet.contracts import (
     Ban,
     BansUpdate,
@@ -29,8 +29,6 @@ from resofleet.contracts import (
     ContainerRequest,
     ContainerResponse,
     ContractError,
-    Error,
-    ErrorCode,
     OutputRequest,
     RunCommand,
     ServerPresence,
@@ -194,13 +192,13 @@ class ManagedServer:
     # -- requests --------------------------------------------------------------------
 
     async def handle(self, request: BusRequest, deadline: float) -> BusReply:
-        """Answer one bus request (the bus handler for this server)."""
+        """Answer one bus request (the bus handler for this server). Every failure is
+        answered through :func:`bus.reply_for`: an agent error with its code and client
+        sentence, anything else ``internal`` with a reference into this agent's log."""
         try:
             body = await self._dispatch(request, deadline)
-        except (AgentError, BusError) as exc:
-            body = Error(message=_sentence(exc), code=exc.code, server=self.id)
-        except ContractError as exc:
-            body = Error(message=exc.message, code=exc.code, server=self.id)
+        except Exception as exc:
+            return reply_for(exc, server=self.id)
         return BusReply(body=body)
 
     async def _dispatch(self, request: BusRequest, deadline: float):  # type: ignore[no-untyped-def]
@@ -222,7 +220,9 @@ class ManagedServer:
     def _remaining(self, deadline: float) -> float:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
-            raise ConsoleTimeout(f"{self.id}: the request's time ran out before the console got to it")
+            raise ConsoleTimeout(
+                message=f"The request's time ran out before server {self.id!r}'s console got to it."
+            )
         return remaining
 
     async def _console(self, deadline: float) -> ConsoleDriver:
@@ -235,8 +235,8 @@ class ManagedServer:
                         return driver
                     if self.runtime.status in ("exited", "crashloop", "created"):
                         raise ConsoleClosed(
-                            f"Server {self.id!r} is not running ({self.runtime.status}); "
-                            "start it with a container start action."
+                            message=f"Server {self.id!r} is not running "
+                            f"({self.runtime.status}); start it with a container start action."
                         )
                     ready = asyncio.ensure_future(self._ready.wait())
                     try:
@@ -246,7 +246,9 @@ class ManagedServer:
                     finally:
                         ready.cancel()
         except TimeoutError:
-            raise ConsoleNotReady(f"Server {self.id!r} is still starting; its console is not ready yet.") from None
+            raise ConsoleNotReady(
+                message=f"Server {self.id!r} is still starting; its console is not ready yet."
+            ) from None
 
     async def _command(self, command: str, world: str | int | None, deadline: float):  # type: ignore[no-untyped-def]
         check_command_text(command)  # the bus is not trusted to have checked it
@@ -376,8 +378,3 @@ class ManagedServer:
             await self.bus.publish(BusEvent(server=self.id, kind=kind, body=body))
         except BusError as exc:
             log.warning("server=%s: %s event not published: %s", self.id, kind, exc)
-
-
-def _sentence(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if text.endswith((".", "!", "?")) else text + "."

@@ -23,12 +23,17 @@ from .base import (
     topic_matches,
 )
 from .errors import (
+    INTERNAL_SENTENCE,
     AlreadyServed,
     BusError,
     BusUnavailable,
+    ReplyError,
     RequestTimeout,
     ServerBusy,
     ServerOffline,
+    new_reference,
+    reply_for,
+    with_reference,
 )
 from .local import LocalBus
 
@@ -42,14 +47,19 @@ __all__ = [
     "DEFAULT_PRESENCE_QUEUE",
     "EventSubscription",
     "Handler",
+    "INTERNAL_SENTENCE",
     "LocalBus",
+    "ReplyError",
     "RequestTimeout",
     "Served",
     "ServerBusy",
     "ServerOffline",
     "Subscription",
     "make_bus",
+    "new_reference",
+    "reply_for",
     "topic_matches",
+    "with_reference",
 ]
 
 

@@ -46,8 +46,6 @@ from resofleet.contracts import (
     BusReply,
     BusRequest,
     ContractError,
-    Error,
-    ErrorCode,
     PresenceMessage,
     Topology,
     decode_event,
@@ -72,6 +70,7 @@ from .errors import (
     RequestTimeout,
     ServerBusy,
     ServerOffline,
+    reply_for,
 )
 from .local import COMMAND_QUEUE_LIMIT
 
@@ -294,14 +293,7 @@ class AmqpBus(Bus):
             try:
                 reply = await handler(request, deadline)
             except Exception as exc:  # a handler bug must not stop the consumer
-                log.exception("server=%s: handler failed", server)
-                reply = BusReply(
-                    body=Error(
-                        message=f"The agent failed to handle the request: {exc}",
-                        code=ErrorCode.INTERNAL,
-                        server=server,
-                    )
-                )
+                reply = reply_for(exc, server=server)
             if message.reply_to and loop.time() < deadline:
                 with contextlib.suppress(Exception):
                     await _publish(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from resofleet.contracts import BusEvent, BusReply, BusRequest, Error, ErrorCode, PresenceMessage
+from resofleet.contracts import BusEvent, BusReply, BusRequest, PresenceMessage
 
 from .base import (
     DEFAULT_EVENT_QUEUE,
@@ -27,7 +27,14 @@ from .base import (
     Subscription,
     topic_matches,
 )
-from .errors import AlreadyServed, BusUnavailable, RequestTimeout, ServerBusy, ServerOffline
+from .errors import (
+    AlreadyServed,
+    BusUnavailable,
+    RequestTimeout,
+    ServerBusy,
+    ServerOffline,
+    reply_for,
+)
 
 __all__ = ["COMMAND_QUEUE_LIMIT", "LocalBus"]
 
@@ -67,13 +74,7 @@ class _LocalServed(Served):
                     item.reply.set_exception(BusUnavailable("The agent stopped."))
                 raise
             except Exception as exc:  # a handler bug must not kill the worker
-                reply = BusReply(
-                    body=Error(
-                        message=f"The agent failed to handle the request: {exc}",
-                        code=ErrorCode.INTERNAL,
-                        server=self.server,
-                    )
-                )
+                reply = reply_for(exc, server=self.server)
             if not item.reply.done():
                 item.reply.set_result(reply)
 

@@ -16,7 +16,7 @@ request or raises :class:`~contracts.errors.ContractError` with a code and a sen
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -353,10 +353,12 @@ _encoder: Final = msgspec.json.Encoder()
 
 
 class _Probe(Struct, forbid_unknown_fields=False):
-    """What can still be read from a frame that failed validation."""
+    """What can still be read from a frame that failed validation: each field as it came,
+    checked one by one, so a bad ``id`` does not hide a good ``type``."""
 
-    type: str | None = None
-    id: RequestId | None = None
+    type: Any = None
+    id: Any = None
+    command: Any = None
 
 
 _probe_decoder: Final = msgspec.json.Decoder(_Probe)
@@ -416,12 +418,14 @@ def decode_client(frame: bytes | str) -> ClientMessage:
             if isinstance(message.world, str):
                 check_world_text(message.world)
         except ContractError as exc:
-            exc.id = message.id
+            exc.id, exc.request_type, exc.command = message.id, "command", message.command
             raise
     return message
 
 
 def _explain(frame: bytes | str, exc: msgspec.ValidationError) -> ContractError:
+    """The :class:`ContractError` for a frame that is JSON but not a request, with what
+    can still be read of it (``id``, ``type``, ``command``)."""
     try:
         probe = _probe_decoder.decode(frame)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -430,16 +434,32 @@ def _explain(frame: bytes | str, exc: msgspec.ValidationError) -> ContractError:
             if "$.type" in str(exc) or "Expected `object`" in str(exc)
             else f"The message does not fit the protocol: {exc}."
         )
+    id = _readable_id(probe.id)
+    kind = probe.type if isinstance(probe.type, str) else None
+    command = probe.command if kind == "command" and isinstance(probe.command, str) else None
     if probe.type is None:
-        return ContractError("The message has no `type` field.", id=probe.id)
-    if probe.type not in _CLIENT_TYPES:
+        return ContractError("The message has no `type` field.", id=id)
+    if kind is None:
+        return ContractError("The message must be a JSON object with a string field `type`.", id=id)
+    if kind not in _CLIENT_TYPES:
         known = ", ".join(sorted(_CLIENT_TYPES))
         return ContractError(
-            f"Unknown message type {probe.type[:64]!r}; known types: {known}.",
+            f"Unknown message type {kind[:64]!r}; known types: {known}.",
             code=ErrorCode.UNKNOWN_TYPE,
-            id=probe.id,
+            id=id,
+            request_type=kind,
         )
-    return ContractError(f"Invalid {probe.type} message: {exc}.", id=probe.id)
+    return ContractError(
+        f"Invalid {kind} message: {exc}.", id=id, request_type=kind, command=command
+    )
+
+
+def _readable_id(value: object) -> RequestId | None:
+    """``value`` if it is a valid request id (so an error reply may echo it), else None."""
+    try:
+        return msgspec.convert(value, RequestId | None)  # type: ignore[arg-type]
+    except msgspec.ValidationError:
+        return None
 
 
 def encode_server(message: ServerMessage) -> bytes:

@@ -3,7 +3,8 @@
 The error tree::
 
     ContractError          input that does not fit the protocol; carries an ErrorCode
-                           (bad_request or unknown_type) and a sentence a person can act on
+                           (bad_request or unknown_type), a sentence a person can act on,
+                           and what could still be read of the request (id, type, command)
 
 :class:`ErrorCode` is the closed set of ``error.code`` values a client can receive. Every
 package maps its own failures onto one of these in one place (its ``errors.py``).
@@ -37,13 +38,24 @@ class ContractError(ValueError):
 
     ``code`` is :attr:`ErrorCode.BAD_REQUEST` or :attr:`ErrorCode.UNKNOWN_TYPE`;
     ``id`` is the request id when it could still be read from the input, so the
-    error reply can echo it.
+    error reply can echo it. ``request_type`` is the request's ``type`` text and
+    ``command`` a ``command`` request's console text, each when it could still be read,
+    so whoever records the refusal can say what was refused without decoding the input
+    again.
     """
 
     def __init__(
-        self, message: str, *, code: ErrorCode = ErrorCode.BAD_REQUEST, id: str | int | None = None
+        self,
+        message: str,
+        *,
+        code: ErrorCode = ErrorCode.BAD_REQUEST,
+        id: str | int | None = None,
+        request_type: str | None = None,
+        command: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.id = id
+        self.request_type = request_type
+        self.command = command

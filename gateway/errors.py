@@ -3,21 +3,33 @@
 The error tree::
 
     GatewayError              base; ``code`` is the client ``error.code`` it maps to
-    ├── UnknownServer         malformed id, or outside the client's scope    unknown_server
+    ├── UnknownServer         the id refused (``refused``) and why (``reason``):  unknown_server
+    │                         malformed, outside the client's scope, or another
+    │                         server than the connection is pinned to
     ├── AmbiguousServer       no ``server`` and several visible              ambiguous_server
     ├── NoServer              no ``server`` and none visible                 server_offline
     ├── ServerGone            its agent stopped announcing it                server_offline
-    ├── Forbidden             the client's role may not do this              forbidden
+    ├── Forbidden             the client's role may not do this; carries     forbidden
+    │                         the role ``needed``, the role ``held`` and the ``server``
     ├── Unauthenticated       no valid token yet, or a refused ``auth``      unauthenticated
     └── RateLimited           over the connection's request rate             rate_limited
 
-Failures that arrive from elsewhere map the same way, in :func:`error_for`:
+Refusals carry what the audit records, so nobody recomputes the decision routing made.
 
+Every ``error`` a client receives is made by :func:`error_for`, the one table:
+
+- :class:`GatewayError`: its own code and sentence;
 - :class:`contracts.ContractError` (input that does not fit the protocol): its own code,
-  ``bad_request`` or ``unknown_type``;
-- :class:`bus.BusError` (``ServerOffline``, ``RequestTimeout``, ``BusUnavailable``,
-  ``ServerBusy``): its ``code``;
-- anything else: ``internal``, with a sentence that does not leak the traceback.
+  ``bad_request`` or ``unknown_type``, and sentence;
+- :class:`bus.ReplyError`, which :class:`bus.BusError` (``ServerOffline``,
+  ``RequestTimeout``, ``BusUnavailable``, ``ServerBusy``) derives from: its ``code`` and
+  its client sentence, never its ``detail``;
+- :class:`~gateway.tokens.TokenError` (a refused ``auth``): ``unauthenticated`` and why;
+- anything else: ``internal``, with a fixed sentence and a reference; the traceback is
+  logged under the same reference, and no text of the exception reaches the client.
+
+Failures of an agent's handler arrive already translated, as ``error`` replies made by
+:func:`bus.reply_for`.
 
 Close codes (a connection ends with one of these, never silently):
 
@@ -37,12 +49,15 @@ maximum number of connections).
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Sequence
 from typing import Final
 
-from resofleet.bus import BusError
-from resofleet.contracts import ContractError, Error, ErrorCode, RequestId
+from resofleet.bus import ReplyError, new_reference, with_reference
+from resofleet.contracts import ContractError, Error, ErrorCode, RequestId, Role
+
+from .tokens import TokenError
 
 __all__ = [
     "AmbiguousServer",
@@ -52,8 +67,10 @@ __all__ = [
     "CLOSE_UNAUTHENTICATED",
     "Forbidden",
     "GatewayError",
+    "INTERNAL_SENTENCE",
     "NoServer",
     "RateLimited",
+    "ScopeRefusal",
     "ServerGone",
     "Unauthenticated",
     "UnknownServer",
@@ -73,6 +90,11 @@ CLOSE_UNAUTHENTICATED: Final = 4401
 #: The token this session was opened with has been revoked.
 CLOSE_REVOKED: Final = 4403
 
+#: What a client reads when the gateway failed in a way nobody foresaw (a bug): nothing of
+#: the exception, which may name files or hosts; :func:`error_for` appends the reference
+#: under which the traceback is logged.
+INTERNAL_SENTENCE: Final = "The gateway failed to handle the request and logged why; try again."
+
 
 class GatewayError(Exception):
     """A request the gateway answers with an error itself, without asking a server."""
@@ -85,8 +107,39 @@ class GatewayError(Exception):
         self.server = server
 
 
+class ScopeRefusal(enum.StrEnum):
+    """Why a server id was answered ``unknown_server``."""
+
+    #: Not a server id at all (1-63 lowercase letters, digits and dashes).
+    MALFORMED = "malformed"
+    #: A server id the client's token does not cover (or, pinned, its pinned server).
+    OUT_OF_SCOPE = "out_of_scope"
+    #: A server the token covers, on a connection pinned (``/ws/<id>``) to another.
+    PINNED_ELSEWHERE = "pinned_elsewhere"
+
+
 class UnknownServer(GatewayError):
+    """``refused``: the id asked for; ``reason``: why. The client reads the same sentence
+    for a server outside its scope as for one that does not exist."""
+
     code = ErrorCode.UNKNOWN_SERVER
+
+    def __init__(self, refused: str, reason: ScopeRefusal, *, pinned: str | None = None) -> None:
+        if reason is ScopeRefusal.MALFORMED:
+            message = (
+                f"{refused[:80]!r} is not a server id: ids are 1-63 lowercase letters, "
+                "digits and dashes (send get_servers for the list)."
+            )
+        elif reason is ScopeRefusal.PINNED_ELSEWHERE:
+            message = (
+                f"This connection is pinned to server {pinned!r}; connect to /ws to reach "
+                f"{refused!r}."
+            )
+        else:
+            message = f"There is no server {refused!r} (send get_servers for the list)."
+        super().__init__(message)
+        self.refused = refused
+        self.reason = reason
 
 
 class AmbiguousServer(GatewayError):
@@ -122,7 +175,18 @@ class ServerGone(GatewayError):
 
 
 class Forbidden(GatewayError):
+    """``what`` (as the sentence names it) needs the role ``needed``; the client holds
+    ``held``; ``server`` is the server it was meant for."""
+
     code = ErrorCode.FORBIDDEN
+
+    def __init__(self, what: str, *, needed: Role, held: Role, server: str) -> None:
+        super().__init__(
+            f"Your role ({held.label}) may not run {what}; it needs {needed.label}.",
+            server=server,
+        )
+        self.needed = needed
+        self.held = held
 
 
 class Unauthenticated(GatewayError):
@@ -140,16 +204,22 @@ def error_for(
     server: str | None = None,
     conn: str = "-",
 ) -> Error:
-    """The ``error`` message a client receives for ``exc``: the one mapping of failures."""
+    """The ``error`` message a client receives for ``exc``: the one mapping of failures
+    (see the module docstring)."""
     if isinstance(exc, GatewayError):
         return Error(message=exc.message, code=exc.code, id=id, server=exc.server or server)
     if isinstance(exc, ContractError):
         return Error(message=exc.message, code=exc.code, id=exc.id if id is None else id)
-    if isinstance(exc, BusError):
-        return Error(message=str(exc), code=exc.code, id=id, server=server)
-    log.error("conn=%s server=%s: internal error", conn, server or "-", exc_info=exc)
+    if isinstance(exc, ReplyError):
+        return Error(message=exc.message, code=exc.code, id=id, server=server)
+    if isinstance(exc, TokenError):
+        return Error(message=exc.message, code=ErrorCode.UNAUTHENTICATED, id=id)
+    reference = new_reference()
+    log.error(
+        "conn=%s server=%s: internal error ref=%s", conn, server or "-", reference, exc_info=exc
+    )
     return Error(
-        message="The gateway failed to handle the request; it has been logged. Try again.",
+        message=with_reference(INTERNAL_SENTENCE, reference),
         code=ErrorCode.INTERNAL,
         id=id,
         server=server,

@@ -4,7 +4,7 @@ Everything here is a function of its arguments (the request, the pinned server, 
 servers the registry sees online, the client's :class:`~gateway.identity.Principal`):
 no sockets, no clock, no bus. The session does the I/O around it.
 
-Server selection (DESIGN.md, client protocol v1):
+Server selection (client protocol v1):
 
 - ``server`` given: it must be a well-formed id the client may see, else
   ``unknown_server`` (a client never learns that a server outside its scope exists). On a
@@ -58,7 +58,14 @@ from resofleet.contracts import (
 
 from resofleet.contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES
 
-from .errors import AmbiguousServer, Forbidden, NoServer, ServerGone, UnknownServer
+from .errors import (
+    AmbiguousServer,
+    Forbidden,
+    NoServer,
+    ScopeRefusal,
+    ServerGone,
+    UnknownServer,
+)
 from .identity import Principal
 
 __all__ = [
@@ -157,19 +164,14 @@ def visible_servers(
 
 
 def check_server(server: str, *, pinned: str | None, principal: Principal) -> str:
-    """``server`` if it is well-formed and in scope, else :class:`UnknownServer`."""
+    """``server`` if it is well-formed and in scope, else :class:`UnknownServer` saying
+    which of the two it is not."""
     if not is_server_id(server):
-        raise UnknownServer(
-            f"{server[:80]!r} is not a server id: ids are 1-63 lowercase letters, digits and "
-            "dashes (send get_servers for the list)."
-        )
+        raise UnknownServer(server, ScopeRefusal.MALFORMED)
     if not _in_scope(server, pinned=pinned, principal=principal):
         if pinned is not None and principal.may_see(server):
-            raise UnknownServer(
-                f"This connection is pinned to server {pinned!r}; connect to /ws to reach "
-                f"{server!r}."
-            )
-        raise UnknownServer(f"There is no server {server!r} (send get_servers for the list).")
+            raise UnknownServer(server, ScopeRefusal.PINNED_ELSEWHERE, pinned=pinned)
+        raise UnknownServer(server, ScopeRefusal.OUT_OF_SCOPE)
     return server
 
 
@@ -205,10 +207,7 @@ def authorize(principal: Principal, message: ClientMessage, server: str) -> None
         needed = Role.VIEWER
         what = "this request"
     if not principal.may(needed):
-        raise Forbidden(
-            f"Your role ({principal.role.label}) may not run {what}; it needs {needed.label}.",
-            server=server,
-        )
+        raise Forbidden(what, needed=needed, held=principal.role, server=server)
 
 
 # --------------------------------------------------------------------------------------

@@ -48,16 +48,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 
-import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from resofleet.bus import Bus
 from resofleet.contracts import (
-    CONTAINER_ROLE,
     Auth,
     Authenticated,
     BusRequest,
@@ -65,8 +63,6 @@ from resofleet.contracts import (
     Command,
     Container,
     ContractError,
-    Error,
-    ErrorCode,
     GetServers,
     Ping,
     Pong,
@@ -78,8 +74,6 @@ from resofleet.contracts import (
     Topology,
     decode_client,
     encode_server,
-    is_server_id,
-    required_role,
 )
 
 from .errors import (
@@ -88,6 +82,7 @@ from .errors import (
     Forbidden,
     GatewayError,
     RateLimited,
+    ScopeRefusal,
     Unauthenticated,
     UnknownServer,
     error_for,
@@ -98,7 +93,6 @@ from .identity import Principal
 from .ratelimit import TokenBucket
 from .registry import Registry
 from .routing import Timeouts, Watch, route, server_list, watch_for, with_id
-from .security import Security
 from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
@@ -115,6 +109,14 @@ MAX_IN_FLIGHT: Final = 32
 AUTH_REQUIRED: Final = "authentication required"
 TOKEN_EXPIRED: Final = "token expired"
 
+#: How each reason routing gives for ``unknown_server`` is audited: the outcome and the
+#: reason an operator reads (the client reads ``unknown_server`` for all three).
+_SCOPE_AUDIT: Final = {
+    ScopeRefusal.MALFORMED: (Outcome.REJECTED_INPUT, "malformed server id"),
+    ScopeRefusal.OUT_OF_SCOPE: (Outcome.OUT_OF_SCOPE, "outside the token's servers"),
+    ScopeRefusal.PINNED_ELSEWHERE: (Outcome.OUT_OF_SCOPE, "pinned to another server"),
+}
+
 
 def _what(message: ClientMessage) -> str:
     """What a request asked for, as the audit log names it: the command text, else the type."""
@@ -125,22 +127,19 @@ def _what(message: ClientMessage) -> str:
     return str(message.__struct_config__.tag)
 
 
-def _probe(frame: str) -> str | None:
-    """The command text (or the type) of a frame that failed validation, for the audit log."""
-    try:
-        data: Any = msgspec.json.decode(frame)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    command, kind = data.get("command"), data.get("type")
-    if kind == "command" and isinstance(command, str):
-        return command
-    return kind if isinstance(kind, str) else None
+def _refused_what(exc: ContractError) -> str | None:
+    """What a rejected frame asked for, as far as the decoder could read it: the command
+    text, else the type."""
+    return exc.command if exc.command is not None else exc.request_type
 
 
 class Session:
-    """One client connection (see the module docstring)."""
+    """One client connection (see the module docstring).
+
+    ``guard`` checks tokens, holds the limits and records refusals; it is required, so
+    open mode (a guard whose :class:`~gateway.security.Security` has no keyring) is always
+    the caller's explicit choice, never what a forgotten argument falls back to.
+    """
 
     def __init__(
         self,
@@ -151,7 +150,7 @@ class Session:
         registry: Registry,
         fanout: Fanout,
         principal: Principal | None,
-        guard: Guard | None = None,
+        guard: Guard,
         client: str | None = None,
         pinned: str | None = None,
         timeouts: Timeouts = Timeouts(),
@@ -162,7 +161,7 @@ class Session:
         self.bus = bus
         self.registry = registry
         self.fanout = fanout
-        self.guard = guard if guard is not None else Guard(Security())
+        self.guard = guard
         self.principal = principal
         self.pinned = pinned
         self.timeouts = timeouts
@@ -285,9 +284,7 @@ class Session:
         except TokenError as exc:
             log.info("conn=%s: auth refused: %s", self.conn_id, exc.reason)
             self._refuse(Outcome.UNAUTHENTICATED, exc.reason, command="auth")
-            await self.send(
-                Error(message=exc.message, code=ErrorCode.UNAUTHENTICATED, id=message.id)
-            )
+            await self.send(error_for(exc, id=message.id, conn=self.conn_id))
             return
         renewed = self.principal is not None
         await self.send(
@@ -360,7 +357,7 @@ class Session:
         try:
             message = decode_client(frame)
         except ContractError as exc:
-            what = _probe(frame)
+            what = _refused_what(exc)
             if await self._limited(exc.id, what):
                 return
             log.info("conn=%s: refused input: %s", self.conn_id, exc.message)
@@ -415,7 +412,7 @@ class Session:
                         getattr(message, "server", None) or self.pinned or "-",
                         message.__struct_config__.tag, exc,
                     )
-                    self._audit_refusal(exc, message, getattr(message, "server", None))
+                    self._audit_refusal(exc, message)
                     await self.send(error_for(exc, id=message.id, conn=self.conn_id))
                     return
                 except Exception as exc:  # a routing bug answers `internal`, the session lives
@@ -429,32 +426,17 @@ class Session:
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
 
-    def _audit_refusal(
-        self, exc: GatewayError, message: ClientMessage, requested: str | None
-    ) -> None:
-        """Audit a routing refusal that is a security event (the others are not)."""
-        what = _what(message)
-        requested = requested or self.pinned
+    def _audit_refusal(self, exc: GatewayError, message: ClientMessage) -> None:
+        """Audit a routing refusal that is a security event (the others are not), from what
+        routing decided: the role needed, the server refused and why."""
         if isinstance(exc, Forbidden):
-            if isinstance(message, Command):
-                needed = required_role(message.command).label
-            else:
-                needed = CONTAINER_ROLE.label if isinstance(message, Container) else "?"
             self._refuse(
-                Outcome.FORBIDDEN, f"needs {needed}", command=what, server=exc.server,
-                detail=exc.message,
+                Outcome.FORBIDDEN, f"needs {exc.needed.label}", command=_what(message),
+                server=exc.server, detail=exc.message,
             )
-        elif isinstance(exc, UnknownServer) and requested is not None:
-            if is_server_id(requested):
-                visible = self.principal is not None and self.principal.may_see(requested)
-                self._refuse(
-                    Outcome.OUT_OF_SCOPE,
-                    "pinned to another server" if visible else "outside the token's servers",
-                    command=what, server=requested,
-                )
-            else:
-                self._refuse(Outcome.REJECTED_INPUT, "malformed server id", command=what,
-                             server=requested)
+        elif isinstance(exc, UnknownServer):
+            outcome, reason = _SCOPE_AUDIT[exc.reason]
+            self._refuse(outcome, reason, command=_what(message), server=exc.refused)
 
     async def _take_slot(self) -> bool:
         """Wait for a free in-flight slot, or for the connection to close (False)."""
@@ -479,13 +461,7 @@ class Session:
         try:
             watch = watch_for(message, pinned=self.pinned, principal=principal)
         except GatewayError as exc:
-            named = message.servers if isinstance(message.servers, list) else []
-            bad = next(
-                (s for s in named if not (is_server_id(s) and principal.may_see(s)
-                                          and self.pinned in (None, s))),
-                None,
-            )
-            self._audit_refusal(exc, message, bad)
+            self._audit_refusal(exc, message)
             await self.send(error_for(exc, id=message.id, conn=self.conn_id))
             return
         self.watch, self.batch = watch, message.batch

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import pytest
 
 from resofleet.agent import Agent
+from resofleet.agent.server import ManagedServer
 from resofleet.contracts import (
     Announce,
     BansUpdate,
     BusRequest,
     CommandResponse,
+    ContainerRequest,
     Error,
     OutputHistory,
     OutputRequest,
@@ -158,3 +162,26 @@ async def test_control_characters_never_reach_the_console(fleet):
     assert isinstance(reply.body, Error) and reply.body.code == "bad_request"
     alive = await gw.request(req("one", RunCommand(command="worlds")))
     assert "Harbor Lounge" in alive.body.output
+
+
+async def test_a_failed_runtime_action_tells_the_client_nothing_of_the_host(bus_factory, caplog):
+    """A container start that fails answers `internal` with the agent's own sentence and a
+    reference; what failed on the host (paths, OS errors) is only in the agent's log."""
+    binary = "/nonexistent/resofleet-headless-binary"
+    agent_bus, gw = await bus_factory(), await bus_factory()
+    server = ManagedServer(ServerConfig(id="broken", runtime="process", command=(binary,)), agent_bus, FAST)
+    served = await agent_bus.serve("broken", server.handle)
+    try:
+        stopped = await gw.request(req("broken", RunCommand(command="users")))
+        assert isinstance(stopped.body, Error) and stopped.body.code == "server_offline"
+        assert "start it with a container start action" in stopped.body.message
+        with caplog.at_level(logging.INFO):
+            reply = await gw.request(req("broken", ContainerRequest(action="start")))
+    finally:
+        await served.close()
+        await server.close()
+    assert isinstance(reply.body, Error) and (reply.body.code, reply.body.server) == ("internal", "broken")
+    assert "nonexistent" not in reply.body.message and "Errno" not in reply.body.message
+    [reference] = re.findall(r"\(reference ([0-9a-f]+)\)\.$", reply.body.message)
+    assert any(reference in r.getMessage() and "did not start" in r.getMessage() for r in caplog.records)
+    assert any(binary in r.getMessage() for r in caplog.records)  # the spawn failure itself

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 
 import pytest
 
-from resofleet.bus import AlreadyServed, RequestTimeout, ServerOffline
+from resofleet.bus import INTERNAL_SENTENCE, AlreadyServed, ReplyError, RequestTimeout, ServerOffline
 from resofleet.contracts import (
     Announce,
     BusEvent,
@@ -16,6 +18,8 @@ from resofleet.contracts import (
     CommandResponse,
     ContainerOutputBatch,
     Discover,
+    Error,
+    ErrorCode,
     OutputLine,
     RunCommand,
     ServerPresence,
@@ -124,6 +128,55 @@ async def test_expired_request_never_reaches_the_handler(bus_factory):
     # the console is free again: a fresh request runs, the expired one never did
     await gateway.request(cmd("busy", "after", timeout=5))
     assert seen == ["first", "after"]
+
+
+async def test_a_failing_handler_leaks_nothing_and_leaves_a_reference_in_the_log(bus_factory, caplog):
+    """A handler bug is answered `internal` with a fixed sentence and a reference that finds
+    the traceback in the log; the exception's text reaches no requester."""
+    agent, gateway = await bus_factory(), await bus_factory()
+
+    async def broken(request: BusRequest, deadline: float) -> BusReply:
+        raise RuntimeError("secret path /etc/x")
+
+    await agent.serve("buggy", broken)
+    with caplog.at_level(logging.ERROR):
+        replies = [await gateway.request(cmd("buggy", f"try {i}")) for i in range(2)]
+    references = []
+    for reply in replies:
+        assert isinstance(reply.body, Error)
+        assert (reply.body.code, reply.body.server) == (ErrorCode.INTERNAL, "buggy")
+        assert reply.body.message.startswith(INTERNAL_SENTENCE.removesuffix("."))
+        assert "secret" not in reply.body.message and "/etc/x" not in reply.body.message
+        [reference] = re.findall(r"\(reference ([0-9a-f]+)\)\.$", reply.body.message)
+        references.append(reference)
+    assert references[0] != references[1]
+    for reference in references:
+        [logged] = [r for r in caplog.records if reference in r.getMessage()]
+        assert logged.exc_info is not None and "secret path /etc/x" in str(logged.exc_info[1])
+    # the handler still serves: the failure killed no worker or consumer
+    assert (await gateway.request(cmd("buggy", "again"))).body.code == ErrorCode.INTERNAL
+
+
+async def test_a_reply_error_reaches_the_requester_with_its_code_and_sentence_only(bus_factory, caplog):
+    """A handler's ReplyError is answered with its code and sentence; its detail stays in the
+    log, found by the reference the requester reads."""
+    agent, gateway = await bus_factory(), await bus_factory()
+
+    class Late(ReplyError):
+        code = ErrorCode.TIMEOUT
+
+    async def late(request: BusRequest, deadline: float) -> BusReply:
+        raise Late("The console did not answer in time.", detail="tty /dev/pts/7 wedged")
+
+    await agent.serve("late", late)
+    with caplog.at_level(logging.WARNING):
+        reply = await gateway.request(cmd("late", "save"))
+    assert isinstance(reply.body, Error) and reply.body.code == ErrorCode.TIMEOUT
+    assert reply.body.message.startswith("The console did not answer in time (reference ")
+    assert "/dev/pts" not in reply.body.message
+    [reference] = re.findall(r"\(reference ([0-9a-f]+)\)\.$", reply.body.message)
+    [logged] = [r for r in caplog.records if reference in r.getMessage()]
+    assert "tty /dev/pts/7 wedged" in logged.getMessage()
 
 
 async def test_second_agent_cannot_claim_a_served_server(bus_factory):

@@ -297,3 +297,69 @@ async def test_no_token_in_any_log_line(secured, caplog):
     assert "GET /ws?token=[redacted]" in text and "127.0.0.1" in text  # lines were captured
     for secret in (tok, bad, tok.split(".")[2], bad.split(".")[2]):
         assert secret not in text
+
+
+# -- refusals carry what routing decided ---------------------------------------------
+
+
+async def test_routing_refusals_are_audited_with_the_role_and_the_scope_routing_decided(secured, tmp_path):
+    """Forbidden requests record the role they need; unknown_server ones record the server
+    refused and why (malformed, outside the token's servers, pinned to another server),
+    for requests and subscriptions alike, while the client reads the same refusals."""
+    gateway = await secured()
+    lab_viewer = token(Role.VIEWER, servers=["lab-*"])
+    async with await Client.connect(f"{gateway.url}?token={lab_viewer}") as client:
+        for request, code in [
+            ({"type": "command", "command": "kick Mira", "server": "lab-1"}, "forbidden"),
+            ({"type": "container", "action": "stop", "server": "lab-1"}, "forbidden"),
+            ({"type": "command", "command": "users", "server": "prod-1"}, "unknown_server"),
+            ({"type": "get_status", "server": "Bad Id"}, "unknown_server"),
+            ({"type": "subscribe", "servers": ["lab-1", "prod-2", "lab-3"]}, "unknown_server"),
+        ]:
+            reply = await client.request(request)
+            assert (reply["type"], reply["code"]) == ("error", code), (request, reply)
+    async with await Client.connect(f"{gateway.url}/lab-1?token={lab_viewer}") as pinned:
+        for request in (
+            {"type": "command", "command": "users", "server": "lab-2"},
+            {"type": "subscribe", "servers": ["lab-2"]},
+        ):
+            assert (await pinned.request(request))["code"] == "unknown_server"
+    await gateway.guard.audit.flush()
+    audited = [
+        (r["outcome"], r["reason"], r["command"], r["server"])
+        for r in records(tmp_path / "gateway.jsonl")
+    ]
+    assert audited == [
+        ("forbidden", "needs moderator", "kick Mira", "lab-1"),
+        ("forbidden", "needs admin", "container stop", "lab-1"),
+        ("out_of_scope", "outside the token's servers", "users", "prod-1"),
+        ("rejected_input", "malformed server id", "get_status", "Bad Id"),
+        ("out_of_scope", "outside the token's servers", "subscribe", "prod-2"),
+        ("out_of_scope", "pinned to another server", "users", "lab-2"),
+        ("out_of_scope", "pinned to another server", "subscribe", "lab-2"),
+    ]
+
+
+async def test_rejected_input_is_audited_with_what_could_be_read_of_it(secured, tmp_path):
+    """A frame that does not fit the protocol is recorded with its command text, else its
+    type, else nothing, as far as it could be read."""
+    gateway = await secured()
+    async with await Client.connect(f"{gateway.url}?token={token(Role.ADMIN)}") as client:
+        for frame in (
+            '{"type": "command", "command": "kick Mira\\nshutdown", "id": 1}',
+            '{"type": "command", "command": "ban Mira", "id": {"not": "an id"}}',
+            '{"type": "container", "action": "explode", "id": 2}',
+            '{"type": "teleport", "id": 3}',
+            "not json",
+        ):
+            await client.send(frame)
+            assert (await client.recv())["type"] == "error"
+    await gateway.guard.audit.flush()
+    audited = [(r["outcome"], r.get("command")) for r in records(tmp_path / "gateway.jsonl")]
+    assert audited == [
+        ("rejected_input", "kick Mira\nshutdown"),
+        ("rejected_input", "ban Mira"),
+        ("rejected_input", "container"),
+        ("rejected_input", "teleport"),
+        ("rejected_input", None),
+    ]

@@ -87,6 +87,25 @@ async def test_agent_errors_are_forwarded_with_the_id(start_gateway, bus_factory
     assert reply == {"type": "error", "message": "The console said no.", "code": "internal", "id": 5, "server": "alpha"}
 
 
+async def test_a_handler_bug_reaches_the_client_as_internal_with_only_a_reference(start_gateway, bus_factory, caplog):
+    """A handler that raises gives the client `internal`, its id and a reference, and not a
+    word of the exception; the reference finds the traceback in the log."""
+    gateway = await start_gateway()
+    agent_bus = await bus_factory()
+
+    async def broken(request: BusRequest, deadline: float) -> BusReply:
+        raise RuntimeError("secret path /etc/x")
+
+    await agent_bus.serve("buggy", broken)
+    async with await Client.connect(gateway.url) as client:
+        reply = await client.request({"type": "command", "command": "users", "server": "buggy", "id": 6})
+    assert (reply["type"], reply["code"], reply["id"], reply["server"]) == ("error", "internal", 6, "buggy")
+    assert "secret" not in reply["message"] and "/etc/x" not in reply["message"]
+    reference = reply["message"].rsplit("(reference ", 1)[1].removesuffix(").")
+    [logged] = [r for r in caplog.records if reference in r.getMessage()]
+    assert "secret path /etc/x" in str(logged.exc_info[1])
+
+
 async def test_no_reply_before_the_deadline_is_timeout(start_gateway, bus_factory):
     """A server that does not answer in time gives `timeout` at the request's deadline."""
     gateway = await start_gateway(timeouts=Timeouts(command=0.3))

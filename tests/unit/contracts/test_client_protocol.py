@@ -202,3 +202,25 @@ def test_error_keeps_the_request_id_when_readable():
     with pytest.raises(ContractError) as info:
         decode_client(b'{"type":"teleport","id":4}')
     assert info.value.id == 4 and info.value.code == ErrorCode.UNKNOWN_TYPE
+
+
+@pytest.mark.parametrize(
+    ("frame", "request_type", "command"),
+    [
+        (b'{"type":"command","command":"kick Mira\\nshutdown"}', "command", "kick Mira\nshutdown"),
+        (b'{"type":"command","command":"users","world":"a\\rb"}', "command", "users"),
+        (b'{"type":"command","command":"ban Mira","id":["not","an","id"]}', "command", "ban Mira"),
+        (b'{"type":"command","command":42}', "command", None),
+        (b'{"type":"container","action":"explode"}', "container", None),
+        (b'{"type":"teleport","command":"x"}', "teleport", None),
+        (b'{"type":5}', None, None),
+        (b"[1,2]", None, None),
+        (b"{nope", None, None),
+    ],
+)
+def test_error_says_what_was_refused_when_readable(frame, request_type, command):
+    """A rejected request's type and command text are still known, so the refusal can be
+    recorded without decoding the input again."""
+    with pytest.raises(ContractError) as info:
+        decode_client(frame)
+    assert (info.value.request_type, info.value.command) == (request_type, command)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resofleet import gateway
-from resofleet.bus import RequestTimeout, ServerBusy, ServerOffline
+from resofleet.bus import ReplyError, RequestTimeout, ServerBusy, ServerOffline
 from resofleet.contracts import (
     BusRequest,
     Command,
@@ -28,7 +28,16 @@ from resofleet.contracts import (
     Subscribe,
     WorldsRequest,
 )
-from resofleet.gateway.errors import AmbiguousServer, Forbidden, NoServer, ServerGone, UnknownServer, error_for
+from resofleet.gateway.errors import (
+    INTERNAL_SENTENCE,
+    AmbiguousServer,
+    Forbidden,
+    NoServer,
+    ScopeRefusal,
+    ServerGone,
+    UnknownServer,
+    error_for,
+)
 from resofleet.gateway.identity import OPEN_ADMIN, Principal
 from resofleet.gateway.routing import (
     Timeouts,
@@ -95,13 +104,15 @@ def test_pinned_connection_refuses_other_servers():
     with pytest.raises(UnknownServer) as info:
         pick_server("other", pinned="p", online=["p", "other"], principal=OPEN_ADMIN)
     assert "/ws" in info.value.message
+    assert (info.value.refused, info.value.reason) == ("other", ScopeRefusal.PINNED_ELSEWHERE)
 
 
 @pytest.mark.parametrize("bad", ["", "UPPER", "-dash", "a" * 64, "a.b", "a b", "*", "é"])
 def test_malformed_server_id_is_unknown_server(bad):
-    """A malformed id is unknown_server."""
-    with pytest.raises(UnknownServer):
+    """A malformed id is unknown_server, refused as malformed."""
+    with pytest.raises(UnknownServer) as info:
         pick_server(bad, pinned=None, online=[], principal=OPEN_ADMIN)
+    assert (info.value.refused, info.value.reason) == (bad, ScopeRefusal.MALFORMED)
 
 
 def test_out_of_scope_server_is_unknown_not_forbidden():
@@ -110,6 +121,7 @@ def test_out_of_scope_server_is_unknown_not_forbidden():
         pick_server("prod-1", pinned=None, online=["prod-1"], principal=VIEWER_LAB)
     assert info.value.code == ErrorCode.UNKNOWN_SERVER
     assert "There is no server 'prod-1'" in info.value.message
+    assert (info.value.refused, info.value.reason) == ("prod-1", ScopeRefusal.OUT_OF_SCOPE)
 
 
 def test_pinned_server_out_of_scope_is_answered_as_absent():
@@ -119,6 +131,7 @@ def test_pinned_server_out_of_scope_is_answered_as_absent():
         with pytest.raises(UnknownServer) as info:
             pick_server(None, pinned=server, online=["prod-1", "lab-1"], principal=VIEWER_LAB)
         answers.append(info.value.message.replace(server, "X"))
+        assert (info.value.refused, info.value.reason) == (server, ScopeRefusal.OUT_OF_SCOPE)
     assert answers[0] == answers[1] == "There is no server 'X' (send get_servers for the list)."
 
 
@@ -137,13 +150,24 @@ def test_viewer_may_read_but_not_kick():
         route(Command(command="kick Mira"), pinned=None, online=["lab-1"], principal=VIEWER_LAB)
     assert info.value.code == ErrorCode.FORBIDDEN
     assert "viewer" in info.value.message and "moderator" in info.value.message
-    assert info.value.server == "lab-1"
+    assert (info.value.needed, info.value.held, info.value.server) == (Role.MODERATOR, Role.VIEWER, "lab-1")
 
 
 def test_container_actions_need_admin():
     """Starting or stopping a container is an admin action."""
-    with pytest.raises(Forbidden):
+    with pytest.raises(Forbidden) as info:
         route(Container(action="stop"), pinned=None, online=["lab-1"], principal=VIEWER_LAB)
+    assert (info.value.needed, info.value.held, info.value.server) == (Role.ADMIN, Role.VIEWER, "lab-1")
+
+
+def test_subscribe_names_the_first_server_it_may_not_see():
+    """A subscribe naming servers outside the scope is refused for the first of them, saying why."""
+    with pytest.raises(UnknownServer) as info:
+        watch_for(Subscribe(servers=["lab-1", "prod-1", "Bad Id"]), pinned=None, principal=VIEWER_LAB)
+    assert (info.value.refused, info.value.reason) == ("prod-1", ScopeRefusal.OUT_OF_SCOPE)
+    with pytest.raises(UnknownServer) as info:
+        watch_for(Subscribe(servers=["lab-1", "lab-2"]), pinned="lab-1", principal=VIEWER_LAB)
+    assert (info.value.refused, info.value.reason) == ("lab-2", ScopeRefusal.PINNED_ELSEWHERE)
 
 
 # -- translation -----------------------------------------------------------------------
@@ -254,6 +278,24 @@ def test_every_failure_maps_to_one_error_code(exc, code):
     error = error_for(exc, id=4, server="s")
     assert error.code == code and error.id == 4
     assert "secret detail" not in error.message
+
+
+def test_an_unexpected_failure_reads_as_a_fixed_sentence_with_a_logged_reference(caplog):
+    """A gateway bug answers `internal` with a fixed sentence and a reference that finds
+    the traceback in the log; nothing of the exception reaches the client."""
+    error = error_for(RuntimeError("secret path /etc/x"), id=4, server="s", conn="c9")
+    assert error.code == ErrorCode.INTERNAL and "/etc/x" not in error.message
+    assert error.message.startswith(INTERNAL_SENTENCE.removesuffix("."))
+    reference = error.message.rsplit("(reference ", 1)[1].removesuffix(").")
+    [logged] = [r for r in caplog.records if reference in r.getMessage()]
+    assert "conn=c9" in logged.getMessage() and "secret path /etc/x" in str(logged.exc_info[1])
+
+
+def test_a_reply_errors_detail_never_reaches_the_client():
+    """A ReplyError is answered with its sentence; its detail is for the log only."""
+    failure = ReplyError("The runtime failed.", detail="docker at unix:///run/secret.sock refused")
+    error = error_for(failure, server="s")
+    assert (error.code, error.message) == (ErrorCode.INTERNAL, "The runtime failed.")
 
 
 @pytest.mark.parametrize(
