@@ -8,9 +8,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from resofleet.bus import AmqpBus, BusUnavailable
+from resofleet.bus import AmqpBus, BusUnavailable, ServerOffline
 from resofleet.contracts import BusReply, BusRequest, CommandResponse, RunCommand
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.timing import AT_ONCE
 
 from .test_bus import echo_handler, output_event
 
@@ -30,10 +31,11 @@ def via(url: str, proxy: TcpProxy) -> str:
     return urlunsplit(parts._replace(netloc=f"{creds}@127.0.0.1:{proxy.port}"))
 
 
-async def wait_connected(bus: AmqpBus, timeout: float = 15) -> None:
+async def wait_until_connected(bus: AmqpBus, connected: bool = True, timeout: float = 15) -> None:
+    """Wait for the bus's link to be up (or down), within ``timeout``."""
     async with asyncio.timeout(timeout):
-        while not bus.connected:
-            await asyncio.sleep(0.05)
+        while bus.connected is not connected:
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -52,11 +54,13 @@ async def buses(amqp_url, topology, proxy):
 
 
 async def test_pending_request_fails_the_moment_the_link_drops(buses, proxy):
-    """A request in flight when the connection drops fails with BusUnavailable at once."""
+    """A request in flight when the connection drops fails with BusUnavailable at once,
+    not at its 30 s timeout."""
     agent, gateway = await buses(False), await buses(True)
-    release = asyncio.Event()
+    reached, release = asyncio.Event(), asyncio.Event()
 
     async def stuck(request: BusRequest, deadline: float) -> BusReply:
+        reached.set()
         await release.wait()
         return BusReply(body=CommandResponse(command="", output="", server="s"))
 
@@ -64,26 +68,29 @@ async def test_pending_request_fails_the_moment_the_link_drops(buses, proxy):
     pending = asyncio.create_task(
         gateway.request(BusRequest(server="s", body=RunCommand(command="save"), timeout=30))
     )
-    await asyncio.sleep(0.2)  # let it reach the (stuck) handler
+    await asyncio.wait_for(reached.wait(), 5)
     cut_at = time.perf_counter()
     proxy.cut()
     with pytest.raises(BusUnavailable):
         await asyncio.wait_for(pending, 5)
-    assert time.perf_counter() - cut_at < 1.0
+    assert time.perf_counter() - cut_at < AT_ONCE
     release.set()
 
 
 async def test_gateway_side_serves_requests_again_after_reconnect(buses, proxy):
-    """After the gateway's link comes back, requests go through again."""
+    """While the gateway's link is down a request is refused at once; after the link comes
+    back, requests go through again."""
     agent, gateway = await buses(False), await buses(True)
     await agent.serve("s", echo_handler("s"))
+    proxy.refuse = True  # the link stays down until the test lets it back
     proxy.cut()
+    await wait_until_connected(gateway, False)
+    started = time.perf_counter()
     with pytest.raises(BusUnavailable):
-        # refused at once while down, not left to hang until its timeout
-        for _ in range(100):
-            await gateway.request(BusRequest(server="s", body=RunCommand(command="x"), timeout=5))
-            await asyncio.sleep(0.01)
-    await wait_connected(gateway)
+        await gateway.request(BusRequest(server="s", body=RunCommand(command="x"), timeout=5))
+    assert time.perf_counter() - started < AT_ONCE
+    proxy.refuse = False
+    await wait_until_connected(gateway)
     reply = await gateway.request(BusRequest(server="s", body=RunCommand(command="x"), timeout=5))
     assert reply.body.output == "s:x"
 
@@ -93,18 +100,20 @@ async def test_agent_side_serves_and_publishes_again_after_reconnect(buses, prox
     agent, gateway = await buses(True), await buses(False)
     await agent.serve("s", echo_handler("s"))
     sub = await gateway.subscribe(["s.*"])
+    proxy.refuse = True
     proxy.cut()
-    await asyncio.sleep(0.1)
-    await wait_connected(agent)
+    await wait_until_connected(agent, False)
+    proxy.refuse = False
+    await wait_until_connected(agent)
     async with asyncio.timeout(15):
-        while True:  # the agent's queue is restored by the robust connection
+        while True:  # the robust connection restores the agent's queue right after reconnecting
             try:
                 reply = await gateway.request(
                     BusRequest(server="s", body=RunCommand(command="y"), timeout=2)
                 )
                 break
-            except Exception:
-                await asyncio.sleep(0.1)
+            except ServerOffline:
+                await asyncio.sleep(0.05)
     assert reply.body.output == "s:y"
     await agent.publish(output_event("s", 7))
     event = await asyncio.wait_for(sub.get(), 5)

@@ -24,6 +24,7 @@ from resofleet.contracts import (
     RunCommand,
     ServerPresence,
 )
+from tests.support.timing import AT_ONCE
 
 
 def cmd(server: str, text: str, timeout: float = 5.0) -> BusRequest:
@@ -70,12 +71,13 @@ async def test_concurrent_requests_to_several_servers_are_matched(bus_factory):
 
 
 async def test_offline_server_answered_at_once(bus_factory):
-    """A request for a server nobody serves fails with ServerOffline well under 100 ms."""
+    """A request for a server nobody serves fails with ServerOffline at once, not at its
+    10 s timeout."""
     gateway = await bus_factory()
     started = time.perf_counter()
     with pytest.raises(ServerOffline):
         await gateway.request(cmd("nobody", "worlds", timeout=10))
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < AT_ONCE
 
 
 async def test_server_is_offline_again_after_serving_stops(bus_factory):
@@ -101,7 +103,7 @@ async def test_request_times_out_at_its_deadline(bus_factory):
     started = time.perf_counter()
     with pytest.raises(RequestTimeout):
         await gateway.request(cmd("slow", "save", timeout=0.3))
-    assert 0.25 < time.perf_counter() - started < 1.0
+    assert 0.29 <= time.perf_counter() - started < 0.3 + AT_ONCE  # not early, not much late
     release.set()
 
 
@@ -111,16 +113,18 @@ async def test_expired_request_never_reaches_the_handler(bus_factory):
     seen: list[str] = []
     release = asyncio.Event()
 
+    running = asyncio.Event()
+
     async def serial(request: BusRequest, deadline: float) -> BusReply:
         seen.append(request.body.command)
         if request.body.command == "first":
+            running.set()
             await release.wait()
         return BusReply(body=CommandResponse(command=request.body.command, output="", server="busy"))
 
     await agent.serve("busy", serial, concurrency=1)
     first = asyncio.create_task(gateway.request(cmd("busy", "first", timeout=5)))
-    while not seen:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(running.wait(), 5)
     with pytest.raises(RequestTimeout):
         await gateway.request(cmd("busy", "late", timeout=0.2))
     release.set()

@@ -240,14 +240,20 @@ async def test_expiry_closes_4401(secured):
 
 
 async def test_renewal_extends_the_session(secured):
-    """A new auth before expiry replaces the principal; the session outlives the old token."""
+    """A new auth before expiry replaces the principal; the session outlives the old token,
+    while a session that kept it is closed at its expiry."""
     gateway = await secured()
     short = token(ttl=1)
-    async with await Client.connect(f"{gateway.url}?token={short}") as client:
+    async with (
+        await Client.connect(f"{gateway.url}?token={short}") as client,
+        await Client.connect(f"{gateway.url}?token={short}") as kept,
+    ):
         reply = await client.request({"type": "auth", "token": token(Role.OPERATOR, ttl=3600)})
         assert (reply["type"], reply["role"]) == ("authenticated", "operator")
-        await asyncio.sleep(2.5)
+        # the old token's expiry has come when the session that kept it is closed for it
+        assert await closed(kept, timeout=3 + WAIT) == (CLOSE_UNAUTHENTICATED, "token expired")
         assert (await client.request({"type": "ping"}))["type"] == "pong"
+        await wait_until(lambda: len(gateway.sessions) == 1, what="the expired session to end")
         assert await identity(gateway) == ("ann", "operator")
 
 
