@@ -166,9 +166,11 @@ class ConsoleDriver:
 
     def _process(self) -> None:
         for event in self._reader.events_received():
+            if type(event) is Line:  # the common case, one per console line
+                if event.streamed:
+                    self._on_line(event.text)
+                continue
             match event:
-                case Line(text=text, streamed=True):
-                    self._on_line(text)
                 case Answer(expected=expected, prompt=prompt) if expected not in (None, prompt):
                     log.warning(
                         "%s: expected prompt %r but the console shows %r; re-learning the focus",

@@ -52,7 +52,7 @@ import codecs
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from resofleet.contracts import CONTROL_CHARACTERS, command_name
 
@@ -118,9 +118,11 @@ _ARGUMENT: Final = re.compile(r'\s*(?:"([^"]*)"|(\S+))')
 # -- events ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One complete console line; ``streamed``: whether it belongs on the live stream."""
+class Line(NamedTuple):
+    """One complete console line; ``streamed``: whether it belongs on the live stream.
+
+    A named tuple, unlike the other events: there is one per console line, and a tuple is
+    the cheapest object to make."""
 
     text: str
     streamed: bool
