@@ -41,7 +41,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from resofleet.contracts import command_name
 from resofleet.contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
 
 from .errors import ConsoleClosed, ConsoleNotReady, ConsoleTimeout
@@ -233,7 +232,7 @@ class ConsoleDriver:
         except TimeoutError:
             self._needs_sync = True
             raise ConsoleTimeout(
-                f"{self.name}: {command_name(command)!r} got no complete answer "
+                f"{self.name}: {(command.split(maxsplit=1) or [''])[0]!r} got no complete answer "
                 f"within {timeout:g} s"
             ) from None
         except (OSError, ConnectionError) as exc:

@@ -35,6 +35,7 @@ def test_demultiplexer_holds_a_partial_frame():
 
 
 def test_empty_frame():
+    """A frame with no payload is still a frame."""
     assert Demultiplexer().feed(b"\x01\x00\x00\x00\x00\x00\x00\x00") == [(1, b"")]
 
 
@@ -52,6 +53,7 @@ def test_cpu_percent_as_docker_stats():
 
 
 def test_cpu_count_falls_back_to_the_per_cpu_list():
+    """Without ``online_cpus`` (older engines) the CPUs are counted from ``percpu_usage``."""
     sample = {**SAMPLE, "cpu_stats": {**SAMPLE["cpu_stats"]}}
     del sample["cpu_stats"]["online_cpus"]
     assert cpu_percent(sample) == pytest.approx(40.0)
@@ -76,6 +78,7 @@ def test_memory_leaves_out_the_inactive_page_cache():
 
 
 def test_memory_unknown_is_zero():
+    """No memory figures (an exited container) read as nothing used of nothing."""
     assert memory_usage({"memory_stats": {}}) == (0, 0) == memory_usage({})
 
 
@@ -89,6 +92,7 @@ def test_docker_time_keeps_its_nanoseconds():
 
 @pytest.mark.parametrize("text", [None, "", "yesterday", "2026-05-27 13:00:01"])
 def test_not_a_docker_time(text):
+    """Anything but an RFC 3339 time with a zone gives None."""
     assert docker_time_ns(text) is None
 
 

@@ -405,6 +405,7 @@ def test_the_next_prompt_is_predicted(command, prompt):
 
 
 def test_focused_index_follows_the_prompt():
+    """The focused world's index among the remembered worlds follows focus changes."""
     reader = synced()
     assert reader.focused_index == 1 and reader.world_names == ["Harbor Lounge", "Night Market"]
     exchange(reader, "focus 0", "Harbor Lounge>")
@@ -422,6 +423,7 @@ def test_user_command_is_streamed_as_a_terminal_shows_it():
 
 
 def test_poll_answers_are_not_streamed_but_log_lines_inside_them_are():
+    """The agent's own polls stay off the stream; engine log lines printed meanwhile do not."""
     reader = synced()
     events = exchange(reader, "users", f"Host\tID: U-1\n{CHATTER}\n\tchild\nMira\tID: U-2\n"
                       "Night Market>", stream=False)
@@ -510,6 +512,7 @@ def test_a_command_is_always_one_line(command):
 
 
 def test_one_command_at_a_time():
+    """A second command while one is being answered is a caller's mistake."""
     reader = synced()
     reader.send_command("save")
     with pytest.raises(RuntimeError):
