@@ -6,10 +6,11 @@ through the engine's events, starts/stops/restarts it on request, and samples it
 
 The console is the attach socket (stdin, stdout and stderr streams). A TTY container
 (``tty: true``) sends raw bytes: the pty echoes commands and ends lines with CRLF, which
-the console driver handles. A container without a TTY sends multiplexed frames (an 8-byte
-header: stream, three zero bytes, big-endian u32 length); a frame is not a line, so the
-payloads are passed on as they come and the driver does the line splitting. stderr
-carries only native noise and is logged at debug level.
+the console driver handles. A container without a TTY sends multiplexed frames
+(:class:`~agent.runtime.dockerfmt.Demultiplexer`); a frame is not a line, so the payloads
+are passed on as they come and the driver does the line splitting. stderr carries only
+native noise and is logged at debug level. What the engine sends is read by the pure
+functions of :mod:`agent.runtime.dockerfmt` (frames, stats formulas, times, exit reasons).
 
 The docker SDK is blocking. Every call runs in a worker thread (:func:`asyncio.to_thread`);
 the attach socket and the events stream each have a dedicated reader thread that hands
@@ -31,21 +32,19 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Final
 
 from resofleet.contracts import Status
 
 from ..errors import RuntimeActionFailed
 from .base import Runtime, RuntimeListener, format_bytes
+from .dockerfmt import STDERR, Demultiplexer, cpu_percent, docker_time_ns, exit_reason, memory_usage
 
-__all__ = ["DockerRuntime", "STOP_GRACE", "Demultiplexer", "cpu_percent", "memory_usage"]
+__all__ = ["DockerRuntime", "STOP_GRACE"]
 
 log = logging.getLogger(__name__)
 
@@ -63,83 +62,6 @@ EVENTS_RETRY: Final = 1.0
 #: The default engine when neither ``docker_url`` nor ``DOCKER_HOST`` says otherwise.
 DEFAULT_DOCKER_URL: Final = "unix:///var/run/docker.sock"
 _ATTACH_PARAMS: Final = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-_FRAME_HEADER: Final = struct.Struct(">BxxxL")
-_STDERR: Final = 2
-_DOCKER_TIME: Final = re.compile(
-    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)"
-)
-
-
-# -- pure helpers ----------------------------------------------------------------------
-
-
-class Demultiplexer:
-    """Docker's multiplexed attach stream in, ``(stream, payload)`` pieces out.
-
-    Takes any chunking (a header may be split across reads); stream 0 (stdin, echoed)
-    and 1 are stdout, 2 is stderr.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        self._buffer += data
-        pieces: list[tuple[int, bytes]] = []
-        while len(self._buffer) >= _FRAME_HEADER.size:
-            stream, size = _FRAME_HEADER.unpack_from(self._buffer)
-            end = _FRAME_HEADER.size + size
-            if len(self._buffer) < end:
-                break
-            pieces.append((stream, bytes(self._buffer[_FRAME_HEADER.size:end])))
-            del self._buffer[:end]
-        return pieces
-
-
-def cpu_percent(sample: dict[str, Any]) -> float:
-    """``docker stats`` CPU %: 100 is one core busy. 0 when a delta is missing or <= 0."""
-    cpu = sample.get("cpu_stats") or {}
-    pre = sample.get("precpu_stats") or {}
-    total = (cpu.get("cpu_usage") or {}).get("total_usage")
-    pre_total = (pre.get("cpu_usage") or {}).get("total_usage")
-    system, pre_system = cpu.get("system_cpu_usage"), pre.get("system_cpu_usage")
-    if None in (total, pre_total, system, pre_system):
-        return 0.0
-    cpu_delta, system_delta = total - pre_total, system - pre_system
-    if cpu_delta <= 0 or system_delta <= 0:
-        return 0.0
-    cpus = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or ()) or 1
-    return cpu_delta / system_delta * cpus * 100.0
-
-
-def memory_usage(sample: dict[str, Any]) -> tuple[int, int]:
-    """``docker stats`` memory: (used, limit) bytes; used leaves out the inactive page cache
-    (``total_inactive_file`` on cgroup v1, ``inactive_file`` on v2). (0, 0) if unknown."""
-    memory = sample.get("memory_stats") or {}
-    usage = int(memory.get("usage") or 0)
-    limit = int(memory.get("limit") or 0)
-    stats = memory.get("stats") or {}
-    inactive = stats.get("total_inactive_file", stats.get("inactive_file"))
-    if inactive is not None and inactive < usage:
-        usage -= int(inactive)
-    return usage, limit
-
-
-def _docker_time_ns(text: str | None) -> int | None:
-    """Nanoseconds since the epoch of Docker's RFC 3339 time (nanosecond fraction)."""
-    match = _DOCKER_TIME.fullmatch(text or "")
-    if match is None:
-        return None
-    seconds, fraction, zone = match.groups()
-    base = datetime.fromisoformat(seconds + ("+00:00" if zone == "Z" else zone))
-    return int(base.timestamp()) * 1_000_000_000 + int((fraction or "0")[:9].ljust(9, "0"))
-
-
-def _exit_reason(state: dict[str, Any], *, oom: bool = False) -> str:
-    reason = f"exited with code {state.get('ExitCode', '?')}"
-    if oom or state.get("OOMKilled"):
-        reason += " (out of memory)"
-    return reason
 
 
 # -- the runtime -----------------------------------------------------------------------
@@ -319,11 +241,11 @@ class DockerRuntime(Runtime):
             raise
         state = (await self._inspect())["State"]
         self._run_started_at = state.get("StartedAt")
-        self._run_started_ns = _docker_time_ns(self._run_started_at)
+        self._run_started_ns = docker_time_ns(self._run_started_at)
         if state.get("Running"):
             self._set_status(state.get("Status", "running"))
         else:  # died at once; the die event may still be on its way
-            self._close_run(_exit_reason(state, oom=self._oom))
+            self._close_run(exit_reason(state, oom=self._oom))
             self._set_status(state.get("Status", "exited"))
 
     async def _attach_running(self, state: dict[str, Any]) -> None:
@@ -343,7 +265,7 @@ class DockerRuntime(Runtime):
             container = self._container
         await self._call("stop", container.stop, timeout=STOP_GRACE)
         state = (await self._inspect())["State"]
-        self._close_run(_exit_reason(state, oom=self._oom))
+        self._close_run(exit_reason(state, oom=self._oom))
         self._set_status(state.get("Status", "exited"))
 
     def _attached_to(self, state: dict[str, Any]) -> bool:
@@ -361,7 +283,7 @@ class DockerRuntime(Runtime):
         self._run_open = True
         self._oom = False
         self._run_started_at = started_at
-        self._run_started_ns = _docker_time_ns(started_at)
+        self._run_started_ns = docker_time_ns(started_at)
         self.listener.started()
 
     def _close_run(self, reason: str) -> None:
@@ -405,7 +327,7 @@ class DockerRuntime(Runtime):
                     self._post(self._on_output, gen, data)
                     continue
                 for stream, payload in demux.feed(data):
-                    if stream == _STDERR:
+                    if stream == STDERR:
                         log.debug("server=%s stderr: %s", self.server,
                                   payload.decode("utf-8", "replace").rstrip())
                     else:
@@ -515,7 +437,7 @@ class DockerRuntime(Runtime):
                 return
             if time_nano and self._run_started_ns and time_nano < self._run_started_ns:
                 return  # an earlier run's death, already accounted for
-            self._close_run(_exit_reason({"ExitCode": code}, oom=self._oom))
+            self._close_run(exit_reason({"ExitCode": code}, oom=self._oom))
 
     async def _reconcile(self, gen: int | None) -> None:
         """Bring the run in line with the container: after a start event, the end of the
@@ -530,7 +452,7 @@ class DockerRuntime(Runtime):
                 self._close_run("the container is gone")
                 return
             if not state.get("Running"):
-                self._close_run(_exit_reason(state, oom=self._oom))
+                self._close_run(exit_reason(state, oom=self._oom))
                 self._set_status(state.get("Status", "exited"))
             elif not self._attached_to(state):
                 if self._run_open and state.get("StartedAt") == self._run_started_at:
@@ -573,7 +495,7 @@ class DockerRuntime(Runtime):
         else:
             limit = int((attrs.get("HostConfig") or {}).get("Memory") or 0) or self._memory_total
         uptime = ""
-        started = _docker_time_ns(state.get("StartedAt"))
+        started = docker_time_ns(state.get("StartedAt"))
         if state.get("Running") and started:
             from ..timespan import humanize_uptime
 

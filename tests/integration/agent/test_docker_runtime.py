@@ -23,7 +23,7 @@ import pytest
 
 from resofleet.agent.console import ConsoleDriver
 from resofleet.agent.errors import RuntimeActionFailed
-from resofleet.agent.runtime.docker import DockerRuntime, Demultiplexer, cpu_percent, memory_usage
+from resofleet.agent.runtime.docker import DockerRuntime
 
 pytestmark = pytest.mark.docker
 
@@ -125,6 +125,7 @@ class Harness:
         self.starts = 0
         self.ready = asyncio.Event()
         self.exited_event = asyncio.Event()
+        self.started_event = asyncio.Event()  # set at every start
         self._tasks: set[asyncio.Task[None]] = set()
 
     def attach(self, name: str, **kwargs: Any) -> DockerRuntime:
@@ -141,6 +142,7 @@ class Harness:
         self.ready.clear()
         self.exited_event.clear()
         self.driver = ConsoleDriver(self.runtime.write, on_line=self.lines.append, name="dock")
+        self.started_event.set()
         task = asyncio.ensure_future(self._sync(self.driver))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -307,7 +309,8 @@ async def test_someone_elses_restart_is_followed(
     await asyncio.to_thread(docker_client.containers.get(container.name).restart, timeout=5)
     async with asyncio.timeout(WAIT_S):
         while harness.starts < 2:
-            await asyncio.sleep(0.02)
+            harness.started_event.clear()
+            await harness.started_event.wait()
     assert harness.exits == ["exited with code 143"]
     _assert_two_worlds(await _worlds(await harness.console()))
     assert runtime.status == "running"
@@ -389,32 +392,3 @@ async def test_through_the_agent(make_container: Make) -> None:
     finally:
         await server.close()
         await bus.close()
-
-
-# -- the pure parts (no engine needed, but kept next to what they serve) ---------------------
-
-
-def test_demultiplexer_takes_any_chunking() -> None:
-    stream = (b"\x01\x00\x00\x00\x00\x00\x00\x06echo:x" + b"\x02\x00\x00\x00\x00\x00\x00\x03err"
-              + b"\x01\x00\x00\x00\x00\x00\x00\x01\n")
-    for size in (1, 3, 8, 9, len(stream)):
-        demux = Demultiplexer()
-        pieces = [p for i in range(0, len(stream), size) for p in demux.feed(stream[i:i + size])]
-        assert pieces == [(1, b"echo:x"), (2, b"err"), (1, b"\n")]
-
-
-def test_docker_stats_formulas() -> None:
-    sample = {
-        "cpu_stats": {"cpu_usage": {"total_usage": 3_000, "percpu_usage": [1, 2]},
-                      "system_cpu_usage": 20_000, "online_cpus": 2},
-        "precpu_stats": {"cpu_usage": {"total_usage": 1_000}, "system_cpu_usage": 10_000},
-        "memory_stats": {"usage": 1000, "limit": 4000, "stats": {"total_inactive_file": 200}},
-    }
-    assert cpu_percent(sample) == pytest.approx(40.0)
-    assert memory_usage(sample) == (800, 4000)
-    del sample["cpu_stats"]["online_cpus"]  # falls back to len(percpu_usage)
-    assert cpu_percent(sample) == pytest.approx(40.0)
-    v2 = {"memory_stats": {"usage": 1000, "limit": 4000, "stats": {"inactive_file": 300}}}
-    assert memory_usage(v2) == (700, 4000)
-    exited = {"cpu_stats": {"cpu_usage": {"total_usage": 0}}, "precpu_stats": {}, "memory_stats": {}}
-    assert cpu_percent(exited) == 0.0 and memory_usage(exited) == (0, 0)

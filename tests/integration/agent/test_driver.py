@@ -4,16 +4,28 @@ with engine noise landing inside replies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from resofleet.agent.console import ConsoleDriver
 from resofleet.agent.errors import ConsoleClosed, ConsoleTimeout
 from resofleet.agent.parsers import parse_users, parse_worlds
+from resofleet.agent.runtime import ProcessRuntime, emulator_command
 from tests.support.consoles import start_console
 
 NOISY = ["--noise-rate", "0.5", "--seed", "7"]
+#: Seconds a command that the console cannot finish gets before the test gives up on it.
+SLOW_DEADLINE = 30.0
+#: Seconds within which such a command must fail once the console is gone: "at once",
+#: far below its deadline (restart itself takes 1 s in the emulator).
+FAIL_WITHIN = SLOW_DEADLINE / 3
+#: Seconds any other wait of these tests may take.
+WAIT = 10.0
 
 
 @pytest.fixture(params=["pipe", "tty"])
@@ -26,6 +38,69 @@ async def console(mode):
     c = await start_console("default", [*mode, *NOISY])
     yield c
     await c.runtime.close()
+
+
+class Watched:
+    """A runtime listener with a driver per run whose streamed lines can be waited for."""
+
+    def __init__(self) -> None:
+        self.runtime: ProcessRuntime | None = None
+        self.driver: ConsoleDriver | None = None
+        self.lines: list[str] = []
+        self._more = asyncio.Event()
+
+    async def line(self, predicate: Callable[[str], bool], *, timeout: float = WAIT) -> str:
+        """The first streamed line (past or future) that ``predicate`` accepts."""
+        seen = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                self._more.clear()
+                await self._more.wait()
+
+    def _streamed(self, line: str) -> None:
+        self.lines.append(line)
+        self._more.set()
+
+    def output(self, data: bytes) -> None:
+        if self.driver is not None:
+            self.driver.feed(data)
+
+    def started(self) -> None:
+        assert self.runtime is not None
+        self.driver = ConsoleDriver(self.runtime.write, on_line=self._streamed, name="test")
+
+    def exited(self, reason: str) -> None:
+        if self.driver is not None:
+            self.driver.feed_eof(reason)
+
+    def state(self, state: str) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def watching(args: Sequence[str]) -> AsyncIterator[Watched]:
+    """An emulator with these arguments, its driver ready."""
+    watched = Watched()
+    watched.runtime = ProcessRuntime(
+        "test", watched, command=emulator_command("default", args), kind="emulator"
+    )
+    await watched.runtime.start()
+    try:
+        assert watched.driver is not None
+        await watched.driver.start(timeout=WAIT)
+        yield watched
+    finally:
+        await watched.runtime.close()
+
+
+@pytest.fixture
+async def watched(mode) -> AsyncIterator[Watched]:
+    async with watching([*mode, *NOISY]) as w:
+        yield w
 
 
 async def test_reply_is_the_commands_output_only(console):
@@ -53,13 +128,15 @@ async def test_silent_commands_and_focus_track_the_prompt(console):
     assert driver.prompt == "Night Market>"
 
 
-async def test_stacked_silent_commands_each_end_at_their_prompt(console):
-    """Several silent commands in a row each complete, none waits for a timeout."""
-    started = time.perf_counter()
+async def test_stacked_silent_commands_each_end_at_their_prompt(console, caplog):
+    """Several silent commands in a row each end at the prompt predicted for them: none
+    waits for a quiet period (which logs that the tracking was stale) or its deadline."""
+    caplog.set_level(logging.WARNING, logger="resofleet.agent.console")
     for cmd in ("maxUsers 8", "description calm", "awayKickInterval 5", "maxUsers 9"):
         reply = await console.driver.run(cmd)
         assert not [l for l in reply.lines if l and not _noise(l)]
-    assert time.perf_counter() - started < 2.0
+    assert caplog.records == []
+    assert console.driver.prompt == "Night Market>"
 
 
 def _noise(line: str) -> bool:
@@ -111,23 +188,22 @@ async def test_first_command_quirk_is_absorbed(mode):
         await c.runtime.close()
 
 
-async def test_console_dying_mid_command_fails_at_once(console):
+async def test_console_dying_mid_command_fails_at_once(watched):
     """When the headless dies during a slow command, the command fails now, not at its deadline."""
-    task = asyncio.create_task(console.driver.run("restart", timeout=30))  # takes 1 s
-    await asyncio.sleep(0.1)
-    started = time.perf_counter()
-    console.runtime._proc.kill()
+    assert watched.driver is not None and watched.runtime is not None
+    task = asyncio.create_task(watched.driver.run("restart", timeout=SLOW_DEADLINE))  # 1 s
+    await watched.line(lambda line: line == "Night Market>restart")  # sent: it runs now
+    watched.runtime._proc.kill()
     with pytest.raises(ConsoleClosed):
-        await asyncio.wait_for(task, 5)
-    assert time.perf_counter() - started < 1.0
+        async with asyncio.timeout(FAIL_WITHIN):
+            await task
 
 
 async def test_crash_command_fails_at_once(console):
     """crash kills the process at once: the driver reports it instead of hanging."""
-    started = time.perf_counter()
     with pytest.raises(ConsoleClosed):
-        await console.driver.run("crash", timeout=30)
-    assert time.perf_counter() - started < 2.0
+        async with asyncio.timeout(FAIL_WITHIN):
+            await console.driver.run("crash", timeout=SLOW_DEADLINE)
 
 
 async def test_user_commands_are_streamed_with_their_echo(console):
@@ -148,16 +224,12 @@ async def test_internal_commands_are_not_streamed(console):
 
 async def test_idle_chatter_is_streamed_without_the_prompt():
     """Engine log lines printed while idle reach the stream, unglued from the prompt."""
-    c = await start_console("default", ["--chatter-rate", "50", "--seed", "3"])
-    try:
-        async with asyncio.timeout(5):
-            while not any(l and not l.startswith(("Night Market>",)) and _noise(l) for l in c.lines[-5:]):
-                await asyncio.sleep(0.05)
+    async with watching(["--chatter-rate", "50", "--seed", "3"]) as c:
+        assert c.driver is not None
+        await c.line(_noise)
         reply = await c.driver.run("worlds")
         assert len(parse_worlds(reply.text)) == 2
         assert not any(l.startswith("Night Market>SIGNALR") for l in c.lines)
-    finally:
-        await c.runtime.close()
 
 
 @pytest.mark.parametrize("text", ["users\nshutdown", "users\rshutdown", "a\x00b", "a\u2028b", "\x1b[2J"])

@@ -9,22 +9,24 @@ one read, as a busy agent's event loop would.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from resofleet.agent.console import ConsoleDriver
+from resofleet.agent.reader import SYNC_FLOWING
+from resofleet.contracts.deadlines import COMMAND_DEADLINE
 from resofleet.agent.parsers import parse_users, parse_worlds
 from resofleet.agent.runtime import ProcessRuntime, emulator_command
 
 SCENARIO = str(Path(__file__).parents[2] / "support" / "scenarios" / "chatter.toml")
 #: The last world the scenario starts: the first prompt is its name.
 FIRST_PROMPT = b"Night Market>"
-#: Seconds within which a chattering console must become ready (the startup log itself
-#: takes milliseconds; the bug made it STARTUP_DEADLINE, 300 s).
-READY_WITHIN = 5.0
+#: Seconds within which a chattering console must become ready: SYNC_FLOWING (2 s) at
+#: worst once its output flows, plus the emulator's own boot on a busy machine; far below
+#: the STARTUP_DEADLINE (300 s) the bug made it.
+READY_WITHIN = 15 * SYNC_FLOWING
 REPEATS = 5
 
 
@@ -76,26 +78,23 @@ def mode(request) -> list[str]:
     return ["--tty"] if request.param == "tty" else []
 
 
-async def _ready_and_answering(args: Sequence[str], *, hold: bool) -> float:
-    """Start a console, wait for the driver to be ready; the seconds it took."""
+async def _ready_and_answering(args: Sequence[str], *, hold: bool) -> None:
+    """Start a console: the driver is ready within READY_WITHIN and answers commands."""
     runtime, listener = await _start(args, hold=hold)
     try:
         assert listener.driver is not None
         driver = listener.driver
-        started = time.perf_counter()
         await driver.start(timeout=READY_WITHIN)
-        took = time.perf_counter() - started
         assert driver.prompt == "Night Market>"
         assert driver.world_names == ["Harbor Lounge", "Night Market"]
-        reply = await driver.run("worlds", timeout=READY_WITHIN)
+        reply = await driver.run("worlds")
         assert [w.name for w in parse_worlds(reply.text)] == ["Harbor Lounge", "Night Market"]
-        await driver.run("focus 0", timeout=READY_WITHIN)
-        users = parse_users((await driver.run("users", timeout=READY_WITHIN)).text)
+        await driver.run("focus 0")
+        users = parse_users((await driver.run("users")).text)
         assert [u.username for u in users] == ["ChatterHost", "Mira"]
         # chatter kept flowing to the stream, without a prompt glued on
         assert any(line.startswith(("SIGNALR:", "Updated:", "Running refresh")) for line in listener.lines)
         assert [line for line in listener.lines if line.startswith("Night Market>SIGNALR")] == []
-        return took
     finally:
         await runtime.close()
 
@@ -104,8 +103,7 @@ async def test_first_prompt_glued_to_chatter_ends_the_startup_wait(mode):
     """The first prompt arriving with chatter glued after it, in the same read, while the
     console never falls quiet: the driver is ready within seconds, every time."""
     for seed in range(REPEATS):
-        took = await _ready_and_answering([*mode, "--seed", str(seed)], hold=True)
-        assert took < READY_WITHIN
+        await _ready_and_answering([*mode, "--seed", str(seed)], hold=True)
 
 
 async def test_startup_under_chatter_as_it_comes(mode):
@@ -123,17 +121,17 @@ async def test_first_command_quirk_under_chatter(mode):
 
 async def test_unpredictable_prompt_under_chatter(mode):
     """A command after which the driver cannot predict the prompt (a world opened, then
-    closed) ends at the prompt glued to chatter, not at its deadline."""
+    closed) ends at the prompt glued to chatter: under chatter no quiet period comes, so
+    without that rule it would wait for its deadline (ConsoleTimeout). An ordinary
+    command's deadline stands in for the long ones of these two."""
     runtime, listener = await _start([*mode, "--seed", "1"], hold=False)
     try:
         assert listener.driver is not None
         driver = listener.driver
         await driver.start(timeout=READY_WITHIN)
-        started = time.perf_counter()
-        await driver.run("startWorldTemplate Grid", timeout=READY_WITHIN)
+        await driver.run("startWorldTemplate Grid", timeout=COMMAND_DEADLINE)
         assert driver.prompt == "Grid>"
-        await driver.run("close", timeout=READY_WITHIN)
+        await driver.run("close", timeout=COMMAND_DEADLINE)
         assert driver.prompt in ("Harbor Lounge>", "Night Market>")
-        assert time.perf_counter() - started < READY_WITHIN
     finally:
         await runtime.close()
