@@ -1,12 +1,17 @@
 """The agent: drives headless consoles, parses them, publishes the fleet's events.
 
-- :mod:`agent.console`: the console driver (a reply ends at the prompt, never at silence).
-- :mod:`agent.parsers`: console text -> contract structs, pure functions.
-- :mod:`agent.runtime`: what runs a headless (a child process, a Docker container).
-- :mod:`agent.output`: numbered output lines, the ring buffer, batches for the bus.
-- :mod:`agent.server`: one managed headless answering its bus requests.
-- :mod:`agent.service`: :class:`Agent`, every server of a host on the bus, with presence.
-- :mod:`agent.audit`: what the agent records in its audit log.
+- :mod:`.reader`: the console reader, Sans-I/O: bytes and the time in, lines and replies out.
+- :mod:`.console`: the console driver, a thin async shell around the reader (the lock, the
+  writes, the timers).
+- :mod:`.parsers`: console text -> contract structs, pure functions.
+- :mod:`.runtime`: what runs a headless (a child process, a Docker container);
+  :mod:`.runtime.dockerfmt` holds the Docker formats, pure.
+- :mod:`.output`: numbered output lines, the ring buffer, batches for the bus.
+- :mod:`.server`: one managed headless answering its bus requests.
+- :mod:`.service`: :class:`Agent`, every server of a host on the bus, with presence.
+- :mod:`.audit`: what the agent records in its audit sink.
+- :mod:`.settings`: what the agent is configured with (``[agent]``, ``[[servers]]``).
+- :mod:`.errors`: the agent's errors and the client code each becomes.
 """
 
 from __future__ import annotations
