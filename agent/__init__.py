@@ -7,10 +7,12 @@
 - :mod:`agent.server`: one managed headless answering its bus requests.
 - :mod:`agent.service`: :class:`Agent`, every server of a host on the bus, with presence.
 - :mod:`agent.audit`: what the agent records in its audit log.
+- :mod:`agent.settings`: :class:`AgentSettings` and :class:`ServerConfig`, what it is told.
 """
 
 from __future__ import annotations
 
 from .service import Agent
+from .settings import AgentSettings, ServerConfig
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "AgentSettings", "ServerConfig"]

@@ -42,7 +42,7 @@ def raise_fd_limit() -> int:
 
 
 def _servers(spec: dict[str, Any]) -> list[Any]:
-    from resofleet.config import ServerConfig
+    from resofleet.agent.settings import ServerConfig
 
     return [
         ServerConfig(
@@ -57,7 +57,7 @@ def _servers(spec: dict[str, Any]) -> list[Any]:
 
 def _agent(bus: Any, spec: dict[str, Any]) -> Any:
     from resofleet.agent import Agent
-    from resofleet.config import AgentSettings
+    from resofleet.agent.settings import AgentSettings
 
     return Agent(bus, servers=_servers(spec), settings=AgentSettings(name="bench"))
 
@@ -74,7 +74,7 @@ def _gateway(bus: Any, spec: dict[str, Any]) -> tuple[Any, bool]:
     if secret and "security" in params:
         from resofleet.gateway.security import Security
         from resofleet.gateway.tokens import Keyring
-        from resofleet.config import Limits
+        from resofleet.gateway.settings import Limits
 
         limits = Limits(connections_per_address=int(spec.get("connections_per_address", 10_000)))
         options["security"] = Security(keyring=Keyring(tuple(secret)), limits=limits)

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     import ssl
 
     from resofleet.gateway import Security
-    from resofleet.config import Config, ServerConfig
+    from resofleet.agent.settings import ServerConfig
+    from resofleet.config import Config
 
 #: The server ``--demo`` manages: the emulator with its demo scenario (slow activity, no
 #: noise, no chatter).
@@ -61,7 +62,7 @@ def register(subparsers: Any) -> None:
 
 
 def servers_for(config: Config, *, demo: bool) -> tuple[ServerConfig, ...]:
-    from resofleet.config import ServerConfig
+    from resofleet.agent.settings import ServerConfig
 
     if demo or not config.servers:
         return (ServerConfig(id=DEMO_SERVER_ID, runtime="emulator", scenario=DEMO_SCENARIO),)
