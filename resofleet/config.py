@@ -196,7 +196,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
-            raise fail(f"gateway.trusted_proxies[{i}]", f"must be an address or a network, not {proxy!r}") from None
+            problem = f"must be an address or a network, not {proxy!r}"
+            raise fail(f"gateway.trusted_proxies[{i}]", problem) from None
     seen: set[str] = set()
     for i, server in enumerate(file.servers):
         if server.id in seen:
