@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", default="{}", help="JSON options of the role")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    from resofleet.commands.gateway import setup_logging
+    from resofleet.commands.common import setup_logging
 
     setup_logging()  # as the command line does: INFO, websockets at WARNING
     return asyncio.run(_run(args.role, json.loads(args.spec)))
