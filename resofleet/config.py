@@ -262,11 +262,16 @@ def _from_env(name: str, kind: Any, *, split: bool = False) -> Any:
 
 # -- msgspec's errors, said in the file's words ----------------------------------------------
 
+#: msgspec's "<message> - at `$.gateway.limits`" (no "at" part: the top level).
 _AT: Final = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+#: One step of its path: ``.key``, ``[0]``, or ``[...]`` (into a table's values).
 _STEP: Final = re.compile(r"\.(?P<key>[^.\[]+)|\[(?P<index>\d+)\]|\[\.\.\.\]")
+#: The two messages about keys rather than values.
 _UNKNOWN: Final = re.compile(r"^Object contains unknown field `(?P<key>.+)`$")
 _MISSING: Final = re.compile(r"^Object missing required field `(?P<key>.+)`$")
-_MISSING_VALUE: Final = object()
+#: No value to show: none in the document there, or one not to repeat (``None`` would do
+#: for TOML, which has no null, but a sentinel says what it means).
+_NO_VALUE: Final = object()
 
 
 def _explain(error: msgspec.ValidationError, document: Any, root: type) -> str:
@@ -286,7 +291,8 @@ def _explain(error: msgspec.ValidationError, document: Any, root: type) -> str:
             break
     info = _type_at(mi.type_info(root), path)
     if (unknown := _UNKNOWN.match(message)) is not None:
-        known = [f.name for f in info.fields] if isinstance(info, mi.StructType) else []
+        table = _unwrap(info, mi.StructType)
+        known = [f.name for f in table.fields] if isinstance(table, mi.StructType) else []
         return f"{_key([*path, unknown['key']])} is not a known key (known: {', '.join(known)})"
     if (missing := _MISSING.match(message)) is not None:
         return f"{_key([*path, missing['key']])} is required"
@@ -297,8 +303,8 @@ def _explain(error: msgspec.ValidationError, document: Any, root: type) -> str:
             key = f"[[{key}]]"
         elif isinstance(_unwrap(info, mi.StructType), mi.StructType):
             key = f"[{key}]"
-    value = _MISSING_VALUE if into_values or _sensitive(info) else _value_at(document, path)
-    if value is _MISSING_VALUE:
+    value = _NO_VALUE if into_values or _sensitive(info) else _value_at(document, path)
+    if value is _NO_VALUE:
         return f"{key} must be {expected}"
     return f"{key} must be {expected}, not {_show(value)}"
 
@@ -423,7 +429,7 @@ def _value_at(document: Any, path: list[str | int]) -> Any:
         elif isinstance(step, str) and isinstance(value, dict) and step in value:
             value = value[step]
         else:
-            return _MISSING_VALUE
+            return _NO_VALUE
     return value
 
 

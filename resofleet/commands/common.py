@@ -1,5 +1,5 @@
 """What the commands share: their one error, logging, the configuration, listening, the
-bus, the audit logs and the wait for a signal.
+bus, the audit logs and the signals that stop a service.
 
 A command that cannot go on raises :class:`CommandError`; :func:`resofleet.cli.main`
 prints it as one line on stderr and exits with its status. Nothing else prints errors, so
@@ -104,14 +104,14 @@ def setup_logging() -> None:
     kept at WARNING unless the level is DEBUG. The redaction filter goes on the root
     logger's handler: every record of every logger passes it on the way out.
     """
-    name = os.environ.get("RESOFLEET_LOG_LEVEL", "").strip().upper() or DEFAULT_LOG_LEVEL
+    given = os.environ.get("RESOFLEET_LOG_LEVEL", "").strip()
+    name = given.upper() or DEFAULT_LOG_LEVEL
     if name not in LOG_LEVELS:
-        raise CommandError(
-            f"RESOFLEET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {name.lower()!r}"
-        )
-    level = logging.getLevelName(name)
+        raise CommandError(f"RESOFLEET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {given!r}")
+    level = logging.getLevelNamesMapping()[name]
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
-    logging.getLogger("websockets").setLevel(level if level == logging.DEBUG else max(level, logging.WARNING))
+    quiet = level if level == logging.DEBUG else max(level, logging.WARNING)
+    logging.getLogger("websockets").setLevel(quiet)
     # A browser's ?token= (or a Bearer header in a traceback) must never reach a log file.
     from resofleet.gateway.redact import install
 
