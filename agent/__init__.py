@@ -10,12 +10,14 @@
 - :mod:`.server`: one managed headless answering its bus requests.
 - :mod:`.service`: :class:`Agent`, every server of a host on the bus, with presence.
 - :mod:`.audit`: what the agent records in its audit sink.
-- :mod:`.settings`: what the agent is configured with (``[agent]``, ``[[servers]]``).
+- :mod:`.settings`: :class:`AgentSettings` and :class:`ServerConfig`, what it is configured
+  with (``[agent]``, ``[[servers]]``).
 - :mod:`.errors`: the agent's errors and the client code each becomes.
 """
 
 from __future__ import annotations
 
 from .service import Agent
+from .settings import AgentSettings, ServerConfig
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "AgentSettings", "ServerConfig"]

@@ -42,7 +42,7 @@ from resofleet.contracts import (
     check_world_text,
     command_name,
 )
-from resofleet.config import AgentSettings, ServerConfig
+from .settings import AgentSettings, ServerConfig
 
 from .console import COMMAND_DEADLINE, ConsoleDriver, deadline_for
 from .errors import AgentError, ConsoleClosed, ConsoleNotReady, ConsoleTimeout

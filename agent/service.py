@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Final
 
 from resofleet.bus import Bus, BusError, Served
 from resofleet.contracts import Announce, Discover
-from resofleet.config import AgentSettings, ServerConfig
 
 from .audit import audited
 from .server import ManagedServer
+from .settings import AgentSettings, ServerConfig
 
 if TYPE_CHECKING:
     from resofleet.contracts import AuditSink

@@ -42,7 +42,7 @@ def raise_fd_limit() -> int:
 
 
 def _servers(spec: dict[str, Any]) -> list[Any]:
-    from resofleet.config import ServerConfig
+    from resofleet.agent.settings import ServerConfig
 
     return [
         ServerConfig(
@@ -57,7 +57,7 @@ def _servers(spec: dict[str, Any]) -> list[Any]:
 
 def _agent(bus: Any, spec: dict[str, Any]) -> Any:
     from resofleet.agent import Agent
-    from resofleet.config import AgentSettings
+    from resofleet.agent.settings import AgentSettings
 
     return Agent(bus, servers=_servers(spec), settings=AgentSettings(name="bench"))
 
@@ -74,7 +74,7 @@ def _gateway(bus: Any, spec: dict[str, Any]) -> tuple[Any, bool]:
     if secret and "security" in params:
         from resofleet.gateway.security import Security
         from resofleet.gateway.tokens import Keyring
-        from resofleet.config import Limits
+        from resofleet.gateway.settings import Limits
 
         limits = Limits(connections_per_address=int(spec.get("connections_per_address", 10_000)))
         options["security"] = Security(keyring=Keyring(tuple(secret)), limits=limits)
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", default="{}", help="JSON options of the role")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    from resofleet.commands.gateway import setup_logging
+    from resofleet.commands.common import setup_logging
 
     setup_logging()  # as the command line does: INFO, websockets at WARNING
     return asyncio.run(_run(args.role, json.loads(args.spec)))

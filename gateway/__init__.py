@@ -79,7 +79,7 @@ Shutdown
 
 from __future__ import annotations
 
-from .app import DEFAULT_HOST, DEFAULT_PORT, Gateway
+from .app import Gateway
 from .errors import (
     CLOSE_GOING_AWAY,
     CLOSE_REVOKED,
@@ -90,6 +90,7 @@ from .errors import (
 from .identity import OPEN_ADMIN, Principal
 from .routing import Timeouts
 from .security import AUTH_TIMEOUT, Security
+from .settings import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = [
     "AUTH_TIMEOUT",

@@ -43,16 +43,15 @@ from .routing import Timeouts
 from .security import Security
 from .server import CLOSE_TIMEOUT, Admission, Edge
 from .session import MAX_IN_FLIGHT, Session
+from .settings import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
     from resofleet.contracts import AuditSink
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DRAIN_TIMEOUT", "Gateway"]
+__all__ = ["DRAIN_TIMEOUT", "Gateway"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST: Final = "127.0.0.1"
-DEFAULT_PORT: Final = 8000
 #: Seconds shutdown waits for sessions to close: the close handshake's own bound plus a
 #: margin for handlers to cancel their requests.
 DRAIN_TIMEOUT: Final = CLOSE_TIMEOUT + 2.0

@@ -1,8 +1,8 @@
 """Security settings of one gateway: who may connect, from where, and how often.
 
-:class:`Security` is plain data, built once from the configuration
-(:meth:`Security.from_settings`) or by a test, and handed to :class:`~gateway.Gateway`.
-Its default is *open mode*: no keyring, so every client is
+:class:`Security` is plain data, built once from the configured
+:class:`~gateway.settings.GatewaySettings` (:meth:`Security.from_settings`) or by a test,
+and handed to :class:`~gateway.Gateway`. Its default is *open mode*: no keyring, so every client is
 :data:`~gateway.identity.OPEN_ADMIN`. Open mode is only safe on loopback; the command line
 refuses a non-loopback ``--host`` without a secret (:func:`is_loopback` decides), the
 library itself does not (tests and embedders listen on 127.0.0.1).
@@ -17,8 +17,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Final
 
-from resofleet.config import GatewaySettings, Limits
-
+from .settings import GatewaySettings, Limits
 from .tokens import Keyring
 
 __all__ = ["AUTH_TIMEOUT", "Network", "Security", "is_loopback"]
@@ -55,10 +54,13 @@ class Security:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Security:
+        """The security ``settings`` describe: secrets become a keyring, origins are
+        lowercased, proxies parsed (``ValueError`` for one that is not an address or a
+        network; the configuration refuses it before)."""
         return cls(
             keyring=Keyring(settings.secrets) if settings.secrets else None,
             origins=tuple(o.lower().rstrip("/") for o in settings.origins),
-            trusted_proxies=tuple(settings.trusted_proxies),
+            trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies),
             revoked=tuple(settings.revoked),
             limits=settings.limits,
         )

@@ -4,6 +4,11 @@ Each subcommand is a module in :mod:`resofleet.commands` exposing
 ``register(subparsers)``, which adds its parser and sets ``func`` to a callable
 taking the parsed arguments and returning an exit code. Modules are listed in
 :data:`SUBCOMMANDS` in the order ``--help`` shows them.
+
+:func:`main` sets up logging the same way for every command
+(:func:`~resofleet.commands.common.setup_logging`: ``RESOFLEET_LOG_LEVEL``, tokens
+redacted), and turns a :class:`~resofleet.commands.common.CommandError` into its one line
+on stderr and its exit status: the commands raise it, none prints its own errors.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from resofleet.commands.common import CommandError, setup_logging
+
+#: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
     "up",
     "gateway",
@@ -44,10 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    func = getattr(args, "func", None)
+    if func is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    try:
+        setup_logging()
+        return int(func(args) or 0)
+    except CommandError as exc:
+        print(exc.line(), file=sys.stderr, flush=True)
+        return exc.status
 
 
 if __name__ == "__main__":  # pragma: no cover

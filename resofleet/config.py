@@ -30,15 +30,33 @@ runtime = "docker"          # docker | process | emulator
 container = "resonite-headless"
 ```
 
-Secrets: ``RESOFLEET_SECRET`` (whitespace-separated; the first signs, the others are only
-accepted) replaces ``secret`` and ``old_secrets`` when set. A secret must be at least
-:data:`MIN_SECRET_LENGTH` characters: ``resofleet token secret`` prints a fresh one.
+The tables decode straight into the settings the parts own, with msgspec's typed decoding:
+``[gateway]`` into :class:`~resofleet.gateway.settings.GatewaySettings`, ``[agent]`` into
+:class:`~resofleet.agent.settings.AgentSettings`, each ``[[servers]]`` entry into a
+:class:`~resofleet.agent.settings.ServerConfig`. Their fields carry the types and bounds;
+this module adds only what the file says differently (``audit_log = true/false``, the
+environment) and the few rules that span fields (see :func:`parse_config`).
+
+**Unknown keys are errors**, naming the key and the keys that are known: a misspelt key
+silently ignored (``secrte = ...``, and the gateway runs open) is a classic operations trap.
+
+Environment: ``RESOFLEET_SECRET`` (whitespace-separated; the first signs, the others are
+only accepted) replaces ``secret`` and ``old_secrets`` when set; a secret must be at least
+:data:`~resofleet.gateway.settings.MIN_SECRET_LENGTH` characters (``resofleet token secret``
+prints a fresh one). ``RESOFLEET_AMQP_URL`` fills ``[bus] url`` and ``RESOFLEET_BUS_PREFIX``
+fills ``[bus] prefix`` when the file does not set them.
 
 Audit logs default to ``$RESOFLEET_AUDIT_DIR/{gateway,agent}.jsonl``, and without that
 variable to ``$XDG_STATE_HOME/resofleet/audit/`` (``~/.local/state/resofleet/audit/``).
 
-A bad file gets one clear line naming the key and the file (:class:`ConfigError`), and the
-command exits non-zero.
+Errors::
+
+    ValueError
+     └── ConfigError      one line: "<file>: <key.path> <problem>", or
+                          "<VARIABLE>: <problem>" for a bad environment variable
+
+for example ``fleet.toml: gateway.limits.command_burst must be a whole number of at least
+1, not 0``. A value marked sensitive (a secret, the broker URL) is never repeated.
 """
 
 from __future__ import annotations
@@ -46,102 +64,79 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from resofleet.contracts import is_server_id
+import msgspec
+import msgspec.inspect as mi
+
+from resofleet.agent.settings import AgentSettings, ServerConfig
+from resofleet.gateway.settings import GatewaySettings, Secret
 
 __all__ = [
-    "AgentSettings",
     "Config",
     "ConfigError",
-    "GatewaySettings",
-    "Limits",
-    "MIN_SECRET_LENGTH",
-    "ServerConfig",
     "default_audit_dir",
     "default_audit_path",
     "load_config",
+    "parse_config",
 ]
 
-DEFAULT_HOST: Final = "127.0.0.1"
-DEFAULT_PORT: Final = 8000
-#: Seconds between status polls: CPU and memory move quickly, a sample is cheap.
-DEFAULT_STATUS_INTERVAL: Final = 5.0
-#: Seconds between worlds+users polls: each costs a few console commands.
-DEFAULT_WORLDS_INTERVAL: Final = 15.0
-#: Seconds between listbans polls: bans change rarely.
-DEFAULT_BANS_INTERVAL: Final = 60.0
+#: What ``source`` says when no file was read.
+NO_FILE: Final = "<defaults>"
 
-#: Requests per second one connection with a viewer, moderator or operator token may send,
-#: and the burst above it (DESIGN.md, Limits): a person or a dashboard stays far below;
-#: a runaway script is slowed down with ``rate_limited`` replies instead of flooding consoles.
-DEFAULT_COMMAND_RATE: Final = 20.0
-DEFAULT_COMMAND_BURST: Final = 50
-#: WebSocket connections one client address may hold on one gateway: a dashboard opens a
-#: few; a NAT of many users stays under it; one host cannot exhaust the gateway's sockets.
-DEFAULT_CONNECTIONS_PER_ADDRESS: Final = 256
-#: Shortest secret accepted, in characters: HS256 wants a key of at least 256 bits, which
-#: ``secrets.token_urlsafe(32)`` (43 characters) gives.
-MIN_SECRET_LENGTH: Final = 32
-
-Runtime = Literal["docker", "process", "emulator"]
+_AmqpUrl = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^amqps?://",
+        description="an amqp:// or amqps:// URL",
+        extra={"sensitive": True},  # it may carry the broker's password
+    ),
+]
+_Prefix = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9._-]{0,64}$",
+        description="at most 64 letters, digits, dots, dashes or underscores",
+    ),
+]
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as one line naming the file and the key."""
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    id: str
-    runtime: Runtime
-    container: str = ""
-    command: tuple[str, ...] = ()
-    workdir: str | None = None
-    scenario: str | None = None
-    emulator_args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
+class _Bus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[bus]``: which broker, and the prefix of every name on it."""
+
+    url: _AmqpUrl | None = None
+    prefix: _Prefix | None = None
 
 
-@dataclass(frozen=True)
-class Limits:
-    """``[gateway.limits]`` (see the constants for the reasons behind the defaults)."""
+class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole file, as msgspec decodes it."""
 
-    command_rate: float = DEFAULT_COMMAND_RATE
-    command_burst: int = DEFAULT_COMMAND_BURST
-    connections_per_address: int = DEFAULT_CONNECTIONS_PER_ADDRESS
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    #: Token secrets, the signing one first; empty: the gateway runs open (loopback only).
-    secrets: tuple[str, ...] = field(default=(), repr=False)
-    origins: tuple[str, ...] = ()
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    revoked: tuple[str, ...] = ()
-    limits: Limits = field(default_factory=Limits)
-    #: Path of the gateway's audit log; ``None``: none is written.
-    audit_log: str | None = None
-    #: Offer permessage-deflate to clients (see gateway/server.py for the trade-off).
-    compression: bool = False
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
+    agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
+    bus: _Bus = msgspec.field(default_factory=_Bus)
+    servers: tuple[ServerConfig, ...] = ()
 
 
-@dataclass(frozen=True)
-class AgentSettings:
-    name: str = field(default_factory=socket.gethostname)
-    status_interval: float = DEFAULT_STATUS_INTERVAL
-    worlds_interval: float = DEFAULT_WORLDS_INTERVAL
-    bans_interval: float = DEFAULT_BANS_INTERVAL
-    #: Path of the agent's audit log; ``None``: none is written (the library default, so
-    #: tests and embedders choose; the command line fills in :func:`default_audit_path`).
-    audit_log: str | None = None
+class Config(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything one command reads from the file and the environment."""
+
+    #: The file read (for messages), or :data:`NO_FILE`.
+    source: str = NO_FILE
+    gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
+    agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
+    #: The broker (``[bus] url`` or ``$RESOFLEET_AMQP_URL``); ``None``: no broker.
+    bus_url: str | None = None
+    #: Prefix of every exchange and queue name on the broker (``[bus] prefix`` or
+    #: ``$RESOFLEET_BUS_PREFIX``): several deployments, or test runs, share one broker.
+    bus_prefix: str = ""
+    servers: tuple[ServerConfig, ...] = ()
 
 
 def default_audit_dir() -> Path:
@@ -157,218 +152,303 @@ def default_audit_path(kind: Literal["gateway", "agent"]) -> str:
     return str(default_audit_dir() / f"{kind}.jsonl")
 
 
-@dataclass(frozen=True)
-class Config:
-    source: str = "<defaults>"
-    gateway: GatewaySettings = field(default_factory=GatewaySettings)
-    agent: AgentSettings = field(default_factory=AgentSettings)
-    bus_url: str | None = None
-    #: Prefix of every exchange and queue name on the broker (``[bus] prefix`` or
-    #: ``$RESOFLEET_BUS_PREFIX``): several deployments, or test runs, share one broker.
-    bus_prefix: str = ""
-    servers: tuple[ServerConfig, ...] = ()
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read ``path`` (or ``$RESOFLEET_CONFIG``); no file means the defaults.
-
-    ``RESOFLEET_AMQP_URL`` fills ``[bus] url`` when the file does not set it.
-    """
+    """Read ``path`` (or ``$RESOFLEET_CONFIG``); no file means the defaults."""
     path = path or os.environ.get("RESOFLEET_CONFIG") or None
-    data: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: cannot read it ({exc})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    if path is None:
+        return parse_config({}, source=NO_FILE)
+    source = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read it ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
     return parse_config(data, source=source)
 
 
-def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
+def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
+    """Map a parsed TOML document (and the environment) onto the settings.
+
+    Besides what the settings' types say: ``audit_log`` is true (the default path), false
+    (none) or a path; ``old_secrets`` needs ``secret``; ``trusted_proxies`` are addresses or
+    networks; server ids are unique; a docker server names its ``container`` and a process
+    server its ``command``.
+    """
+    env_secrets = _from_env("RESOFLEET_SECRET", tuple[Secret, ...], split=True)
+    document = _file_form(data, drop_secrets=bool(env_secrets))
+    try:
+        file = msgspec.convert(document, _File)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_explain(exc, document, _File)}") from None
+
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{source}: {key} {problem}")
 
-    def table(key: str) -> dict[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            raise fail(f"[{key}]", "must be a table")
-        return value
-
-    def number(t: dict[str, Any], prefix: str, key: str, default: float, *, positive: bool = True) -> float:
-        value = t.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail(f"{prefix}.{key}", f"must be a number, not {value!r}")
-        if positive and value <= 0:
-            raise fail(f"{prefix}.{key}", f"must be greater than 0, not {value!r}")
-        return float(value)
-
-    gw = table("gateway")
-    host = gw.get("host", DEFAULT_HOST)
-    if not isinstance(host, str) or not host:
-        raise fail("gateway.host", "must be a host name or address")
-    port = gw.get("port", DEFAULT_PORT)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise fail("gateway.port", f"must be a port number 0-65535, not {port!r}")
-
-    def strings(t: dict[str, Any], prefix: str, key: str) -> tuple[str, ...]:
-        value = t.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise fail(f"{prefix}.{key}", "must be a list of non-empty strings")
-        return tuple(value)
-
-    def audit(t: dict[str, Any], prefix: str, kind: Literal["gateway", "agent"]) -> str | None:
-        value = t.get("audit_log", True)
-        if value is False:
-            return None
-        if value is True:
-            return default_audit_path(kind)
-        if not isinstance(value, str) or not value:
-            raise fail(f"{prefix}.audit_log", "must be a path, or false for no audit log")
-        return value
-
-    env_secrets = os.environ.get("RESOFLEET_SECRET", "").split()
+    gateway = file.gateway
     if env_secrets:
-        secrets, secret_key = tuple(env_secrets), "RESOFLEET_SECRET"
-    else:
-        secret = gw.get("secret")
-        if secret is not None and (not isinstance(secret, str) or not secret):
-            raise fail("gateway.secret", "must be a string")
-        old = strings(gw, "gateway", "old_secrets")
-        if old and secret is None:
-            raise fail("gateway.old_secrets", "needs gateway.secret (the one that signs)")
-        secrets, secret_key = ((secret, *old) if secret else ()), "gateway.secret"
-    for s in secrets:
-        if len(s) < MIN_SECRET_LENGTH:
-            where = "RESOFLEET_SECRET" if secret_key == "RESOFLEET_SECRET" else f"{source}: gateway.secret"
-            raise ConfigError(
-                f"{where}: every secret must be at least {MIN_SECRET_LENGTH} characters "
-                "(make one with `resofleet token secret`)"
-            )
-    origins = strings(gw, "gateway", "origins")
-    for o in origins:
-        if not o.startswith(("http://", "https://")) or o.count("/") != 2:
-            raise fail("gateway.origins", f"entries look like https://host[:port], not {o!r}")
-    proxies = []
-    for p in strings(gw, "gateway", "trusted_proxies"):
+        gateway = msgspec.structs.replace(gateway, secret=env_secrets[0], old_secrets=env_secrets[1:])
+    elif gateway.old_secrets and gateway.secret is None:
+        raise fail("gateway.old_secrets", "needs gateway.secret (the one that signs)")
+    for i, proxy in enumerate(gateway.trusted_proxies):
         try:
-            proxies.append(ipaddress.ip_network(p, strict=False))
+            ipaddress.ip_network(proxy, strict=False)
         except ValueError:
-            raise fail("gateway.trusted_proxies", f"{p!r} is not an address or network") from None
-    lim = gw.get("limits", {})
-    if not isinstance(lim, dict):
-        raise fail("[gateway.limits]", "must be a table")
-
-    def count(key: str, default: int) -> int:
-        value = lim.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise fail(f"gateway.limits.{key}", f"must be a whole number of at least 1, not {value!r}")
-        return value
-
-    limits = Limits(
-        command_rate=number(lim, "gateway.limits", "command_rate", DEFAULT_COMMAND_RATE),
-        command_burst=count("command_burst", DEFAULT_COMMAND_BURST),
-        connections_per_address=count("connections_per_address", DEFAULT_CONNECTIONS_PER_ADDRESS),
-    )
-    compression = gw.get("compression", False)
-    if not isinstance(compression, bool):
-        raise fail("gateway.compression", f"must be true or false, not {compression!r}")
-    gateway_settings = GatewaySettings(
-        host=host,
-        port=port,
-        secrets=secrets,
-        origins=tuple(o.lower() for o in origins),
-        trusted_proxies=tuple(proxies),
-        revoked=strings(gw, "gateway", "revoked"),
-        limits=limits,
-        audit_log=audit(gw, "gateway", "gateway"),
-        compression=compression,
-        raw=gw,
-    )
-
-    bus = table("bus")
-    url = bus.get("url") or os.environ.get("RESOFLEET_AMQP_URL") or None
-    if url is not None and (not isinstance(url, str) or not url.startswith(("amqp://", "amqps://"))):
-        raise fail("bus.url", "must be an amqp:// or amqps:// URL")
-
-    prefix = bus.get("prefix", os.environ.get("RESOFLEET_BUS_PREFIX", ""))
-    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9._-]{0,64}", prefix):
-        raise fail("bus.prefix", "must be at most 64 letters, digits, dots, dashes or underscores")
-
-    ag = table("agent")
-    name = ag.get("name", socket.gethostname())
-    if not isinstance(name, str) or not name:
-        raise fail("agent.name", "must be a non-empty string")
-    agent = AgentSettings(
-        name=name,
-        status_interval=number(ag, "agent", "status_interval", DEFAULT_STATUS_INTERVAL),
-        worlds_interval=number(ag, "agent", "worlds_interval", DEFAULT_WORLDS_INTERVAL),
-        bans_interval=number(ag, "agent", "bans_interval", DEFAULT_BANS_INTERVAL),
-        audit_log=audit(ag, "agent", "agent"),
-    )
-
-    raw_servers = data.get("servers", [])
-    if not isinstance(raw_servers, list):
-        raise fail("[[servers]]", "must be an array of tables")
-    servers: list[ServerConfig] = []
+            problem = f"must be an address or a network, not {proxy!r}"
+            raise fail(f"gateway.trusted_proxies[{i}]", problem) from None
     seen: set[str] = set()
-    for i, entry in enumerate(raw_servers):
-        where = f"servers[{i}]"
-        if not isinstance(entry, dict):
-            raise fail(where, "must be a table")
-        sid = entry.get("id")
-        if not is_server_id(sid):
-            raise fail(f"{where}.id", f"must match [a-z0-9][a-z0-9-]{{0,62}}, not {sid!r}")
-        if sid in seen:
-            raise fail(f"{where}.id", f"{sid!r} appears twice")
-        seen.add(sid)
-        runtime = entry.get("runtime", "docker")
-        if runtime not in ("docker", "process", "emulator"):
-            raise fail(f"{where}.runtime", f"must be docker, process or emulator, not {runtime!r}")
-        container = entry.get("container", "")
-        command = entry.get("command", [])
-        if runtime == "docker" and (not isinstance(container, str) or not container):
-            raise fail(f"{where}.container", "is required for the docker runtime")
-        if runtime == "process" and (
-            not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command)
-        ):
-            raise fail(f"{where}.command", "must be a non-empty list of strings for the process runtime")
-        workdir = entry.get("workdir")
-        if workdir is not None and not isinstance(workdir, str):
-            raise fail(f"{where}.workdir", "must be a path")
-        scenario = entry.get("scenario")
-        if scenario is not None and not isinstance(scenario, str):
-            raise fail(f"{where}.scenario", "must be a path or a scenario name")
-        emulator_args = entry.get("emulator_args", [])
-        if not isinstance(emulator_args, list) or not all(isinstance(a, str) for a in emulator_args):
-            raise fail(f"{where}.emulator_args", "must be a list of strings")
-        env = entry.get("env", {})
-        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-            raise fail(f"{where}.env", "must be a table of strings")
-        servers.append(
-            ServerConfig(
-                id=sid,
-                runtime=runtime,
-                container=container if isinstance(container, str) else "",
-                command=tuple(command) if isinstance(command, list) else (),
-                workdir=workdir,
-                scenario=scenario,
-                emulator_args=tuple(emulator_args),
-                env=dict(env),
-            )
-        )
+    for i, server in enumerate(file.servers):
+        if server.id in seen:
+            raise fail(f"servers[{i}].id", f"{server.id!r} appears twice")
+        seen.add(server.id)
+        if server.runtime == "docker" and not server.container:
+            raise fail(f"servers[{i}].container", "is required for the docker runtime")
+        if server.runtime == "process" and not server.command:
+            raise fail(f"servers[{i}].command", "must be a non-empty list of strings for the process runtime")
+    url = file.bus.url or _from_env("RESOFLEET_AMQP_URL", _AmqpUrl)
+    prefix = file.bus.prefix if file.bus.prefix is not None else _from_env("RESOFLEET_BUS_PREFIX", _Prefix)
     return Config(
         source=source,
-        gateway=gateway_settings,
-        agent=agent,
+        gateway=gateway,
+        agent=file.agent,
         bus_url=url,
-        bus_prefix=prefix,
-        servers=tuple(servers),
-        raw=data,
+        bus_prefix=prefix or "",
+        servers=file.servers,
     )
+
+
+def _file_form(data: Mapping[str, Any], *, drop_secrets: bool) -> dict[str, Any]:
+    """``data`` with what the file writes differently from the settings rewritten:
+    ``audit_log = true`` (also when absent) is the default path, ``false`` is none; the
+    file's secrets are left out when the environment replaces them. Anything malformed is
+    left as it is, for msgspec to name."""
+    document = dict(data)
+    for kind in ("gateway", "agent"):
+        table = document.get(kind, {})
+        if not isinstance(table, dict):
+            continue
+        table = dict(table)
+        audit = table.get("audit_log", True)
+        if audit is True:
+            table["audit_log"] = default_audit_path(kind)
+        elif audit is False:
+            table["audit_log"] = None
+        if kind == "gateway" and drop_secrets:
+            table.pop("secret", None)
+            table.pop("old_secrets", None)
+        document[kind] = table
+    return document
+
+
+def _from_env(name: str, kind: Any, *, split: bool = False) -> Any:
+    """Environment variable ``name`` decoded as ``kind`` (whitespace-separated words with
+    ``split``); ``None`` when unset or empty."""
+    text = os.environ.get(name, "")
+    value: Any = text.split() if split else text
+    if not value:
+        return None
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError:
+        info = mi.type_info(kind)
+        if isinstance(info, (mi.ListType, mi.VarTupleType)):
+            problem = f"every entry must be {_describe(info.item_type)}"
+        else:
+            problem = f"must be {_describe(info)}"
+        raise ConfigError(f"{name}: {problem}") from None
+
+
+# -- msgspec's errors, said in the file's words ----------------------------------------------
+
+#: msgspec's "<message> - at `$.gateway.limits`" (no "at" part: the top level).
+_AT: Final = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+#: One step of its path: ``.key``, ``[0]``, or ``[...]`` (into a table's values).
+_STEP: Final = re.compile(r"\.(?P<key>[^.\[]+)|\[(?P<index>\d+)\]|\[\.\.\.\]")
+#: The two messages about keys rather than values.
+_UNKNOWN: Final = re.compile(r"^Object contains unknown field `(?P<key>.+)`$")
+_MISSING: Final = re.compile(r"^Object missing required field `(?P<key>.+)`$")
+#: No value to show: none in the document there, or one not to repeat (``None`` would do
+#: for TOML, which has no null, but a sentinel says what it means).
+_NO_VALUE: Final = object()
+
+
+def _explain(error: msgspec.ValidationError, document: Any, root: type) -> str:
+    """``error`` (from converting ``document`` to ``root``) as ``<key.path> <problem>``."""
+    text = str(error)
+    at = _AT.match(text)  # no "at" part: the error is about the top level
+    message, where = (at["message"], at["path"]) if at is not None else (text, "")
+    path: list[str | int] = []
+    into_values = False  # the path went into a table's values (msgspec does not say which)
+    for step in _STEP.finditer(where):
+        if step["key"] is not None:
+            path.append(step["key"])
+        elif step["index"] is not None:
+            path.append(int(step["index"]))
+        else:
+            into_values = True
+            break
+    info = _type_at(mi.type_info(root), path)
+    if (unknown := _UNKNOWN.match(message)) is not None:
+        table = _unwrap(info, mi.StructType)
+        known = [f.name for f in table.fields] if isinstance(table, mi.StructType) else []
+        return f"{_key([*path, unknown['key']])} is not a known key (known: {', '.join(known)})"
+    if (missing := _MISSING.match(message)) is not None:
+        return f"{_key([*path, missing['key']])} is required"
+    expected = _describe(info)
+    key = _key(path)
+    if not any(isinstance(step, int) for step in path):  # a table, written as in the file
+        if _is_array_of_tables(info):
+            key = f"[[{key}]]"
+        elif isinstance(_unwrap(info, mi.StructType), mi.StructType):
+            key = f"[{key}]"
+    value = _NO_VALUE if into_values or _sensitive(info) else _value_at(document, path)
+    if value is _NO_VALUE:
+        return f"{key} must be {expected}"
+    return f"{key} must be {expected}, not {_show(value)}"
+
+
+def _describe(info: mi.Type) -> str:
+    """What a value of this type is, in the words of a TOML file ("a whole number of at
+    least 1", "a table"): a constraint's ``description`` when it has one."""
+    if isinstance(info, mi.Metadata):
+        description = (info.extra_json_schema or {}).get("description")
+        return str(description) if description else _describe(info.type)
+    if isinstance(info, mi.UnionType):
+        members = [t for t in info.types if not isinstance(t, mi.NoneType)]
+        return " or ".join(_describe(t) for t in members) if members else "absent"
+    if isinstance(info, mi.BoolType):
+        return "true or false"
+    if isinstance(info, (mi.IntType, mi.FloatType)):
+        noun = "a whole number" if isinstance(info, mi.IntType) else "a number"
+        return noun + _bounds(info)
+    if isinstance(info, mi.StrType):
+        if info.pattern is not None:
+            return f"a string matching {info.pattern}"
+        if info.min_length == 1 and info.max_length is None:
+            return "a non-empty string"
+        limits = []
+        if info.min_length:
+            limits.append(f"at least {info.min_length}")
+        if info.max_length is not None:
+            limits.append(f"at most {info.max_length}")
+        return "a string" + (f" of {' and '.join(limits)} characters" if limits else "")
+    if isinstance(info, mi.LiteralType):
+        return "one of " + ", ".join(str(v) for v in info.values)
+    if _is_array_of_tables(info):
+        return "an array of tables"
+    if isinstance(info, (mi.ListType, mi.VarTupleType)):
+        return f"a list of {_plural(info.item_type)}"
+    if isinstance(info, mi.DictType):
+        return f"a table of {_plural(info.value_type)}"
+    if isinstance(info, mi.StructType):
+        return "a table"
+    return type(info).__name__.removesuffix("Type").lower()
+
+
+def _bounds(info: mi.IntType | mi.FloatType) -> str:
+    """" from 0 to 65535", " of at least 1", " greater than 0", or ""."""
+    if info.ge is not None and info.le is not None:
+        return f" from {info.ge:g} to {info.le:g}"
+    phrases = [
+        f"{words} {bound:g}"
+        for words, bound in (
+            ("of at least", info.ge), ("greater than", info.gt),
+            ("of at most", info.le), ("less than", info.lt),
+        )
+        if bound is not None
+    ]
+    return "".join(f" {p}" for p in phrases[:1]) + "".join(f" and {p}" for p in phrases[1:])
+
+
+def _plural(info: mi.Type) -> str:
+    while isinstance(info, mi.Metadata):
+        info = info.type
+    plurals: list[tuple[type, str]] = [
+        (mi.StrType, "strings"), (mi.IntType, "whole numbers"), (mi.FloatType, "numbers"),
+        (mi.BoolType, "true or false values"), (mi.StructType, "tables"),
+    ]
+    return next((word for kind, word in plurals if isinstance(info, kind)), "values")
+
+
+def _unwrap(info: mi.Type, wanted: type | tuple[type, ...]) -> mi.Type | None:
+    """The part of ``info`` of kind ``wanted``, through annotations and ``| None``."""
+    if isinstance(info, wanted):
+        return info
+    if isinstance(info, mi.Metadata):
+        return _unwrap(info.type, wanted)
+    if isinstance(info, mi.UnionType):
+        for member in info.types:
+            found = _unwrap(member, wanted)
+            if found is not None:
+                return found
+    return None
+
+
+def _type_at(info: mi.Type, path: list[str | int]) -> mi.Type:
+    for step in path:
+        if isinstance(step, int):
+            seq = _unwrap(info, (mi.ListType, mi.VarTupleType))
+            if not isinstance(seq, (mi.ListType, mi.VarTupleType)):
+                break
+            info = seq.item_type
+        else:
+            struct = _unwrap(info, mi.StructType)
+            if not isinstance(struct, mi.StructType):
+                break
+            field = next((f for f in struct.fields if f.name == step), None)
+            if field is None:
+                break
+            info = field.type
+    return info
+
+
+def _is_array_of_tables(info: mi.Type) -> bool:
+    seq = _unwrap(info, (mi.ListType, mi.VarTupleType))
+    return isinstance(seq, (mi.ListType, mi.VarTupleType)) and isinstance(
+        _unwrap(seq.item_type, mi.StructType), mi.StructType
+    )
+
+
+def _sensitive(info: mi.Type) -> bool:
+    if isinstance(info, mi.Metadata):
+        return bool((info.extra or {}).get("sensitive")) or _sensitive(info.type)
+    if isinstance(info, mi.UnionType):
+        return any(_sensitive(t) for t in info.types)
+    if isinstance(info, (mi.ListType, mi.VarTupleType)):
+        return _sensitive(info.item_type)
+    return False
+
+
+def _value_at(document: Any, path: list[str | int]) -> Any:
+    value = document
+    for step in path:
+        if isinstance(step, int) and isinstance(value, list) and step < len(value):
+            value = value[step]
+        elif isinstance(step, str) and isinstance(value, dict) and step in value:
+            value = value[step]
+        else:
+            return _NO_VALUE
+    return value
+
+
+def _key(path: list[str | int]) -> str:
+    """``gateway.limits.command_burst``, ``servers[0].id``."""
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text
+
+
+def _show(value: Any) -> str:
+    """A value as the file wrote it, briefly: ``true``, ``'eu 1'``, ``0``, ``a table``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (str, int, float)):
+        return repr(value)
+    return str(value)  # a TOML date or time

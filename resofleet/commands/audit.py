@@ -19,7 +19,8 @@ control characters); a line that is not JSON is printed as ``{"unparsed": "..."}
 ``--follow`` then polls the files every :data:`FOLLOW_POLL` seconds and prints records as
 they are appended, across rotations, until Ctrl-C.
 
-Only the standard library is imported here (the command line loads every command module).
+Only the standard library, and :mod:`.common` (which imports only the standard library), are
+imported at module level: the command line loads every command module.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .common import FAILURE, CommandError, load_config
+
 #: Records ``tail`` prints by default, as ``tail(1)`` prints ten lines: two screens of
 #: context is what an operator looking at "what just happened" wants.
 DEFAULT_RECORDS: Final = 20
@@ -48,6 +51,8 @@ TAIL_BLOCK: Final = 64 * 1024
 MAX_ROTATED: Final = 9
 #: Exit status after Ctrl-C, as shells report a process ended by SIGINT.
 INTERRUPTED: Final = 130
+#: How this command names itself in its error lines.
+COMMAND: Final = "audit tail"
 
 #: The fixed keys, shown in the line's layout; every other key is printed as key=value.
 _FIXED: Final = frozenset(
@@ -323,39 +328,32 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _fail(message: str, status: int = 1) -> int:
-    print(f"resofleet audit tail: {message}", file=sys.stderr)
-    return status
-
-
-def _paths(args: argparse.Namespace) -> list[Path] | int:
-    """The files to read, or an exit status after saying what is wrong."""
+def _paths(args: argparse.Namespace) -> list[Path]:
+    """The files to read: ``--file``, else the configured ones that exist."""
     if args.file:
         paths = [Path(f) for f in args.file]
         missing = [p for p in paths if not p.exists()]
         if missing:
-            return _fail(f"no audit log at {missing[0]}")
+            raise CommandError(f"no audit log at {missing[0]}", status=FAILURE, command=COMMAND)
         return paths
-    from resofleet.config import ConfigError, load_config
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        return _fail(str(exc), 2)
+    config = load_config(args, command=COMMAND)
     configured = [Path(p) for p in (config.gateway.audit_log, config.agent.audit_log) if p is not None]
     if not configured:
-        return _fail(f"{config.source}: both audit logs are disabled (audit_log = false)")
+        raise CommandError(
+            f"{config.source}: both audit logs are disabled (audit_log = false)",
+            status=FAILURE, command=COMMAND,
+        )
     present = [p for p in configured if p.exists()]
     if not present:
         looked = " and ".join(str(p) for p in configured)
-        return _fail(f"no audit log found; looked at {looked} (pass --file F)")
+        raise CommandError(
+            f"no audit log found; looked at {looked} (pass --file F)", status=FAILURE, command=COMMAND
+        )
     return present
 
 
 def _tail(args: argparse.Namespace) -> int:
     paths = _paths(args)
-    if isinstance(paths, int):
-        return paths
     followers = [Follower(p) for p in paths]
     try:
         initial = merged(f.tail(args.n) for f in followers)

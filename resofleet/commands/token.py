@@ -23,7 +23,7 @@ import argparse
 import sys
 from typing import Any
 
-from .gateway import add_config_argument, fail, load
+from .common import FAILURE, CommandError, add_config_argument, connection_name, load_config, started_bus
 
 
 def register(subparsers: Any) -> None:
@@ -76,25 +76,23 @@ def _issue(args: argparse.Namespace) -> int:
     from resofleet.contracts import Role
     from resofleet.gateway.tokens import Keyring, parse_ttl
 
-    config = load(args)
-    if isinstance(config, int):
-        return config
+    config = load_config(args)
     if not config.gateway.secrets:
-        return fail(
+        raise CommandError(
             "no secret to sign with: set RESOFLEET_SECRET (make one with `resofleet token "
             f"secret`) or [gateway] secret in {config.source}"
         )
     try:
         ttl = parse_ttl(args.ttl)
     except ValueError as exc:
-        return fail(f"--ttl: {exc}")
+        raise CommandError(f"--ttl: {exc}") from None
     sub = args.sub or f"{getpass.getuser()}-{args.role}"
     try:
         token = Keyring(config.gateway.secrets).issue(
             role=Role.parse(args.role), sub=sub, servers=args.servers, ttl=ttl
         )
     except ValueError as exc:
-        return fail(str(exc))
+        raise CommandError(str(exc)) from None
     claims = jwt.decode(token, options={"verify_signature": False})
     expires = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(claims["exp"]))
     scope = " ".join(args.servers) if args.servers else "all servers"
@@ -112,12 +110,10 @@ def _revoke(args: argparse.Namespace) -> int:
 
     from resofleet.gateway.tokens import LEEWAY, MAX_TTL
 
-    config = load(args)
-    if isinstance(config, int):
-        return config
+    config = load_config(args)
     url = args.amqp or config.bus_url
     if not url:
-        return fail(
+        raise CommandError(
             "revoking goes over the message bus: pass --amqp URL or set RESOFLEET_AMQP_URL "
             "(with `resofleet up` there is no bus: rotate the secret, or list the id in "
             "[gateway] revoked and restart)"
@@ -130,28 +126,20 @@ def _revoke(args: argparse.Namespace) -> int:
             claims = jwt.decode(args.token, options={"verify_signature": False})
             jti, until = str(claims["jti"]), float(claims["exp"]) + LEEWAY
         except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-            return fail("that is not a resofleet token; pass the token or its id (jti)")
+            raise CommandError("that is not a resofleet token; pass the token or its id (jti)") from None
     if not jti or len(jti) > 128 or not jti.isprintable():
-        return fail("a token id is 1-128 printable characters")
+        raise CommandError("a token id is 1-128 printable characters")
     return asyncio.run(_publish(url, config.bus_prefix, jti, until))
 
 
 async def _publish(url: str, prefix: str, jti: str, until: float) -> int:
-    import socket
+    from resofleet.bus import BusError
+    from resofleet.contracts import Revoke
 
-    from resofleet.bus import AmqpBus, BusError
-    from resofleet.contracts import Revoke, Topology
-
-    bus = AmqpBus(
-        url, topology=Topology(prefix=prefix), name=f"resofleet-token@{socket.gethostname()}"
-    )
-    try:
-        await bus.start()
-        await bus.broadcast(Revoke(jti=jti, until=until))
-    except BusError as exc:
-        print(f"resofleet: {exc}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        await bus.close()
+    async with started_bus(url, prefix=prefix, name=connection_name("token")) as bus:
+        try:
+            await bus.broadcast(Revoke(jti=jti, until=until))
+        except BusError as exc:
+            raise CommandError(str(exc), status=FAILURE) from None
     print(f"resofleet: revoked token {jti} on every gateway of the bus", flush=True)
     return 0

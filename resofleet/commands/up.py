@@ -10,29 +10,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import TYPE_CHECKING, Any
 
-from .gateway import (
+from .common import (
+    FAILURE,
+    CommandError,
     add_config_argument,
     add_listen_arguments,
     announce,
     auth_note,
-    cannot_listen,
+    listen_error,
     listen_options,
-    load,
-    open_audit,
+    load_config,
+    opened_audit,
     security_for,
-    setup_logging,
-    wait_for_signal,
+    stop_signals,
     warn_if_open,
 )
 
 if TYPE_CHECKING:
     import ssl
 
+    from resofleet.agent.settings import ServerConfig
+    from resofleet.config import Config
     from resofleet.gateway import Security
-    from resofleet.config import Config, ServerConfig
 
 #: The server ``--demo`` manages: the emulator with its demo scenario (slow activity, no
 #: noise, no chatter).
@@ -61,7 +62,7 @@ def register(subparsers: Any) -> None:
 
 
 def servers_for(config: Config, *, demo: bool) -> tuple[ServerConfig, ...]:
-    from resofleet.config import ServerConfig
+    from resofleet.agent.settings import ServerConfig
 
     if demo or not config.servers:
         return (ServerConfig(id=DEMO_SERVER_ID, runtime="emulator", scenario=DEMO_SCENARIO),)
@@ -69,18 +70,11 @@ def servers_for(config: Config, *, demo: bool) -> tuple[ServerConfig, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load(args)
-    if isinstance(config, int):
-        return config
-    options = listen_options(args, config)
-    if isinstance(options, int):
-        return options
-    security = security_for(options[0], config)
-    if isinstance(security, int):
-        return security
-    setup_logging()
+    config = load_config(args)
+    host, port, context = listen_options(args, config)
+    security = security_for(host, config)
     return asyncio.run(
-        _serve(config, servers_for(config, demo=args.demo), *options, security=security)
+        _serve(config, servers_for(config, demo=args.demo), host, port, context, security=security)
     )
 
 
@@ -93,47 +87,40 @@ async def _serve(
     *,
     security: Security,
 ) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down in the order the module docstring gives."""
     from resofleet.agent import Agent
     from resofleet.bus import LocalBus
     from resofleet.gateway import Gateway
 
-    agent_audit = await open_audit(config.agent.audit_log, source="agent")
-    if isinstance(agent_audit, int):
-        return agent_audit
-    gateway_audit = await open_audit(config.gateway.audit_log, source="gateway")
-    if isinstance(gateway_audit, int):
-        if agent_audit is not None:
-            await agent_audit.close()
-        return gateway_audit
-    bus = LocalBus()
-    await bus.start()
-    agent = Agent(bus, servers=servers, settings=config.agent, audit=agent_audit)
-    gateway = Gateway(
-        bus, host=host, port=port, ssl_context=context, security=security, audit=gateway_audit,
-        compression=config.gateway.compression,
-    )
-    warn_if_open(security)
-    try:
-        try:
-            await agent.start()
-        except Exception as exc:
-            print(f"resofleet: the agent could not start: {exc}", file=sys.stderr, flush=True)
-            return 1
-        try:
-            await gateway.start()
-        except OSError as exc:
-            return cannot_listen(host, port, exc)
-        announce(
-            gateway.url,
-            f" (servers: {', '.join(s.id for s in servers)}){auth_note(security)}",
+    async with (
+        opened_audit(config.agent.audit_log, source="agent") as agent_audit,
+        opened_audit(config.gateway.audit_log, source="gateway") as gateway_audit,
+    ):
+        bus = LocalBus()
+        await bus.start()
+        agent = Agent(bus, servers=servers, settings=config.agent, audit=agent_audit)
+        gateway = Gateway(
+            bus, host=host, port=port, ssl_context=context, security=security,
+            audit=gateway_audit, compression=config.gateway.compression,
         )
-        await wait_for_signal()
-        return 0
-    finally:
-        await gateway.close()
-        await agent.close()
-        await bus.close()
-        if agent_audit is not None:
-            await agent_audit.close()
-        if gateway_audit is not None:
-            await gateway_audit.close()
+        warn_if_open(security)
+        try:
+            try:
+                await agent.start()
+            except Exception as exc:
+                raise CommandError(f"the agent could not start: {exc}", status=FAILURE) from None
+            try:
+                await gateway.start()
+            except OSError as exc:
+                raise listen_error(host, port, exc) from None
+            with stop_signals() as stop:
+                announce(
+                    gateway.url,
+                    f" (servers: {', '.join(s.id for s in servers)}){auth_note(security)}",
+                )
+                await stop.wait()
+            return 0
+        finally:
+            await gateway.close()
+            await agent.close()
+            await bus.close()

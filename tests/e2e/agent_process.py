@@ -53,7 +53,7 @@ async def _main(url: str, prefix: str, server: str, emulator_args: list[str]) ->
     from resofleet.agent import Agent
     from resofleet.bus import AmqpBus
     from resofleet.contracts import Topology
-    from resofleet.config import AgentSettings, ServerConfig
+    from resofleet.agent.settings import AgentSettings, ServerConfig
 
     bus = AmqpBus(url, topology=Topology(prefix=prefix), name=f"test-agent-{server}")
     await bus.start()

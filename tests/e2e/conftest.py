@@ -18,7 +18,7 @@ import pytest
 
 from resofleet.gateway import Gateway
 from resofleet.audit import AuditLog
-from resofleet.config import AgentSettings, ServerConfig
+from resofleet.agent.settings import AgentSettings, ServerConfig
 from tests.integration.gateway.client import Client, wait_until
 
 #: Seconds between an agent's announcements in tests: short, so a vanished agent is

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 from resofleet.contracts import Role
 from resofleet.gateway.security import Security
 from resofleet.gateway.tokens import Keyring, new_secret
-from resofleet.config import Limits
+from resofleet.gateway.settings import Limits
 from tests.integration.gateway.client import RecordingClient, handshake_status, wait_until
 
 from .conftest import servers_online

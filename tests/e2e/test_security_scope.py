@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from resofleet.contracts import Role
 from resofleet.gateway.security import Security
 from resofleet.gateway.tokens import Keyring, new_secret
-from resofleet.config import AgentSettings
+from resofleet.agent.settings import AgentSettings
 from tests.integration.gateway.client import RecordingClient, wait_until
 
 from .conftest import emulated, servers_online

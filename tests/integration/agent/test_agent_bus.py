@@ -25,7 +25,7 @@ from resofleet.contracts import (
     WorldsRequest,
     WorldsUpdate,
 )
-from resofleet.config import AgentSettings, ServerConfig
+from resofleet.agent.settings import AgentSettings, ServerConfig
 
 FAST = AgentSettings(name="test", status_interval=0.5, worlds_interval=0.5, bans_interval=0.5)
 

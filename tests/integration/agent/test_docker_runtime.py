@@ -366,7 +366,7 @@ async def test_through_the_agent(make_container: Make) -> None:
     from resofleet.agent.server import ManagedServer, make_runtime
     from resofleet.bus import LocalBus
     from resofleet.contracts import BusRequest, CommandResponse, RunCommand, StatusRequest, StatusUpdate
-    from resofleet.config import AgentSettings, ServerConfig
+    from resofleet.agent.settings import AgentSettings, ServerConfig
 
     def runtime_factory(config: ServerConfig, server: Any) -> Any:
         listener = server if inspect.ismethod(server.output) else _Forward(server)

@@ -22,7 +22,7 @@ from resofleet.contracts import (
     WorldsRequest,
 )
 from resofleet.audit import RECORD_KEYS, AuditLog
-from resofleet.config import AgentSettings, ServerConfig
+from resofleet.agent.settings import AgentSettings, ServerConfig
 
 FAST = AgentSettings(name="test", status_interval=0.5, worlds_interval=0.5, bans_interval=0.5)
 #: Seconds a test waits for an event it expects.

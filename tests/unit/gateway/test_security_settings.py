@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from resofleet.gateway.security import AUTH_TIMEOUT, Security, is_loopback
-from resofleet.config import Limits, parse_config
+from resofleet.config import parse_config
+from resofleet.gateway.settings import Limits
 
 SECRET = "s" * 43
 

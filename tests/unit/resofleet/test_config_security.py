@@ -6,7 +6,9 @@ import ipaddress
 
 import pytest
 
-from resofleet.config import ConfigError, Limits, parse_config
+from resofleet.config import ConfigError, parse_config
+from resofleet.gateway.security import Security
+from resofleet.gateway.settings import Limits
 
 SECRET = "s" * 43
 OLD = "o" * 43
@@ -75,14 +77,15 @@ def test_short_env_secret_names_the_variable(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_limits_origins_proxies_parsed() -> None:
-    """Limits, origins (lowercased) and proxy networks come out typed."""
+    """Limits come out typed; the gateway gets origins lowercased and proxies as networks."""
     config = parse_config({"gateway": {
         "origins": ["https://Dash.Example.com:8443"],
         "trusted_proxies": ["10.0.0.0/8", "::1"],
         "limits": {"command_rate": 5, "command_burst": 7, "connections_per_address": 9},
     }})
-    assert config.gateway.origins == ("https://dash.example.com:8443",)
-    assert config.gateway.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1"))
+    security = Security.from_settings(config.gateway)
+    assert security.origins == ("https://dash.example.com:8443",)
+    assert security.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1"))
     assert config.gateway.limits == Limits(command_rate=5.0, command_burst=7, connections_per_address=9)
 
 

@@ -1,0 +1,85 @@
+"""What an agent is told: how it names itself, how often it polls, and its servers.
+
+:class:`AgentSettings` is the ``[agent]`` table of the configuration and
+:class:`ServerConfig` one ``[[servers]]`` entry, field for field: frozen msgspec structs
+whose fields carry their constraints (``Annotated[..., msgspec.Meta(...)]``), so a
+configuration decodes straight into them with ``msgspec.convert`` and a bad value is refused
+with its key path. Unknown keys are refused too (``forbid_unknown_fields``): a misspelt key
+is an error, never a silently ignored setting. A constraint's ``description`` is how an
+error message names what the value must be.
+
+msgspec checks constraints when it decodes, not when code calls the constructor: tests and
+embedders that build these structs directly are trusted. What one field cannot say alone
+(``container`` is required for the docker runtime, ``command`` for the process runtime,
+ids are unique within a file) is checked where the configuration is read.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from resofleet.contracts import SERVER_ID_PATTERN
+
+__all__ = [
+    "DEFAULT_BANS_INTERVAL",
+    "DEFAULT_STATUS_INTERVAL",
+    "DEFAULT_WORLDS_INTERVAL",
+    "AgentSettings",
+    "Runtime",
+    "ServerConfig",
+]
+
+#: Seconds between status polls: CPU and memory move quickly, a sample is cheap.
+DEFAULT_STATUS_INTERVAL: Final = 5.0
+#: Seconds between worlds+users polls: each costs a few console commands.
+DEFAULT_WORLDS_INTERVAL: Final = 15.0
+#: Seconds between listbans polls: bans change rarely.
+DEFAULT_BANS_INTERVAL: Final = 60.0
+
+#: What runs a headless: a Docker container, a child process, or the emulator as a child.
+Runtime = Literal["docker", "process", "emulator"]
+
+_Seconds = Annotated[float, msgspec.Meta(gt=0)]
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_ServerId = Annotated[
+    str,
+    msgspec.Meta(pattern=f"^{SERVER_ID_PATTERN}$", description=f"an id matching {SERVER_ID_PATTERN}"),
+]
+_AuditPath = Annotated[
+    str, msgspec.Meta(min_length=1, description="a path, or false for no audit log")
+]
+
+
+class AgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[agent]``: how one agent names itself, how often it polls, where it audits."""
+
+    #: How this agent names itself in presence (its id adds a random suffix).
+    name: _NonEmpty = msgspec.field(default_factory=socket.gethostname)
+    status_interval: _Seconds = DEFAULT_STATUS_INTERVAL
+    worlds_interval: _Seconds = DEFAULT_WORLDS_INTERVAL
+    bans_interval: _Seconds = DEFAULT_BANS_INTERVAL
+    #: Path of the agent's audit log; ``None``: none is written (the library default, so
+    #: tests and embedders choose; the command line writes one unless told not to).
+    audit_log: _AuditPath | None = None
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One ``[[servers]]`` entry: a headless server this agent drives."""
+
+    id: _ServerId
+    runtime: Runtime = "docker"
+    #: The container's name or id (docker runtime).
+    container: str = ""
+    #: The command line to run (process runtime).
+    command: tuple[str, ...] = ()
+    #: Working directory of the process (process runtime; ``None``: the agent's).
+    workdir: str | None = None
+    #: A scenario file, or a built-in scenario name (emulator runtime).
+    scenario: str | None = None
+    #: More command-line arguments for the emulator.
+    emulator_args: tuple[str, ...] = ()
+    #: Environment variables of the process (process and emulator runtimes).
+    env: dict[str, str] = {}

@@ -1,0 +1,84 @@
+"""How every command fails: one line on stderr, naming what to fix, and the exit status."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+#: Seconds a failing command may take (Python start-up, no network).
+CLI_TIMEOUT = 30.0
+
+
+async def resofleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("RESOFLEET_")}
+    full["RESOFLEET_AUDIT_DIR"] = str(cwd / "audit")
+    full.update(env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "resofleet", *args, cwd=cwd, env=full,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(CLI_TIMEOUT):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    ("command", "speaker"),
+    [
+        (("gateway", "--amqp", "amqp://nobody@127.0.0.1:1/"), "resofleet"),
+        (("up",), "resofleet"),
+        (("agent", "--amqp", "amqp://nobody@127.0.0.1:1/"), "resofleet agent"),
+        (("token", "issue", "--role", "viewer"), "resofleet"),
+        (("audit", "tail"), "resofleet audit tail"),
+    ],
+    ids=["gateway", "up", "agent", "token-issue", "audit-tail"],
+)
+async def test_a_bad_config_is_one_line_naming_the_file_and_key(
+    tmp_path: Path, command: tuple[str, ...], speaker: str
+) -> None:
+    """Every command that reads the configuration refuses a bad value the same way: exit 2,
+    one line naming the file, the key and the value, nothing on stdout."""
+    config = tmp_path / "fleet.toml"
+    config.write_text("[gateway.limits]\ncommand_burst = 0\n", encoding="utf-8")
+    code, out, err = await resofleet(*command, "--config", str(config), cwd=tmp_path)
+    assert (code, out) == (2, "")
+    problem = "gateway.limits.command_burst must be a whole number of at least 1, not 0"
+    assert err == f"{speaker}: {config}: {problem}\n"
+
+
+async def test_a_misspelt_key_is_refused_with_the_right_spellings(tmp_path: Path) -> None:
+    """A typo in a key stops the command instead of being ignored (here: a gateway that
+    would otherwise have run open)."""
+    config = tmp_path / "fleet.toml"
+    config.write_text(f'[gateway]\nsecrte = "{"s" * 43}"\n', encoding="utf-8")
+    code, _, err = await resofleet("up", "--config", str(config), cwd=tmp_path)
+    assert code == 2
+    assert err.startswith(f"resofleet: {config}: gateway.secrte is not a known key (known: host, port, secret, ")
+    assert "s" * 43 not in err and len(err.splitlines()) == 1
+
+
+async def test_an_unknown_log_level_is_refused(tmp_path: Path) -> None:
+    """RESOFLEET_LOG_LEVEL with a typo is an error, not a silent fallback to INFO."""
+    code, out, err = await resofleet("token", "secret", cwd=tmp_path, env={"RESOFLEET_LOG_LEVEL": "verbose"})
+    assert (code, out) == (2, "")
+    assert err == (
+        "resofleet: RESOFLEET_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not 'verbose'\n"
+    )
+
+
+async def test_an_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """A failure at run time (here the broker) exits 1, its last line saying why, with no
+    traceback (the lines before it are the broker client's own log)."""
+    config = tmp_path / "fleet.toml"
+    config.write_text('[agent]\naudit_log = false\n[[servers]]\nid = "one"\nruntime = "emulator"\n')
+    code, _, err = await resofleet(
+        "agent", "--config", str(config), "--amqp", "amqp://nobody@127.0.0.1:1/", cwd=tmp_path
+    )
+    assert code == 1 and "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("resofleet agent: Cannot reach the message broker at amqp://")
