@@ -1,7 +1,7 @@
 """What the agent writes to its audit log: each command a client sent, each container action.
 
 The agent serves each server through :func:`audited`, which times the request and records
-it once answered: ``who``/``role``/``client`` from the :class:`~contracts.BusRequest` (the
+it once answered: ``who``/``role``/``client`` from the :class:`~resofleet.contracts.BusRequest` (the
 gateway fills them from the token and the connection), the console command text (or
 ``container <action>``), and the outcome: ``ok`` or the error code the agent answered with.
 A request whose deadline passed before the console got to it is answered ``timeout`` and

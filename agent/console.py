@@ -1,10 +1,10 @@
 """The console driver: one command at a time; a reply ends at the prompt, not at silence.
 
-A thin async shell around :class:`~agent.reader.ConsoleReader`, which decides everything
+A thin async shell around :class:`~resofleet.agent.reader.ConsoleReader`, which decides everything
 about the console's text (lines, the end of a reply, the tracked prompt, the end of
 startup) from bytes and times alone. The driver owns what the reader cannot: the lock
 that keeps commands from interleaving, the writes to the runtime, the event loop's timer
-each :class:`~agent.reader.CallAt` asks for, and the futures commands wait on, each with
+each :class:`~resofleet.agent.reader.CallAt` asks for, and the futures commands wait on, each with
 its deadline.
 
 Bytes come in through :meth:`ConsoleDriver.feed` from a runtime (a child's stdout, a

@@ -15,8 +15,8 @@ shows and what the log records, and no client ever reads it. The client reads
 ``message``: the sentence the raiser gave with ``message=``, else the class's own
 :attr:`AgentError.sentence`.
 
-They become ``error`` replies in one place, :func:`bus.reply_for`, which the agent's
-request handler calls for every failure (:meth:`agent.server.ManagedServer.handle`).
+They become ``error`` replies in one place, :func:`resofleet.bus.reply_for`, which the agent's
+request handler calls for every failure (:meth:`resofleet.agent.server.ManagedServer.handle`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The console reader: console bytes and the time in, lines and answers out. Sans-I/O.
 
-No event loop, no lock, no writes, no futures: the caller (:mod:`agent.console`, the
+No event loop, no lock, no writes, no futures: the caller (:mod:`resofleet.agent.console`, the
 driver) feeds what the console printed with :meth:`ConsoleReader.receive_data`, the end of
 its output with :meth:`~ConsoleReader.receive_eof`, and the current time whenever a
 :class:`CallAt` asked for it with :meth:`~ConsoleReader.tick`; it collects
@@ -14,7 +14,7 @@ What it relies on, the Resonite headless console:
   end of an answer. A command that prints nothing leaves its prompt stacked before the next
   one (``A>A>``); ``focus`` and ``name`` change the next prompt silently. World names may
   hold ``>``.
-- The engine's log lines (:func:`~agent.parsers.is_noise`: ``SIGNALR: ...``, ``Updated:
+- The engine's log lines (:func:`~resofleet.agent.parsers.is_noise`: ``SIGNALR: ...``, ``Updated:
   a -> b``, ...) are printed whenever they happen: inside an answer, or glued onto a prompt
   standing idle (``Night Market>SIGNALR: ...``), so a console may never fall quiet.
 - Startup prints log lines, ``World running...`` once per started world, then the first
@@ -106,7 +106,7 @@ _REFOCUSING: Final = frozenset({"startworldurl", "startworldtemplate", "close", 
 #: Longest ANSI sequence held back while waiting for its end (a CSI is a few bytes).
 _MAX_ESCAPE: Final = 32
 #: The start of an escape sequence that more bytes could complete, in the forms
-#: :func:`~agent.parsers.strip_ansi` removes: a string sequence (OSC, DCS, SOS, PM, APC)
+#: :func:`~resofleet.agent.parsers.strip_ansi` removes: a string sequence (OSC, DCS, SOS, PM, APC)
 #: not yet ended by BEL, ST or a newline; a CSI without its final byte; an ESC with only
 #: intermediate bytes after it.
 _ESCAPE_PREFIX: Final = re.compile(

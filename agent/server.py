@@ -193,7 +193,7 @@ class ManagedServer:
 
     async def handle(self, request: BusRequest, deadline: float) -> BusReply:
         """Answer one bus request (the bus handler for this server). Every failure is
-        answered through :func:`bus.reply_for`: an agent error with its code and client
+        answered through :func:`resofleet.bus.reply_for`: an agent error with its code and client
         sentence, anything else ``internal`` with a reference into this agent's log."""
         try:
             body = await self._dispatch(request, deadline)

@@ -1,6 +1,6 @@
 """The agent: every configured server of one host, on the bus.
 
-For each ``[[servers]]`` entry it starts a :class:`~agent.server.ManagedServer` and serves
+For each ``[[servers]]`` entry it starts a :class:`~resofleet.agent.server.ManagedServer` and serves
 that server id on the bus; it announces its servers on the presence fanout every
 :data:`ANNOUNCE_INTERVAL` seconds and whenever a gateway asks (``discover``). A gateway
 forgets a server after three missed announcements.

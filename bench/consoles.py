@@ -1,7 +1,7 @@
 """The console driver alone against the emulator: no bus, no gateway (a baseline).
 
-The same :class:`agent.runtime.ProcessRuntime` and :class:`agent.console.ConsoleDriver`
-the agent uses, wired together directly, as the agent's own :class:`~agent.server.
+The same :class:`resofleet.agent.runtime.ProcessRuntime` and :class:`resofleet.agent.console.ConsoleDriver`
+the agent uses, wired together directly, as the agent's own :class:`~resofleet.agent.server.
 ManagedServer` does minus the bus, the pollers and the output log.
 """
 

@@ -2,11 +2,11 @@
 
 ``python -m bench.node ROLE --spec JSON`` runs one of:
 
-- ``gateway``: a :class:`gateway.Gateway` over an :class:`bus.AmqpBus` (as ``resofleet
+- ``gateway``: a :class:`resofleet.gateway.Gateway` over an :class:`resofleet.bus.AmqpBus` (as ``resofleet
   gateway`` runs it), with authentication on when ``RESOFLEET_SECRET`` is set;
-- ``agent``: an :class:`agent.Agent` over an AmqpBus serving emulated servers ``s0``..
+- ``agent``: an :class:`resofleet.agent.Agent` over an AmqpBus serving emulated servers ``s0``..
   (as ``resofleet agent`` runs it, audit log off);
-- ``up``: both over one in-process :class:`bus.LocalBus` (as ``resofleet up`` runs them);
+- ``up``: both over one in-process :class:`resofleet.bus.LocalBus` (as ``resofleet up`` runs them);
 - ``ws-echo``: a bare ``websockets`` server that echoes every frame (a baseline);
 - ``rpc-echo``: a bare aio-pika consumer answering on direct reply-to (a baseline);
 - ``ws-broadcast``: a bare ``websockets`` server broadcasting emulator-like console lines
@@ -63,7 +63,7 @@ def _agent(bus: Any, spec: dict[str, Any]) -> Any:
 
 
 def _gateway(bus: Any, spec: dict[str, Any]) -> tuple[Any, bool]:
-    """The gateway, with a :class:`gateway.security.Security` when the secret is set and
+    """The gateway, with a :class:`resofleet.gateway.security.Security` when the secret is set and
     the gateway takes one; returns (gateway, whether authentication is on)."""
     from resofleet.gateway import Gateway
 

@@ -1,10 +1,10 @@
 """Benchmark 4: parsing a worlds poll, 50 worlds x 30 users.
 
 The agent's worlds poll asks ``worlds``, then per world ``status`` and ``users``, and
-builds the client's :class:`contracts.World` list (:func:`agent.parsers.build_world`).
+builds the client's :class:`resofleet.contracts.World` list (:func:`resofleet.agent.parsers.build_world`).
 This times the parsing alone, per call (one whole poll's worth of text: 1 worlds listing,
 50 status blocks, 50 users listings of 30 users each, the headless's own account first),
-on text printed by the emulator's own formatters (:mod:`emulator.formats`).
+on text printed by the emulator's own formatters (:mod:`resofleet.emulator.formats`).
 
 Baselines, same run, same text:
 

@@ -1,6 +1,6 @@
 """AmqpBus: the bus over RabbitMQ, with aio-pika.
 
-Topology (names from :class:`contracts.Topology`):
+Topology (names from :class:`resofleet.contracts.Topology`):
 
 - ``resofleet.commands`` (direct). Each served server has an exclusive queue bound with
   the server id, with ``x-max-length`` and ``reject-publish`` so a flood is refused, not

@@ -172,16 +172,16 @@ class Bus(abc.ABC):
     async def request(self, request: BusRequest) -> BusReply:
         """Send ``request`` to the agent serving ``request.server`` and await its reply.
 
-        Raises :class:`~bus.errors.ServerOffline` at once when nobody serves it,
-        :class:`~bus.errors.RequestTimeout` after ``request.timeout`` seconds, and
-        :class:`~bus.errors.BusUnavailable` when (or the moment) the link is down.
+        Raises :class:`~resofleet.bus.errors.ServerOffline` at once when nobody serves it,
+        :class:`~resofleet.bus.errors.RequestTimeout` after ``request.timeout`` seconds, and
+        :class:`~resofleet.bus.errors.BusUnavailable` when (or the moment) the link is down.
         """
 
     @abc.abstractmethod
     async def serve(self, server: str, handler: Handler, *, concurrency: int = 1) -> Served:
         """Take requests for ``server``, at most ``concurrency`` at a time; requests wait
         their turn in the bus, where a request whose timeout runs out is dropped unseen.
-        Raises :class:`~bus.errors.AlreadyServed` if another agent serves ``server``."""
+        Raises :class:`~resofleet.bus.errors.AlreadyServed` if another agent serves ``server``."""
 
     @abc.abstractmethod
     async def publish(self, event: BusEvent) -> None:

@@ -11,7 +11,7 @@ The error tree::
         ├── ServerBusy       the server's command queue is full                       rate_limited
         └── AlreadyServed    another agent already serves this server id (at serve())  internal
 
-Each maps to exactly one :class:`contracts.ErrorCode`. Other packages derive their
+Each maps to exactly one :class:`resofleet.contracts.ErrorCode`. Other packages derive their
 client-facing failures from :class:`ReplyError` (the agent's ``AgentError`` does).
 
 A handler's failure becomes a reply in one place, :func:`reply_for`, used by both
@@ -19,7 +19,7 @@ transports' serve loops and by the agent itself:
 
 - :class:`ReplyError`: ``Error(code, message)``; its ``detail`` (which may quote an OS or
   Docker error) goes to the log with a reference, and the reference to the client;
-- :class:`contracts.ContractError`: its own code (``bad_request``) and sentence;
+- :class:`resofleet.contracts.ContractError`: its own code (``bad_request``) and sentence;
 - anything else: ``Error(internal, INTERNAL_SENTENCE + reference)``, and the same
   reference is logged with the traceback. No exception text ever reaches a client.
 """

@@ -1,6 +1,6 @@
 """LocalBus: the bus inside one process, for ``resofleet up`` and for tests.
 
-It keeps the semantics of :class:`~bus.amqp.AmqpBus` where a caller can see them:
+It keeps the semantics of :class:`~resofleet.bus.amqp.AmqpBus` where a caller can see them:
 ``server_offline`` at once for an unserved server, a second ``serve`` of one server id
 refused, requests waiting in a bounded per-server queue where an expired one is dropped
 unseen, ``timeout`` at the deadline, and bounded drop-oldest subscriptions. Messages are

@@ -2,7 +2,7 @@
 
 Encoded as msgpack; every envelope carries ``v`` (:data:`BUS_VERSION`). A peer that
 receives a version it does not know answers or logs an error instead of guessing.
-Replies and events carry client protocol messages (:mod:`contracts.client`) as their
+Replies and events carry client protocol messages (:mod:`resofleet.contracts.client`) as their
 body, so the agent builds the message a client receives and the gateway only adds the
 request ``id`` before encoding it as JSON once.
 """

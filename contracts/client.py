@@ -10,7 +10,7 @@ changes. Optional reply fields (``id``, ``server`` on errors, ``reset``) are omi
 the JSON when unset, as the seed omitted them.
 
 Decoding is the gateway's edge: :func:`decode_client` turns one text frame into a typed
-request or raises :class:`~contracts.errors.ContractError` with a code and a sentence.
+request or raises :class:`~resofleet.contracts.errors.ContractError` with a code and a sentence.
 """
 
 from __future__ import annotations

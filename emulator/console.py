@@ -5,7 +5,7 @@ when chatter or activity is on) sleeps on an Event until its next deadline, so
 nothing busy-waits. Both write through one :class:`Writer`, whose lock makes
 each burst (a command's whole answer plus the next prompt, or one batch of
 chatter) atomic: log lines can land between the lines of an answer only where
-:func:`emulator.noise.inject_noise` puts them, never inside a line.
+:func:`resofleet.emulator.noise.inject_noise` puts them, never inside a line.
 """
 
 from __future__ import annotations

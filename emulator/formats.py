@@ -1,7 +1,7 @@
 """Exact console output formats, as pure functions (no I/O, no clock).
 
 Every function here returns the text the real headless prints, without the
-prompt and without line ends; :mod:`emulator.console` adds ``\\n`` (or ``\\r\\n``
+prompt and without line ends; :mod:`resofleet.emulator.console` adds ``\\n`` (or ``\\r\\n``
 in TTY mode). README, *The headless console*, sums up each format.
 """
 

@@ -1,4 +1,4 @@
-"""Scenario files: TOML in, a ready :class:`~emulator.state.Server` out.
+"""Scenario files: TOML in, a ready :class:`~resofleet.emulator.state.Server` out.
 
 The schema is documented in :mod:`emulator` (the package docstring). Loading is
 strict: an unknown key or a value of the wrong type raises

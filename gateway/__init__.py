@@ -65,7 +65,7 @@ Identity and security (:class:`Security`; default open mode)
     With a secret, a client presents a signed token (``Authorization: Bearer``, ``?token=``,
     the cookie ``GET /login?token=`` sets, or a first ``auth`` message); each session has a
     :class:`Principal` (who, role, server patterns), checked in one place
-    (:mod:`gateway.routing`). Handshake refusals are HTTP 401 (token refused), 403 (browser
+    (:mod:`resofleet.gateway.routing`). Handshake refusals are HTTP 401 (token refused), 403 (browser
     origin), 429 (connections per address); without a token the client must send ``auth``
     within 5 s, else close 4401; an expired token closes 4401, a revoked one 4403. Viewer,
     moderator and operator sessions are rate-limited (``error rate_limited``). Every

@@ -14,12 +14,12 @@ right after, ``resofleet up`` after the agent), so several parts can share one b
 audit sink (any :class:`~resofleet.contracts.AuditSink`) is not the gateway's either:
 whoever made it starts it before and closes it after the gateway.
 
-Security (:class:`~gateway.security.Security`, default: open mode) is enforced by the
+Security (:class:`~resofleet.gateway.security.Security`, default: open mode) is enforced by the
 edge (handshakes), the sessions (``auth``, rate limits) and routing (roles, scopes); the
-:class:`~gateway.guard.Guard` holds its run-time state. Revocations arrive on the presence
+:class:`~resofleet.gateway.guard.Guard` holds its run-time state. Revocations arrive on the presence
 fanout: the gateway refuses the token from then on and closes its sessions with 4403.
 When another gateway starts (its ``discover``), this one repeats the bus revocations it
-holds, so the newcomer learns them (see :mod:`gateway.guard`).
+holds, so the newcomer learns them (see :mod:`resofleet.gateway.guard`).
 """
 
 from __future__ import annotations

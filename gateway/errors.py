@@ -19,17 +19,17 @@ Refusals carry what the audit records, so nobody recomputes the decision routing
 Every ``error`` a client receives is made by :func:`error_for`, the one table:
 
 - :class:`GatewayError`: its own code and sentence;
-- :class:`contracts.ContractError` (input that does not fit the protocol): its own code,
+- :class:`resofleet.contracts.ContractError` (input that does not fit the protocol): its own code,
   ``bad_request`` or ``unknown_type``, and sentence;
-- :class:`bus.ReplyError`, which :class:`bus.BusError` (``ServerOffline``,
+- :class:`resofleet.bus.ReplyError`, which :class:`resofleet.bus.BusError` (``ServerOffline``,
   ``RequestTimeout``, ``BusUnavailable``, ``ServerBusy``) derives from: its ``code`` and
   its client sentence, never its ``detail``;
-- :class:`~gateway.tokens.TokenError` (a refused ``auth``): ``unauthenticated`` and why;
+- :class:`~resofleet.gateway.tokens.TokenError` (a refused ``auth``): ``unauthenticated`` and why;
 - anything else: ``internal``, with a fixed sentence and a reference; the traceback is
   logged under the same reference, and no text of the exception reaches the client.
 
 Failures of an agent's handler arrive already translated, as ``error`` replies made by
-:func:`bus.reply_for`.
+:func:`resofleet.bus.reply_for`.
 
 Close codes (a connection ends with one of these, never silently):
 

@@ -5,7 +5,7 @@ as soon as one session watches everything it may see), so a gateway with no clie
 receives nothing.
 
 Rounds. The fan-out takes everything the subscription has ready, up to a quarter of
-:data:`SLOW_CLIENT_BUFFER` of console text, as one round, and :mod:`gateway.rounds` merges
+:data:`SLOW_CLIENT_BUFFER` of console text, as one round, and :mod:`resofleet.gateway.rounds` merges
 it: one ``container_output_batch`` per server per round for batch clients, one
 ``container_output`` message per line for clients in line mode (the default, what the
 seed's clients expect: every line stays a WebSocket message of its own), each message
@@ -25,7 +25,7 @@ offer permessage-deflate) has its frames made by its own protocol, still written
 Slow clients. A write never waits: what the socket does not take piles up in that
 connection's write buffer, measured right after the write; a connection over
 :data:`SLOW_CLIENT_BUFFER` bytes is taken out of the fan-out and closed with 1013
-(:data:`~gateway.errors.CLOSE_TOO_SLOW`). The close frame queues behind what is buffered,
+(:data:`~resofleet.gateway.errors.CLOSE_TOO_SLOW`). The close frame queues behind what is buffered,
 and websockets drops the TCP connection if the client has not finished the close
 handshake within the close timeout, so a stalled client holds at most this bound (plus one
 round) for a few seconds and never slows the others. A round adds at most about a quarter
@@ -34,7 +34,7 @@ buffers written in a round together stay within :data:`SLOW_CLIENTS_BUDGET`: pas
 clients furthest behind are cut off first. Cut-offs are counted in :attr:`Fanout.cut_off`.
 
 Order: per server, lines in ``seq`` order, updates in their place among them, and no
-``seq`` twice (:class:`~gateway.rounds.Sequencer`). Scope: a session gets a server's bytes
+``seq`` twice (:class:`~resofleet.gateway.rounds.Sequencer`). Scope: a session gets a server's bytes
 only if :meth:`Listener.watches` it.
 """
 
@@ -137,7 +137,7 @@ class Fanout:
         self.slow_clients_budget = slow_clients_budget
         self.queue = queue
         self.round_interval = round_interval
-        #: Bytes of events (:func:`~gateway.rounds.weight`) a round takes at most; always
+        #: Bytes of events (:func:`~resofleet.gateway.rounds.weight`) a round takes at most; always
         #: at least one event.
         self.round_bytes = max(1, slow_client_buffer // 4)
         self.listeners: set[Listener] = set()

@@ -3,11 +3,11 @@ the audit record of every refused attempt.
 
 One :class:`Guard` per gateway, shared by the edge (handshakes) and the sessions
 (``auth`` messages, refused requests). What it holds is bounded: revocations by
-:data:`~gateway.tokens.MAX_REVOCATIONS`, connection counts by the open connections
+:data:`~resofleet.gateway.tokens.MAX_REVOCATIONS`, connection counts by the open connections
 themselves (an address leaves the table with its last connection).
 
 Revocations come from two places. ``[gateway] revoked`` (kept for good) and the bus
-(``resofleet token revoke`` broadcasts a :class:`~contracts.Revoke`; kept until the token
+(``resofleet token revoke`` broadcasts a :class:`~resofleet.contracts.Revoke`; kept until the token
 it names has expired). A gateway started after a revocation learns it by gossip: whenever
 a gateway starts it broadcasts ``discover``, and every running gateway answers by
 re-broadcasting the bus revocations it still holds (at most :data:`GOSSIP_LIMIT`, those

@@ -1,6 +1,6 @@
 """The opening handshake's security decisions, as pure functions of the request.
 
-No sockets and no clock here: :class:`~gateway.server.Edge` reads the request, calls these,
+No sockets and no clock here: :class:`~resofleet.gateway.server.Edge` reads the request, calls these,
 and answers. Each is tested without I/O.
 
 - :func:`client_address`: who the client is. The TCP peer, unless the peer is a trusted

@@ -1,6 +1,6 @@
 """Who a session is: the one identity object every check reads.
 
-A :class:`Principal` comes from a verified token (:meth:`gateway.tokens.Keyring.verify`),
+A :class:`Principal` comes from a verified token (:meth:`resofleet.gateway.tokens.Keyring.verify`),
 or is :data:`OPEN_ADMIN` when the gateway runs open (loopback without a secret). Routing
 checks the role and the server patterns through :meth:`Principal.may_see` and
 :meth:`Principal.may`; the session and the fan-out read it, and nothing else in the

@@ -1,7 +1,7 @@
 """Routing: a decoded client request becomes a bus request for one server. Pure.
 
 Everything here is a function of its arguments (the request, the pinned server, the
-servers the registry sees online, the client's :class:`~gateway.identity.Principal`):
+servers the registry sees online, the client's :class:`~resofleet.gateway.identity.Principal`):
 no sockets, no clock, no bus. The session does the I/O around it.
 
 Server selection (client protocol v1):
@@ -96,7 +96,7 @@ M = TypeVar("M", bound=msgspec.Struct)
 #: answers ``timeout`` itself (its answer says more than the gateway's would).
 TIMEOUT_MARGIN: Final = 5.0
 #: Seconds an ordinary console command may take, end to end: the agent's deadline
-#: (:mod:`contracts.deadlines`, shared with the agent) plus the margin. A request that
+#: (:mod:`resofleet.contracts.deadlines`, shared with the agent) plus the margin. A request that
 #: finds the console still starting waits within this.
 COMMAND_TIMEOUT: Final = COMMAND_DEADLINE + TIMEOUT_MARGIN
 #: Seconds for the commands that legitimately run long, by lowercase name: the agent's

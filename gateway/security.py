@@ -1,14 +1,14 @@
 """Security settings of one gateway: who may connect, from where, and how often.
 
 :class:`Security` is plain data, built once from the configured
-:class:`~gateway.settings.GatewaySettings` (:meth:`Security.from_settings`) or by a test,
-and handed to :class:`~gateway.Gateway`. Its default is *open mode*: no keyring, so every client is
-:data:`~gateway.identity.OPEN_ADMIN`. Open mode is only safe on loopback; the command line
+:class:`~resofleet.gateway.settings.GatewaySettings` (:meth:`Security.from_settings`) or by a test,
+and handed to :class:`~resofleet.gateway.Gateway`. Its default is *open mode*: no keyring, so every client is
+:data:`~resofleet.gateway.identity.OPEN_ADMIN`. Open mode is only safe on loopback; the command line
 refuses a non-loopback ``--host`` without a secret (:func:`is_loopback` decides), the
 library itself does not (tests and embedders listen on 127.0.0.1).
 
 Everything that changes at run time (revocations, connections per address, the audit of
-refusals) lives in :class:`~gateway.guard.Guard`, not here.
+refusals) lives in :class:`~resofleet.gateway.guard.Guard`, not here.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ Routes (answered in ``process_request``, before any WebSocket handshake):
   login is needed, and sets nothing.
 - anything else: 404 naming the endpoints.
 
-Before a WebSocket handshake is accepted (:mod:`gateway.handshake` decides, the
-:class:`~gateway.guard.Guard` counts and audits), in this order:
+Before a WebSocket handshake is accepted (:mod:`resofleet.gateway.handshake` decides, the
+:class:`~resofleet.gateway.guard.Guard` counts and audits), in this order:
 
 1. the client's address (the peer, or ``X-Forwarded-For`` from a trusted proxy);
 2. a browser ``Origin`` that is neither the same origin nor configured: 403;
@@ -25,7 +25,7 @@ Before a WebSocket handshake is accepted (:mod:`gateway.handshake` decides, the
 4. the client address already holds ``connections_per_address`` connections: 429.
 
 A connection with no token at all is accepted unauthenticated when the gateway has a
-secret: it must send ``auth`` within the auth timeout (see :mod:`gateway.session`).
+secret: it must send ``auth`` within the auth timeout (see :mod:`resofleet.gateway.session`).
 Every refusal is audited with outcome ``handshake_refused``.
 
 The query string (where browsers put ``token=``) is cut off before the path is matched

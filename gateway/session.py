@@ -8,7 +8,7 @@ A session reads frames one at a time and answers each:
 - ``ping``, ``get_servers``, ``subscribe`` and ``auth`` are answered by the gateway itself,
   in order;
 - ``command``, ``get_status``, ``get_worlds``, ``get_output`` and ``container`` are routed
-  (:mod:`gateway.routing`) and sent over the bus as tasks, so a slow command does not hold
+  (:mod:`resofleet.gateway.routing`) and sent over the bus as tasks, so a slow command does not hold
   up a ``ping`` or a request to another server. Replies go out as they come, matched by the
   ``id`` the client gave. At most ``max_in_flight`` requests run per connection; past that
   the session stops reading until one finishes, so a client that floods only waits on
@@ -17,7 +17,7 @@ A session reads frames one at a time and answers each:
 When the connection ends, its requests still in flight are cancelled (nobody is left to
 read their replies; a command already taken by an agent still runs there).
 
-Identity. A session starts with the :class:`~gateway.identity.Principal` its handshake
+Identity. A session starts with the :class:`~resofleet.gateway.identity.Principal` its handshake
 established, or with none (the gateway has a secret and the client presented no token):
 
 - without a principal only ``auth`` and ``ping`` are answered; every other request gets
@@ -31,11 +31,11 @@ established, or with none (the gateway has a secret and the client presented no 
   "token expired"; when it is revoked, with 4403 "token revoked" (by the gateway).
 
 Rate limit. Sessions of a viewer, moderator or operator, and sessions not authenticated
-yet, have a token bucket (:mod:`gateway.ratelimit`): every frame but ``auth`` spends one;
+yet, have a token bucket (:mod:`resofleet.gateway.ratelimit`): every frame but ``auth`` spends one;
 an empty bucket answers ``error rate_limited`` saying the limit and when to retry. Nothing
 is dropped silently: every request gets its reply or an error.
 
-Audit. Every refused attempt is recorded through the :class:`~gateway.guard.Guard`:
+Audit. Every refused attempt is recorded through the :class:`~resofleet.gateway.guard.Guard`:
 unauthenticated requests, forbidden ones, requests naming a server outside the client's
 scope (``out_of_scope``, though the client reads ``unknown_server``), rate-limited ones,
 and rejected input (bad JSON, unknown types, control characters, binary frames, and a
@@ -137,7 +137,7 @@ class Session:
     """One client connection (see the module docstring).
 
     ``guard`` checks tokens, holds the limits and records refusals; it is required, so
-    open mode (a guard whose :class:`~gateway.security.Security` has no keyring) is always
+    open mode (a guard whose :class:`~resofleet.gateway.security.Security` has no keyring) is always
     the caller's explicit choice, never what a forgotten argument falls back to.
     """
 
@@ -230,7 +230,7 @@ class Session:
         coalesce: bool = False,
     ) -> None:
         """Audit a refusal; ``coalesce``: alike ones (same outcome on this connection) share
-        a record per :data:`~gateway.guard.AUDIT_WINDOW` (a flood of rate-limited requests)."""
+        a record per :data:`~resofleet.gateway.guard.AUDIT_WINDOW` (a flood of rate-limited requests)."""
         self.guard.refuse(
             outcome, client=self.client, reason=reason, principal=self.principal,
             server=server, command=command, conn=self.conn_id, detail=detail,

@@ -2,7 +2,7 @@
 
 ``amqp_url`` yields a real RabbitMQ: ``RESOFLEET_AMQP_URL`` when set, else a throwaway
 broker started with testcontainers, else the test is skipped with the reason. Tests share
-one broker, so each gets its own :class:`contracts.Topology` prefix (``topology``).
+one broker, so each gets its own :class:`resofleet.contracts.Topology` prefix (``topology``).
 """
 
 from __future__ import annotations

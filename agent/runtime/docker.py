@@ -7,10 +7,10 @@ through the engine's events, starts/stops/restarts it on request, and samples it
 The console is the attach socket (stdin, stdout and stderr streams). A TTY container
 (``tty: true``) sends raw bytes: the pty echoes commands and ends lines with CRLF, which
 the console driver handles. A container without a TTY sends multiplexed frames
-(:class:`~agent.runtime.dockerfmt.Demultiplexer`); a frame is not a line, so the payloads
+(:class:`~resofleet.agent.runtime.dockerfmt.Demultiplexer`); a frame is not a line, so the payloads
 are passed on as they come and the driver does the line splitting. stderr carries only
 native noise and is logged at debug level. What the engine sends is read by the pure
-functions of :mod:`agent.runtime.dockerfmt` (frames, stats formulas, times, exit reasons).
+functions of :mod:`resofleet.agent.runtime.dockerfmt` (frames, stats formulas, times, exit reasons).
 
 The docker SDK is blocking. Every call runs in a worker thread (:func:`asyncio.to_thread`);
 the attach socket and the events stream each have a dedicated reader thread that hands

@@ -1,7 +1,7 @@
 """What the Docker engine sends, read without I/O: the attach stream, stats, times, exits.
 
 Pure functions and one incremental parser, no SDK, no sockets, no clock: the ``docker``
-runtime (:mod:`agent.runtime.docker`) calls them on what its threads receive, and they
+runtime (:mod:`resofleet.agent.runtime.docker`) calls them on what its threads receive, and they
 are tested on their own.
 
 - :class:`Demultiplexer`: a container without a TTY sends its attach stream as frames,

@@ -13,7 +13,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "emulator",
         help="run an emulated Resonite headless console on stdin/stdout",
-        description="An emulated Resonite headless console on stdin/stdout (see CONSOLE.md).",
+        description="An emulated Resonite headless console on stdin/stdout (see README, The emulator).",
     )
     add_arguments(parser)
     parser.set_defaults(func=_run)

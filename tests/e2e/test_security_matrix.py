@@ -1,7 +1,7 @@
 """Security end to end: every role against one console command of every permission class,
 and against container actions, over a real gateway, real agents and emulated consoles.
 
-The classes come from :mod:`contracts.permissions`, so a class added there (or a command
+The classes come from :mod:`resofleet.contracts.permissions`, so a class added there (or a command
 moved between classes) fails here until this test picks a command for it. Both directions
 are checked: a role allowed to run a command gets the console's real reply, a lower role
 gets ``error forbidden`` naming the role it needs, and the console never sees it (no echo
