@@ -8,7 +8,6 @@ Samples from the warm-up are thrown away. The result gives p50, p99 and throughp
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,10 +37,6 @@ class LoadResult:
     @property
     def p99_ms(self) -> float:
         return percentile(self.latencies, 0.99) * 1000
-
-    @property
-    def mean_ms(self) -> float:
-        return statistics.fmean(self.latencies) * 1000 if self.latencies else float("nan")
 
     @property
     def throughput(self) -> float:

@@ -132,7 +132,6 @@ class AmqpBus(Bus):
         self._online = False
         self._closed = False
         self._closers: list[Any] = []
-        self.published_dropped = 0
 
     # -- lifecycle -------------------------------------------------------------------
 

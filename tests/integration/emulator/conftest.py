@@ -57,15 +57,6 @@ class Console:
         data, self.buffer = self.buffer[: len(expected)], self.buffer[len(expected):]
         assert data == expected
 
-    async def read_some(self, timeout: float = READ_TIMEOUT_S) -> bytes:
-        """Whatever arrives next (at least one byte)."""
-        if not self.buffer:
-            deadline = asyncio.get_running_loop().time() + timeout
-            if not await self._fill(deadline):
-                raise AssertionError("nothing arrived")
-        data, self.buffer = self.buffer, b""
-        return data
-
     async def ready(self, prompt: bytes = b"Night Market>") -> bytes:
         """The startup log up to the first prompt."""
         return await self.read_until(b"World running...\n" + prompt)
