@@ -17,6 +17,7 @@ from resofleet.agent.errors import ConsoleClosed, ConsoleTimeout
 from resofleet.agent.parsers import parse_users, parse_worlds
 from resofleet.agent.runtime import ProcessRuntime, emulator_command
 from tests.support.consoles import start_console
+from tests.support.lines import Lines
 
 NOISY = ["--noise-rate", "0.5", "--seed", "7"]
 #: Seconds a command that the console cannot finish gets before the test gives up on it.
@@ -46,24 +47,11 @@ class Watched:
     def __init__(self) -> None:
         self.runtime: ProcessRuntime | None = None
         self.driver: ConsoleDriver | None = None
-        self.lines: list[str] = []
-        self._more = asyncio.Event()
+        self.streamed = Lines()
 
     async def line(self, predicate: Callable[[str], bool], *, timeout: float = WAIT) -> str:
         """The first streamed line (past or future) that ``predicate`` accepts."""
-        seen = 0
-        async with asyncio.timeout(timeout):
-            while True:
-                for line in self.lines[seen:]:
-                    if predicate(line):
-                        return line
-                seen = len(self.lines)
-                self._more.clear()
-                await self._more.wait()
-
-    def _streamed(self, line: str) -> None:
-        self.lines.append(line)
-        self._more.set()
+        return await self.streamed.first(predicate, timeout=timeout)
 
     def output(self, data: bytes) -> None:
         if self.driver is not None:
@@ -71,7 +59,7 @@ class Watched:
 
     def started(self) -> None:
         assert self.runtime is not None
-        self.driver = ConsoleDriver(self.runtime.write, on_line=self._streamed, name="test")
+        self.driver = ConsoleDriver(self.runtime.write, on_line=self.streamed.add, name="test")
 
     def exited(self, reason: str) -> None:
         if self.driver is not None:
@@ -229,7 +217,7 @@ async def test_idle_chatter_is_streamed_without_the_prompt():
         await c.line(_noise)
         reply = await c.driver.run("worlds")
         assert len(parse_worlds(reply.text)) == 2
-        assert not any(l.startswith("Night Market>SIGNALR") for l in c.lines)
+        assert not any(l.startswith("Night Market>SIGNALR") for l in c.streamed.lines)
 
 
 @pytest.mark.parametrize("text", ["users\nshutdown", "users\rshutdown", "a\x00b", "a\u2028b", "\x1b[2J"])

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from resofleet.contracts import Topology
+from tests.support.lines import Lines
 
 #: Seconds the agent has to log what a test waits for (Python start-up, a broker
 #: connection, a child process started and ended).
@@ -33,37 +34,25 @@ class Agent:
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
-        self.lines: list[str] = []
-        self._more = asyncio.Event()
+        self.log = Lines()
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         assert self.process.stderr is not None
         while raw := await self.process.stderr.readline():
-            self.lines.append(raw.decode().rstrip("\n"))
-            self._more.set()
-        self._more.set()
+            self.log.add(raw.decode().rstrip("\n"))
+        self.log.end()
 
     async def serving(self) -> None:
         """Wait for the line saying it serves its servers (then it handles SIGTERM)."""
         assert self.process.stdout is not None
         async with asyncio.timeout(LOG_TIMEOUT):
             line = await self.process.stdout.readline()
-        assert b" serving " in line, (line, self.lines)
+        assert b" serving " in line, (line, self.log.lines)
 
     async def line_where(self, predicate: Callable[[str], bool]) -> str:
         """The first log line (logged so far or next) for which ``predicate`` holds."""
-        seen = 0
-        async with asyncio.timeout(LOG_TIMEOUT):
-            while True:
-                for line in self.lines[seen:]:
-                    if predicate(line):
-                        return line
-                seen = len(self.lines)
-                if self._reader.done():
-                    raise AssertionError(f"the agent exited without such a line; it logged {self.lines}")
-                self._more.clear()
-                await self._more.wait()
+        return await self.log.first(predicate, timeout=LOG_TIMEOUT)
 
     async def stop(self) -> int:
         """SIGTERM; its exit status once it exited (and everything it logged is read)."""
@@ -117,7 +106,7 @@ async def test_agent_redacts_tokens_from_its_log(tmp_path: Path, amqp_url: str, 
         assert " DEBUG " in query and query.endswith("GET /ws?token=[redacted] HTTP/1.1")
         assert bearer.endswith("Authorization: Bearer [redacted]")
         assert await running.stop() == 0
-    assert not [line for line in running.lines if "leak.leak" in line]
+    assert not [line for line in running.log.lines if "leak.leak" in line]
 
 
 async def test_agent_logs_at_the_level_asked_for(tmp_path: Path, amqp_url: str, topology: Topology) -> None:
@@ -127,5 +116,5 @@ async def test_agent_logs_at_the_level_asked_for(tmp_path: Path, amqp_url: str, 
         # The headless's exit is logged as a warning before the error about its console.
         await running.line_where(lambda line: " ERROR " in line and "did not become ready" in line)
         assert await running.stop() == 0
-    below = [line for line in running.lines if any(f" {level} " in line for level in ("WARNING", "INFO", "DEBUG"))]
+    below = [line for line in running.log.lines if any(f" {level} " in line for level in ("WARNING", "INFO", "DEBUG"))]
     assert below == []
