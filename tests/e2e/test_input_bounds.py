@@ -72,7 +72,7 @@ async def test_integers_past_the_bound_are_bad_request_and_reach_no_agent(fleet,
 
 
 async def test_integers_at_the_bound_are_accepted_and_echoed_exactly(fleet):
-    """The largest allowed id and since are carried through and answered."""
+    """The largest allowed id, since and world index are carried through and answered."""
     await fleet.agent("alpha")
     gateway = await fleet.gateway()
     client = await fleet.client(gateway.url)
@@ -83,3 +83,5 @@ async def test_integers_at_the_bound_are_accepted_and_echoed_exactly(fleet):
     assert (await client.request({"type": "ping", "id": smallest}))["id"] == smallest
     history = await client.request({"type": "get_output", "since": largest, "limit": 100_000})
     assert history["type"] == "output_history"
+    world = await client.request({"type": "command", "command": "users", "world": largest})
+    assert (world["type"], world["code"]) == ("error", "unknown_world")

@@ -139,7 +139,10 @@ def test_error_shape_and_closed_codes():
     assert {c.value for c in ErrorCode} == {
         "bad_request", "unknown_type", "unknown_server", "ambiguous_server", "forbidden",
         "unauthenticated", "server_offline", "timeout", "rate_limited", "bus_unavailable", "internal",
+        "unknown_world",
     }
+    unknown_world = Error(message="No such world.", code=ErrorCode.UNKNOWN_WORLD, server="s", id=1)
+    assert as_json(unknown_world)["code"] == "unknown_world"
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"type":"error","message":"x","code":"made_up"}', type=Error)
 
