@@ -136,7 +136,17 @@ class GetServers(_Message, tag="get_servers"):
 
 
 class GetOutput(_Message, tag="get_output"):
-    """Lines of the console's ring buffer after ``since`` (a ``seq``) in ``epoch``."""
+    """Lines of the console's ring buffer after ``since`` (a ``seq``) in ``epoch``.
+
+    The answer continues from ``since`` only when it is known to count in the server's
+    current epoch; otherwise it is the whole ring (oldest line first) with ``reset: true``,
+    and the client should replace what it shows. ``since`` counts in ``epoch`` when the
+    client sends it (every line carries its epoch: send it); without one, in the epoch of
+    the last ``output_history`` this connection received for that server; before any,
+    in no known epoch, so ``reset: true`` (``since: 0`` excepted: everything comes after 0).
+    A client that never sends ``epoch`` thus gets the ring once, then exactly what follows,
+    and the ring again with ``reset: true`` after the agent restarted.
+    """
 
     server: ServerId | None = None
     since: _Count | None = None
