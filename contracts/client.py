@@ -113,7 +113,9 @@ class _Message(Struct, tag_field="type", omit_defaults=True, forbid_unknown_fiel
 
 class Command(_Message, tag="command"):
     """Run one console command. ``world`` (index or name) focuses that world first, as one
-    step nothing interleaves with; the focus the user had is put back afterwards."""
+    step nothing interleaves with; the focus the user had is put back afterwards. A world
+    the server does not have (no such name, an index past its last world) is answered
+    ``error unknown_world``, and nothing runs."""
 
     command: Annotated[str, Meta(max_length=MAX_COMMAND_LENGTH)]
     server: ServerId | None = None
