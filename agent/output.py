@@ -111,8 +111,26 @@ class OutputLog:
                 return
 
     def history(self, since: int | None, epoch: str | None, limit: int | None) -> OutputHistory:
-        """Lines after ``since`` in ``epoch``; another epoch gets the whole ring, ``reset``."""
-        reset = epoch is not None and epoch != self.epoch
+        """The ring's lines for ``get_output``, at most ``limit`` of them, oldest first.
+
+        - ``since`` in this ``epoch``: the lines after it (``complete`` false when some of
+          them already fell out of the ring);
+        - ``since`` in another epoch (the agent restarted since the client's line): the
+          whole ring with ``reset`` true, since a ``seq`` of one epoch says nothing about
+          another;
+        - ``since`` without ``epoch``: the same whole ring with ``reset`` true, because
+          nothing tells which epoch the ``seq`` counts in, and reading it in this one would
+          silently skip this epoch's first lines after a restart. ``since`` 0 is the
+          exception: every line of any epoch comes after 0. (The gateway fills in the
+          epoch of the last ``output_history`` its connection received, so a client that
+          never sends ``epoch`` still continues where that answer ended.)
+        - no ``since``: the whole ring; ``reset`` only when an ``epoch`` was given and it
+          is another one.
+        """
+        if since is not None and epoch is None:
+            reset = since > 0
+        else:
+            reset = epoch is not None and epoch != self.epoch
         lines = list(self._ring)
         complete = True
         if since is not None and not reset:

@@ -5,6 +5,19 @@ publishes its events: output lines as they come, status/worlds/bans when a poll 
 them changed, lifecycle states as they happen. A request that arrives while the console is
 starting waits for it within the request's own deadline; one whose deadline passed before
 the console got to it is never run.
+
+A command with ``world`` runs as one atomic group: ``worlds`` (not streamed), then, only
+if the world is among those the console just listed, ``focus`` and the command, then the
+user's focus put back. A world the console does not have (a name it does not list, an
+index past its last world; digits are an index, as the console reads them) is answered
+``unknown_world`` and nothing else is sent, so no other world's settings change. Should
+``focus`` itself answer that the world is not there, the command is not sent either.
+
+Errors raised here, each answered through :func:`resofleet.bus.reply_for`::
+
+    ContractError (contracts)   a command or world name with a control character  bad_request
+                                a world the console does not have                unknown_world
+    AgentError                  the console closed, timed out, not ready...      (agent/errors.py)
 """
 
 from __future__ import annotations
@@ -12,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import msgspec
@@ -29,6 +43,7 @@ from resofleet.contracts import (
     ContainerRequest,
     ContainerResponse,
     ContractError,
+    ErrorCode,
     OutputRequest,
     RunCommand,
     ServerPresence,
@@ -50,7 +65,7 @@ from .output import OutputLog
 from .parsers import build_world, parse_bans, parse_status, parse_users, parse_worlds
 from .runtime import ProcessRuntime, Runtime, emulator_command
 
-__all__ = ["ManagedServer", "make_runtime"]
+__all__ = ["ManagedServer", "check_world", "make_runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +78,34 @@ _CHANGES_WORLDS: Final = frozenset(
 _CHANGES_BANS: Final = frozenset({"ban", "unban", "banbyname", "unbanbyname", "banbyid", "unbanbyid"})
 #: Seconds a poll waits for the console to be free before skipping this round.
 POLL_WAIT: Final = 5.0
+#: What the console answers ``focus`` with when the world is not there (CONSOLE.md).
+_NO_SUCH_WORLD: Final = frozenset({"World index out of range", "World with this name does not exist"})
+#: A ``world`` text the console reads as an index (it tries a number first, then a name).
+_INDEX_TEXT: Final = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def check_world(server: str, world: str | int, names: Sequence[str]) -> None:
+    """Raise ``unknown_world`` unless ``world`` (a name, an index, or digits, which the
+    console reads as an index) is one of ``names``, the worlds the console just listed."""
+    if isinstance(world, str) and _INDEX_TEXT.fullmatch(world):
+        world = int(world)
+    if isinstance(world, int):
+        if 0 <= world < len(names):
+            return
+        count = len(names)
+        where = f"at index {world} (it has {count} world{'' if count == 1 else 's'})"
+    elif world in names:
+        return
+    else:
+        where = f"named {world!r}"
+    raise _unknown_world(f"Server {server!r} has no world {where}")
+
+
+def _unknown_world(what: str) -> ContractError:
+    return ContractError(
+        f"{what}; get_worlds lists its worlds by index and name. Nothing was run.",
+        code=ErrorCode.UNKNOWN_WORLD,
+    )
 
 
 def make_runtime(config: ServerConfig, listener) -> Runtime:  # type: ignore[no-untyped-def]
@@ -262,9 +305,13 @@ class ManagedServer:
             if world is None:
                 reply = await group.run(command, timeout=timeout)
             else:
+                await group.worlds(timeout=timeout)  # the console's own list, inside the group
+                check_world(self.id, world, driver.world_names)
                 before = driver.focused_index
-                await group.worlds(timeout=timeout)
-                await group.focus(world, timeout=timeout, stream=True)
+                focused = await group.focus(world, timeout=timeout, stream=True)
+                if _NO_SUCH_WORLD.intersection(line.strip() for line in focused.lines):
+                    # listed a moment ago, gone now (it closed): refuse, run nothing
+                    raise _unknown_world(f"Server {self.id!r} no longer has the world {world!r}")
                 reply = await group.run(command, timeout=timeout)
                 if before is not None and name not in ("focus", "close") and driver.focused_index != before:
                     await group.focus(before, timeout=COMMAND_DEADLINE)

@@ -5,14 +5,19 @@ receives a version it does not know answers or logs an error instead of guessing
 Replies and events carry client protocol messages (:mod:`resofleet.contracts.client`) as their
 body, so the agent builds the message a client receives and the gateway only adds the
 request ``id`` before encoding it as JSON once.
+
+A request carries what the client sent within the client protocol's own bounds (the
+command's length, a world name's length, every integer within
+:data:`~resofleet.contracts.client.MAX_SAFE_INTEGER`): the gateway has checked them, and the
+decoder checks them again, so no peer on the bus can hand an agent more.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from .client import (
     BansUpdate,
@@ -21,9 +26,14 @@ from .client import (
     ContainerOutputBatch,
     ContainerResponse,
     Error,
+    MAX_COMMAND_LENGTH,
     OutputHistory,
     StatusUpdate,
     WorldsUpdate,
+    _Count,
+    _Epoch,
+    _Limit,
+    _WorldRef,
 )
 from .errors import ContractError
 from .topology import EventKind
@@ -65,8 +75,8 @@ class _Tagged(Struct, tag_field="op", forbid_unknown_fields=False, array_like=Fa
 
 
 class RunCommand(_Tagged, tag="command"):
-    command: str
-    world: str | int | None = None
+    command: Annotated[str, Meta(max_length=MAX_COMMAND_LENGTH)]
+    world: _WorldRef | None = None
 
 
 class StatusRequest(_Tagged, tag="status"):
@@ -78,9 +88,12 @@ class WorldsRequest(_Tagged, tag="worlds"):
 
 
 class OutputRequest(_Tagged, tag="output"):
-    since: int | None = None
-    epoch: str | None = None
-    limit: int | None = None
+    """``get_output``; the agent's rule for ``since`` without ``epoch`` is
+    :meth:`resofleet.agent.output.OutputLog.history`'s."""
+
+    since: _Count | None = None
+    epoch: _Epoch | None = None
+    limit: _Limit | None = None
 
 
 class ContainerRequest(_Tagged, tag="container"):

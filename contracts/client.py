@@ -42,6 +42,7 @@ __all__ = [
     "GetStatus",
     "GetWorlds",
     "MAX_COMMAND_LENGTH",
+    "MAX_SAFE_INTEGER",
     "OutputHistory",
     "OutputLine",
     "Ping",
@@ -64,8 +65,22 @@ __all__ = [
     "encode_server",
 ]
 
-#: A request id is echoed back as the client sent it: a string or an integer.
-RequestId = Annotated[str, Meta(max_length=128)] | int
+#: Largest integer a client may send (and, negated, the smallest ``id``): 2**53 - 1,
+#: JavaScript's ``Number.MAX_SAFE_INTEGER``. Every integer of the protocol (a request
+#: ``id``, ``since``, ``limit``, a world index) is one a browser client holds exactly, and
+#: fits the 64 bits msgpack carries on the bus. A frame with a larger one is
+#: ``bad_request`` naming the field, and nothing of it is sent on.
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+
+#: A ``seq`` (``since``) or a world index: counted from 0, within :data:`MAX_SAFE_INTEGER`.
+_Count = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
+
+#: A request id is echoed back as the client sent it: a string of up to 128 characters or
+#: an integer within +/- :data:`MAX_SAFE_INTEGER`.
+RequestId = (
+    Annotated[str, Meta(max_length=128)]
+    | Annotated[int, Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+)
 
 #: Longest console command accepted, in characters. Real commands are short (the longest
 #: useful ones carry a world URL or a description); anything past this is a mistake or an
@@ -74,8 +89,17 @@ MAX_COMMAND_LENGTH: Final = 4096
 
 #: Longest server id or world name accepted inside a request, in characters.
 _MAX_NAME = 256
+#: Longest ``epoch`` accepted, in characters (agents draw 12 hex digits).
+_MAX_EPOCH = 64
+#: Most lines one ``get_output`` may ask for: ten rings' worth, so any ``limit`` a client
+#: needs fits, and one reply stays a few MB at most.
+_MAX_LIMIT = 100_000
 
 ServerId = Annotated[str, Meta(max_length=_MAX_NAME)]
+#: ``world`` in a request: a name, or an index counted from 0 (shared with the bus).
+_WorldRef = Annotated[str, Meta(max_length=_MAX_NAME)] | _Count
+_Epoch = Annotated[str, Meta(max_length=_MAX_EPOCH)]
+_Limit = Annotated[int, Meta(ge=1, le=_MAX_LIMIT)]
 ContainerAction = Literal["start", "stop", "restart"]
 
 
@@ -89,11 +113,13 @@ class _Message(Struct, tag_field="type", omit_defaults=True, forbid_unknown_fiel
 
 class Command(_Message, tag="command"):
     """Run one console command. ``world`` (index or name) focuses that world first, as one
-    step nothing interleaves with; the focus the user had is put back afterwards."""
+    step nothing interleaves with; the focus the user had is put back afterwards. A world
+    the server does not have (no such name, an index past its last world) is answered
+    ``error unknown_world``, and nothing runs."""
 
     command: Annotated[str, Meta(max_length=MAX_COMMAND_LENGTH)]
     server: ServerId | None = None
-    world: Annotated[str, Meta(max_length=_MAX_NAME)] | int | None = None
+    world: _WorldRef | None = None
     id: RequestId | None = None
 
 
@@ -112,12 +138,22 @@ class GetServers(_Message, tag="get_servers"):
 
 
 class GetOutput(_Message, tag="get_output"):
-    """Lines of the console's ring buffer after ``since`` (a ``seq``) in ``epoch``."""
+    """Lines of the console's ring buffer after ``since`` (a ``seq``) in ``epoch``.
+
+    The answer continues from ``since`` only when it is known to count in the server's
+    current epoch; otherwise it is the whole ring (oldest line first) with ``reset: true``,
+    and the client should replace what it shows. ``since`` counts in ``epoch`` when the
+    client sends it (every line carries its epoch: send it); without one, in the epoch of
+    the last ``output_history`` this connection received for that server; before any,
+    in no known epoch, so ``reset: true`` (``since: 0`` excepted: everything comes after 0).
+    A client that never sends ``epoch`` thus gets the ring once, then exactly what follows,
+    and the ring again with ``reset: true`` after the agent restarted.
+    """
 
     server: ServerId | None = None
-    since: Annotated[int, Meta(ge=0)] | None = None
-    epoch: Annotated[str, Meta(max_length=64)] | None = None
-    limit: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    since: _Count | None = None
+    epoch: _Epoch | None = None
+    limit: _Limit | None = None
     id: RequestId | None = None
 
 

@@ -3,8 +3,9 @@
 The error tree::
 
     ContractError          input that does not fit the protocol; carries an ErrorCode
-                           (bad_request or unknown_type), a sentence a person can act on,
-                           and what could still be read of the request (id, type, command)
+                           (bad_request or unknown_type; unknown_world from an agent, for a
+                           ``world`` the server does not have), a sentence a person can act
+                           on, and what could still be read of the request (id, type, command)
 
 :class:`ErrorCode` is the closed set of ``error.code`` values a client can receive. Every
 package maps its own failures onto one of these in one place (its ``errors.py``).
@@ -23,6 +24,10 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     UNKNOWN_TYPE = "unknown_type"
     UNKNOWN_SERVER = "unknown_server"
+    #: A command's ``world`` names no world of the server (no world of that name, or an
+    #: index past its last one): nothing ran. Added to v1: a client can tell it apart
+    #: from malformed input and refresh its list of worlds.
+    UNKNOWN_WORLD = "unknown_world"
     AMBIGUOUS_SERVER = "ambiguous_server"
     FORBIDDEN = "forbidden"
     UNAUTHENTICATED = "unauthenticated"
@@ -36,7 +41,8 @@ class ErrorCode(enum.StrEnum):
 class ContractError(ValueError):
     """A message that does not fit the protocol.
 
-    ``code`` is :attr:`ErrorCode.BAD_REQUEST` or :attr:`ErrorCode.UNKNOWN_TYPE`;
+    ``code`` is :attr:`ErrorCode.BAD_REQUEST` or :attr:`ErrorCode.UNKNOWN_TYPE` (or
+    :attr:`ErrorCode.UNKNOWN_WORLD` when an agent finds the ``world`` is not there);
     ``id`` is the request id when it could still be read from the input, so the
     error reply can echo it. ``request_type`` is the request's ``type`` text and
     ``command`` a ``command`` request's console text, each when it could still be read,

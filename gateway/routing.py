@@ -18,6 +18,13 @@ Server selection (client protocol v1):
   partition may leave its queue at the broker until the broker's heartbeat gives up on it,
   and requests sent there would only time out.
 
+``get_output`` with ``since`` and no ``epoch`` gets the epoch of the last
+``output_history`` the connection received for that server (``epochs``), so the agent
+reads ``since`` in the epoch the client last saw an answer from: the same epoch continues
+after ``since``, another one (the agent restarted) is a ``reset``. With none known the
+request goes as it came and the agent answers ``reset`` (see
+:meth:`resofleet.agent.output.OutputLog.history`).
+
 Authorisation is checked here too, in :func:`authorize`, and nowhere else.
 """
 
@@ -236,12 +243,16 @@ def route(
     online: Iterable[str],
     principal: Principal,
     offline: Mapping[str, float] | None = None,
+    epochs: Mapping[str, str] | None = None,
     timeouts: Timeouts = Timeouts(),
     client: str = "",
 ) -> BusRequest:
     """The bus request for a request of :data:`BUS_TYPES`, or a :class:`GatewayError`.
 
     ``offline``: servers whose agents stopped announcing them, with the seconds since.
+    ``epochs``: per server, the epoch of the last ``output_history`` this connection
+    received, for a ``get_output`` with ``since`` and no ``epoch`` (see the module
+    docstring).
     """
     server = pick_server(
         getattr(message, "server", None), pinned=pinned, online=online, principal=principal
@@ -250,6 +261,10 @@ def route(
     if offline and server in offline:
         raise ServerGone(server, offline[server])
     body, kind = _body(message)
+    if isinstance(body, OutputRequest) and body.since is not None and body.epoch is None:
+        known = epochs.get(server) if epochs else None
+        if known is not None:
+            body = msgspec.structs.replace(body, epoch=known)
     if kind == "command":
         assert isinstance(message, Command)
         timeout = timeouts.for_command(message.command)

@@ -17,6 +17,14 @@ A session reads frames one at a time and answers each:
 When the connection ends, its requests still in flight are cancelled (nobody is left to
 read their replies; a command already taken by an agent still runs there).
 
+Output epochs. The session remembers, per server, the epoch of the last
+``output_history`` it passed on, and a ``get_output`` with ``since`` but no ``epoch`` is
+sent with that one (:func:`~resofleet.gateway.routing.route`): a client that never sends
+``epoch`` continues where its last answer ended, and gets ``reset`` once the agent has
+restarted. Only answers count, not the live stream: a ``since`` is read in an epoch this
+connection answered for, never guessed from lines that may belong to a later epoch than
+the one the client counts in. At most one entry per server that answered.
+
 Identity. A session starts with the :class:`~resofleet.gateway.identity.Principal` its handshake
 established, or with none (the gateway has a secret and the client presented no token):
 
@@ -64,6 +72,7 @@ from resofleet.contracts import (
     Container,
     ContractError,
     GetServers,
+    OutputHistory,
     Ping,
     Pong,
     RequestId,
@@ -178,6 +187,8 @@ class Session:
         self.client = client
         self._bucket: TokenBucket | None = None
         self._limit()
+        #: Per server, the epoch of the last output_history sent (see the module docstring).
+        self._epochs: dict[str, str] = {}
         #: Set whenever the principal changes, so the identity watchdog re-arms.
         self._identity = asyncio.Event()
 
@@ -402,6 +413,7 @@ class Session:
                         pinned=self.pinned,
                         online=self.registry.online(),
                         offline=self.registry.offline(),
+                        epochs=self._epochs,
                         principal=principal,
                         timeouts=self.timeouts,
                         client=self.client,
@@ -480,6 +492,8 @@ class Session:
         except Exception as exc:
             reply = error_for(exc, id=id, server=request.server, conn=self.conn_id)
             log.info("conn=%s server=%s: %s: %s", self.conn_id, request.server, reply.code, exc)
+        if isinstance(reply, OutputHistory):
+            self._epochs[request.server] = reply.epoch
         await self.send(reply)
 
     async def send(self, message: ServerMessage) -> None:

@@ -92,6 +92,28 @@ async def test_world_field_runs_in_that_world_and_restores_focus(fleet):
     assert status.body.output.splitlines()[0] == "Name: Night Market"
 
 
+async def test_an_unknown_world_on_the_bus_runs_nothing(fleet, bus_factory):
+    """A command for a world the console does not list, sent straight onto the bus, is
+    `unknown_world`: nothing is streamed, the focus and every world's settings stay."""
+    watcher = await bus_factory()
+    sub = await watcher.subscribe(["one.output"])
+    _, gw = await fleet(ServerConfig(id="one", runtime="emulator", scenario="default"))
+    for world in ("No Such World", 2, "5"):
+        reply = await gw.request(req("one", RunCommand(command="maxUsers 3", world=world)))
+        assert isinstance(reply.body, Error) and reply.body.code == "unknown_world", reply.body
+        assert reply.body.server == "one" and "Nothing was run" in reply.body.message
+    await gw.request(req("one", RunCommand(command="version")))
+    streamed: list[str] = []
+    async with asyncio.timeout(10):
+        while not any(line.endswith(">version") for line in streamed):
+            streamed += [line.output for line in (await sub.get()).body.lines]
+    assert not [line for line in streamed if "maxUsers" in line or "focus" in line], streamed
+    worlds = await gw.request(req("one", WorldsRequest()))
+    assert [(w.name, w.maxUsers) for w in worlds.body.output] == [("Harbor Lounge", 16), ("Night Market", 4)]
+    status = await gw.request(req("one", RunCommand(command="status")))
+    assert status.body.output.splitlines()[0] == "Name: Night Market"
+
+
 async def test_status_is_live_numbers(fleet):
     """get_status answers the emulator process's own CPU and memory, as numbers."""
     _, gw = await fleet(ServerConfig(id="one", runtime="emulator"))

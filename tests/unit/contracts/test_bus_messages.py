@@ -51,6 +51,25 @@ def test_unknown_version_is_refused():
         decode_request(b"\xc1garbage")
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"op": "command", "command": "users", "world": 2**63}, "$.body.world"),
+        ({"op": "command", "command": "users", "world": -1}, "$.body.world"),
+        ({"op": "command", "command": "x" * 5000}, "$.body.command"),
+        ({"op": "command", "command": "users", "world": "w" * 300}, "$.body.world"),
+        ({"op": "output", "since": 2**64 - 1}, "$.body.since"),
+        ({"op": "output", "limit": 2**63}, "$.body.limit"),
+        ({"op": "output", "epoch": "e" * 65}, "$.body.epoch"),
+    ],
+)
+def test_a_request_past_the_client_bounds_is_refused(body, field):
+    """No peer can hand an agent an integer (or a text) the client protocol would refuse."""
+    data = msgspec.msgpack.encode({"server": "s", "body": body, "timeout": 1.0, "v": BUS_VERSION})
+    with pytest.raises(ContractError, match=field.replace("$", r"\$")):
+        decode_request(data)
+
+
 def test_topology_names_are_prefixed():
     t = Topology(prefix="t1.")
     assert (t.commands, t.events, t.presence) == ("t1.resofleet.commands", "t1.resofleet.events", "t1.resofleet.presence")

@@ -44,7 +44,7 @@ def test_public_names_are_pinned():
         "CONTAINER_ROLE", "ContractError", "decode_client", "decode_event", "decode_presence",
         "decode_reply", "decode_request", "Discover", "encode_bus", "encode_server", "Error",
         "ErrorCode", "EVENT_KINDS", "EventKind", "GetOutput", "GetServers", "GetStatus",
-        "GetWorlds", "is_server_id", "MAX_COMMAND_LENGTH", "OutputHistory", "OutputLine",
+        "GetWorlds", "is_server_id", "MAX_COMMAND_LENGTH", "MAX_SAFE_INTEGER", "OutputHistory", "OutputLine",
         "OutputRequest", "Ping", "Pong", "PresenceMessage", "RECORD_KEYS", "ReplyBody", "RequestBody",
         "RequestId", "required_role", "Revoke", "Role", "RunCommand", "SERVER_ID_PATTERN",
         "ServerInfo", "ServerMessage", "ServerPresence", "ServersUpdate", "ServerState",
@@ -139,7 +139,10 @@ def test_error_shape_and_closed_codes():
     assert {c.value for c in ErrorCode} == {
         "bad_request", "unknown_type", "unknown_server", "ambiguous_server", "forbidden",
         "unauthenticated", "server_offline", "timeout", "rate_limited", "bus_unavailable", "internal",
+        "unknown_world",
     }
+    unknown_world = Error(message="No such world.", code=ErrorCode.UNKNOWN_WORLD, server="s", id=1)
+    assert as_json(unknown_world)["code"] == "unknown_world"
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"type":"error","message":"x","code":"made_up"}', type=Error)
 
@@ -182,6 +185,14 @@ BAD = [
     ("ESC in world", b'{"type":"command","command":"users","world":"\\u001b[2J"}', ErrorCode.BAD_REQUEST),
     ("empty world", b'{"type":"command","command":"users","world":" "}', ErrorCode.BAD_REQUEST),
     ("bad action", b'{"type":"container","action":"explode"}', ErrorCode.BAD_REQUEST),
+    ("id past 2**53", b'{"type":"ping","id":9007199254740992}', ErrorCode.BAD_REQUEST),
+    ("id below -2**53", b'{"type":"ping","id":-9007199254740992}', ErrorCode.BAD_REQUEST),
+    ("id of 2**70", b'{"type":"get_status","id":1180591620717411303424}', ErrorCode.BAD_REQUEST),
+    ("since past 2**53", b'{"type":"get_output","since":9007199254740992}', ErrorCode.BAD_REQUEST),
+    ("since of 2**70", b'{"type":"get_output","since":1180591620717411303424}', ErrorCode.BAD_REQUEST),
+    ("limit of 2**70", b'{"type":"get_output","limit":1180591620717411303424}', ErrorCode.BAD_REQUEST),
+    ("world index of 2**70", b'{"type":"command","command":"users","world":1180591620717411303424}', ErrorCode.BAD_REQUEST),
+    ("negative world index", b'{"type":"command","command":"users","world":-1}', ErrorCode.BAD_REQUEST),
 ]
 
 
@@ -224,3 +235,30 @@ def test_error_says_what_was_refused_when_readable(frame, request_type, command)
     with pytest.raises(ContractError) as info:
         decode_client(frame)
     assert (info.value.request_type, info.value.command) == (request_type, command)
+
+
+@pytest.mark.parametrize(
+    ("frame", "field", "id"),
+    [
+        (b'{"type":"ping","id":1180591620717411303424}', "$.id", None),
+        (b'{"type":"get_output","since":1180591620717411303424,"id":"a"}', "$.since", "a"),
+        (b'{"type":"get_output","limit":1180591620717411303424,"id":2}', "$.limit", 2),
+        (b'{"type":"command","command":"users","world":1180591620717411303424,"id":"c"}', "$.world", "c"),
+    ],
+)
+def test_an_integer_past_the_bound_is_named_and_never_echoed(frame, field, id):
+    """The error names the field; an id past the bound is not echoed, a good one is."""
+    with pytest.raises(ContractError) as info:
+        decode_client(frame)
+    assert field in info.value.message and "1180591620717411303424" not in info.value.message
+    assert info.value.id == id
+
+
+def test_integers_at_the_bound_decode():
+    """2**53 - 1 (JavaScript's largest safe integer) and its negative are accepted."""
+    top = contracts.MAX_SAFE_INTEGER
+    assert top == 2**53 - 1
+    assert decode_client(f'{{"type":"ping","id":{-top}}}').id == -top
+    message = decode_client(f'{{"type":"get_output","since":{top},"id":{top}}}')
+    assert (message.since, message.id) == (top, top)
+    assert decode_client(f'{{"type":"command","command":"users","world":{top}}}').world == top

@@ -205,6 +205,23 @@ def test_a_server_its_agent_stopped_announcing_is_offline_at_once():
                  principal=OPEN_ADMIN).server == "new"
 
 
+@pytest.mark.parametrize(
+    ("message", "epochs", "sent"),
+    [
+        (GetOutput(since=5), {"s1": "e1"}, OutputRequest(since=5, epoch="e1")),
+        (GetOutput(since=5, epoch="mine"), {"s1": "e1"}, OutputRequest(since=5, epoch="mine")),
+        (GetOutput(since=5), {"other": "e2"}, OutputRequest(since=5)),
+        (GetOutput(since=5), None, OutputRequest(since=5)),
+        (GetOutput(), {"s1": "e1"}, OutputRequest()),
+        (GetOutput(limit=3), {"s1": "e1"}, OutputRequest(limit=3)),
+    ],
+)
+def test_since_without_epoch_gets_the_epoch_of_the_last_answer(message, epochs, sent):
+    """`since` alone is sent with the epoch this connection last had an answer in, for that
+    server only; an epoch the client gave, or a request without `since`, goes as it came."""
+    assert route(message, pinned=None, online=["s1"], principal=OPEN_ADMIN, epochs=epochs).body == sent
+
+
 def test_timeouts_are_configurable():
     """Tests and deployments can shorten or lengthen every kind of timeout."""
     fast = Timeouts(command=1.0, long_commands={"save": 2.0})

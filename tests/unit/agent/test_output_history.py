@@ -1,0 +1,53 @@
+"""OutputLog.history: which lines a get_output gets, and when it is a reset. No I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from resofleet.agent.output import OutputLog
+
+
+async def _never(batch) -> None:  # type: ignore[no-untyped-def]
+    raise AssertionError("nothing is published in these tests")
+
+
+def log_of(lines: int, *, ring: int = 100) -> OutputLog:
+    output = OutputLog("s", _never, ring=ring)
+    for n in range(1, lines + 1):
+        output.add(f"line {n}")
+    return output
+
+
+@pytest.mark.parametrize(
+    ("since", "epoch", "first", "reset"),
+    [
+        (None, None, 1, False),     # everything
+        (7, "SAME", 8, False),      # after since, in this epoch
+        (7, "other", 1, True),      # another epoch: all, reset
+        (7, None, 1, True),         # no epoch: which one since counts in is unknown
+        (50, None, 1, True),        # past this epoch's last line: still a reset, not nothing
+        (0, None, 1, False),        # everything comes after 0, in any epoch
+        (None, "other", 1, True),
+        (None, "SAME", 1, False),
+    ],
+)
+def test_since_is_read_in_an_epoch_only_when_one_is_known(since, epoch, first, reset):
+    """`since` continues only in the current epoch; another epoch or none is a reset."""
+    output = log_of(10)
+    history = output.history(since, output.epoch if epoch == "SAME" else epoch, None)
+    assert (history.lines[0].seq, history.reset, history.epoch) == (first, reset, output.epoch)
+    assert history.lines[-1].seq == 10 and history.complete
+
+
+def test_a_reset_with_a_limit_starts_at_the_oldest_line_and_is_incomplete():
+    """`limit` cuts a reset from its oldest line, and says the answer is not complete."""
+    history = log_of(150).history(7, None, 5)
+    assert [line.seq for line in history.lines] == [51, 52, 53, 54, 55]
+    assert history.reset and not history.complete
+
+
+def test_since_older_than_the_ring_is_incomplete():
+    """Lines after `since` that fell out of the ring make the answer incomplete."""
+    output = log_of(150)
+    history = output.history(10, output.epoch, None)
+    assert history.lines[0].seq == 51 and not history.complete and not history.reset
