@@ -56,10 +56,11 @@ Slow clients
     the lines it missed.
 
 Bad input
-    Invalid JSON, a binary frame, a missing field or a wrong type: ``error bad_request``;
-    an unknown type: ``error unknown_type``; a command with a control character (CR, LF,
-    NUL, ...): ``error bad_request``, and it never reaches a console. The connection
-    stays open in every case but an oversize frame.
+    Invalid JSON, a binary frame, a missing field, a wrong type or an integer beyond
+    ±(2**53 - 1): ``error bad_request``; an unknown type: ``error unknown_type``; a command
+    with a control character (CR, LF, NUL, ...): ``error bad_request``, and it never
+    reaches a console; a ``world`` the server does not have: ``error unknown_world`` (from
+    the agent), nothing run. The connection stays open in every case but an oversize frame.
 
 Identity and security (:class:`Security`; default open mode)
     With a secret, a client presents a signed token (``Authorization: Bearer``, ``?token=``,
