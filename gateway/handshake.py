@@ -7,6 +7,9 @@ and answers. Each is tested without I/O.
   proxy: then the right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy
   (each proxy appends the address it received the request from, so entries to the left of
   the first untrusted one could have been written by anyone).
+- :func:`host_allowed`: the ``Host`` header names the gateway: a loopback name or address,
+  or one the operator configured. In open mode nothing else is accepted, since a page whose
+  name an attacker re-pointed at 127.0.0.1 (DNS rebinding) passes the same-origin check.
 - :func:`origin_allowed`: a browser page may open a WebSocket only from the same origin
   (the ``Origin``'s host and port equal the ``Host`` header) or from a configured origin.
   No ``Origin`` header: not a browser, allowed (a script could send any Origin anyway; the
@@ -35,6 +38,7 @@ __all__ = [
     "TokenSource",
     "client_address",
     "find_token",
+    "host_allowed",
     "login_cookie",
     "login_page",
     "logout_cookie",
@@ -131,6 +135,35 @@ def _host(text: str, default_port: int) -> tuple[str, int] | None:
     if not parts.hostname:
         return None
     return parts.hostname, port if port is not None else default_port
+
+
+def _loopback_name(name: str) -> bool:
+    """``localhost``, a name under ``.localhost`` (browsers resolve both to loopback
+    themselves, never through DNS), or a loopback address."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(host: str | None, *, open_mode: bool, hosts: Iterable[str]) -> bool:
+    """Whether a request's ``Host`` header names this gateway (see the module docstring).
+
+    Loopback names and addresses, and the configured ``hosts``, always do. In open mode
+    nothing else does; with a secret and no ``hosts`` configured, any name does.
+    """
+    configured = tuple(hosts)
+    if host is None:
+        return not open_mode and not configured
+    parsed = _host(host, 0)
+    if parsed is None:
+        return False
+    name = parsed[0].rstrip(".")
+    if _loopback_name(name) or name in configured:
+        return True
+    return not open_mode and not configured
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str]) -> bool:

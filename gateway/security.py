@@ -43,6 +43,12 @@ class Security:
     trusted_proxies: tuple[Network, ...] = ()
     #: Token ids refused for good (``[gateway] revoked``), besides those revoked on the bus.
     revoked: tuple[str, ...] = ()
+    #: Lowercased host names the gateway answers to besides loopback ones (``[gateway]
+    #: hosts``). Open mode answers to loopback names only, and to these: a web page whose
+    #: name an attacker points at 127.0.0.1 (DNS rebinding) is same-origin with itself,
+    #: so only the ``Host`` header tells it from a page of the gateway's own. With a
+    #: secret, an empty list accepts any name (clients hold tokens); a list limits them.
+    hosts: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     #: Seconds an unauthenticated connection may stay open (see :data:`AUTH_TIMEOUT`).
     auth_timeout: float = AUTH_TIMEOUT
@@ -62,6 +68,7 @@ class Security:
             origins=tuple(o.lower().rstrip("/") for o in settings.origins),
             trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies),
             revoked=tuple(settings.revoked),
+            hosts=tuple(h.lower().rstrip(".") for h in settings.hosts),
             limits=settings.limits,
         )
 

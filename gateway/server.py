@@ -55,6 +55,7 @@ from .handshake import (
     TokenSource,
     client_address,
     find_token,
+    host_allowed,
     login_cookie,
     login_page,
     logout_cookie,
@@ -216,6 +217,15 @@ class Edge:
             if problem is None:
                 return _text(connection, HTTPStatus.OK, "ready")
             return _text(connection, HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {problem}")
+        security = self.guard.security
+        if not host_allowed(_one(request, "Host"), open_mode=security.open, hosts=security.hosts):
+            log.info("conn=- server=-: request for host %r refused", (_one(request, "Host") or "")[:100])
+            return _text(
+                connection,
+                HTTPStatus.MISDIRECTED_REQUEST,
+                "misdirected: this gateway answers to loopback host names only, and to those "
+                "listed in [gateway] hosts",
+            )
         if path == "/login":
             return self._login(connection, request, query)
         if path == "/logout":

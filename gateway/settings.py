@@ -73,6 +73,10 @@ _Origin = Annotated[
     msgspec.Meta(pattern=r"^(?i:https?)://[^/]+$", description="an origin like https://host[:port]"),
 ]
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_Hostname = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[A-Za-z0-9.-]{1,253}$", description="a host name, without a port"),
+]
 _AuditPath = Annotated[
     str, msgspec.Meta(min_length=1, description="a path, or false for no audit log")
 ]
@@ -105,6 +109,9 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     trusted_proxies: tuple[_NonEmpty, ...] = ()
     #: Token ids refused for good, besides those revoked on the bus.
     revoked: tuple[_NonEmpty, ...] = ()
+    #: Host names (the ``Host`` header, without a port) the gateway answers to besides
+    #: loopback ones; when set, every other name is refused (see ``Security.hosts``).
+    hosts: tuple[_Hostname, ...] = ()
     limits: Limits = msgspec.field(default_factory=Limits)
     #: Path of the gateway's audit log; ``None``: none is written.
     audit_log: _AuditPath | None = None

@@ -8,6 +8,7 @@ secret = "..."              # signs and checks tokens (or $RESOFLEET_SECRET); ab
 old_secrets = ["..."]       # still accepted, no longer used to sign (rotation)
 origins = ["https://dash.example.com"]   # browser origins allowed besides the same origin
 trusted_proxies = ["10.0.0.0/8"]         # whose X-Forwarded-For names the client
+hosts = ["dash.example.com"]             # Host names answered besides loopback (open: loopback only)
 revoked = ["<jti>"]         # token ids refused for good (`token revoke` is immediate)
 audit_log = "/var/log/resofleet/gateway.jsonl"   # false: no audit log
 compression = false         # offer permessage-deflate (costs CPU and memory per client)

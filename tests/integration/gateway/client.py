@@ -177,13 +177,19 @@ async def wait_until(check: Callable[[], Any], timeout: float = WAIT, what: str 
             await asyncio.sleep(0.02)
 
 
-async def http_get(port: int, path: str, timeout: float = WAIT) -> tuple[int, str]:
-    """A plain HTTP/1.1 GET on 127.0.0.1: (status, body)."""
+async def http_get(
+    port: int, path: str, timeout: float = WAIT, *, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """A plain HTTP/1.1 GET on 127.0.0.1: (status, body). ``headers`` are sent as given,
+    ``Host`` included (default ``127.0.0.1:<port>``)."""
+    sent = {"Host": f"127.0.0.1:{port}", "Connection": "close", **(headers or {})}
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        head = "".join(f"{name}: {value}\r\n" for name, value in sent.items())
+        writer.write(f"GET {path} HTTP/1.1\r\n{head}\r\n".encode())
         await writer.drain()
-        data = await reader.read()
+        status = int((await reader.readuntil(b"\r\n\r\n")).split()[1])
+        # an accepted WebSocket handshake (101) stays open: its body is the connection
+        body = b"" if status == 101 else await reader.read()
         writer.close()
-    head, _, body = data.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
+    return status, body.decode()

@@ -11,6 +11,9 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from resofleet.contracts import Role
+from resofleet.gateway.security import Security
+from resofleet.gateway.tokens import Keyring
 from tests.support.timing import AT_ONCE
 
 from .client import Client, http_get
@@ -188,3 +191,42 @@ async def test_compression_is_offered_only_when_configured(start_gateway, compre
         offered = client.ws.response.headers.get("Sec-WebSocket-Extensions", "")
         assert ("permessage-deflate" in offered) is compression
         assert (await client.request({"type": "ping"}))["type"] == "pong"
+
+
+#: A WebSocket handshake's own headers, for raw requests.
+UPGRADE = {
+    "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+async def test_an_open_gateway_refuses_host_names_that_are_not_loopback(start_gateway):
+    """DNS rebinding: a page from rebind.example.test, whose name an attacker points at
+    127.0.0.1, is same-origin with itself; an open (admin) gateway must not let it in, on
+    /ws or /login, while loopback names and addresses still connect."""
+    gateway = await start_gateway()
+    port = gateway.port
+    for host in (f"rebind.example.test:{port}", "rebind.example.test", f"127.0.0.1.example.test:{port}"):
+        origin = f"http://{host}"
+        status, body = await http_get(port, "/ws", headers={"Host": host, "Origin": origin, **UPGRADE})
+        assert status == 421, (host, status, body)
+        assert "host" in body.lower()
+        status, _ = await http_get(port, "/login?token=x", headers={"Host": host})
+        assert status == 421
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"app.localhost:{port}", "127.0.0.2"):
+        status, body = await http_get(port, "/ws", headers={"Host": host, "Origin": f"http://{host}", **UPGRADE})
+        assert status == 101, (host, status, body)
+    # health checks answer whatever name a probe uses
+    assert (await http_get(port, "/healthz", headers={"Host": "gateway.internal"}))[0] == 200
+
+
+async def test_a_secured_gateway_answers_only_the_host_names_it_is_given(start_gateway):
+    """With `[gateway] hosts`, a secured gateway refuses other names (421) before looking
+    at the token; loopback names still reach it (health checks, a local operator)."""
+    keyring = Keyring(("s" * 43,))
+    gateway = await start_gateway(security=Security(keyring=keyring, hosts=("dash.example.com",)))
+    port = gateway.port
+    bearer = {"Authorization": f"Bearer {keyring.issue(role=Role.ADMIN, sub='ann')}"}
+    assert (await http_get(port, "/ws", headers={"Host": "other.example.com", **bearer, **UPGRADE}))[0] == 421
+    assert (await http_get(port, "/ws", headers={"Host": "dash.example.com", **bearer, **UPGRADE}))[0] == 101
+    assert (await http_get(port, "/ws", headers={"Host": f"localhost:{port}", **bearer, **UPGRADE}))[0] == 101

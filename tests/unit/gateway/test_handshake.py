@@ -11,6 +11,7 @@ from resofleet.gateway.handshake import (
     COOKIE,
     client_address,
     find_token,
+    host_allowed,
     login_cookie,
     login_page,
     logout_cookie,
@@ -155,3 +156,33 @@ def test_login_page_escapes_what_it_prints():
     """A sub with markup is printed as text."""
     page = login_page(Principal(sub="<script>x</script>", role=Role.ADMIN, servers=("eu-*",)))
     assert "<script>x" not in page and "&lt;script&gt;" in page and "eu-*" in page
+
+
+@pytest.mark.parametrize(
+    ("host", "open_mode", "hosts", "allowed"),
+    [
+        ("127.0.0.1:8000", True, (), True),
+        ("127.9.9.9", True, (), True),
+        ("[::1]:8000", True, (), True),
+        ("localhost:8000", True, (), True),
+        ("LocalHost.", True, (), True),
+        ("dash.localhost:8000", True, (), True),
+        # DNS rebinding: names an attacker can point at 127.0.0.1
+        ("rebind.example.test:8000", True, (), False),
+        ("localhost.example.test", True, (), False),
+        ("127.0.0.1.example.test", True, (), False),
+        ("10.0.0.5:8000", True, (), False),
+        (None, True, (), False),
+        ("", True, (), False),
+        ("dash.example.com", True, ("dash.example.com",), True),
+        # with a secret, any name unless the operator listed some
+        ("gw.example.com:443", False, (), True),
+        (None, False, (), True),
+        ("gw.example.com", False, ("dash.example.com",), False),
+        ("dash.example.com:443", False, ("dash.example.com",), True),
+        ("localhost:8000", False, ("dash.example.com",), True),
+    ],
+)
+def test_host_allowed(host, open_mode, hosts, allowed):
+    """Loopback names and configured ones always; in open mode nothing else."""
+    assert host_allowed(host, open_mode=open_mode, hosts=hosts) is allowed

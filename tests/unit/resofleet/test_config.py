@@ -185,7 +185,7 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
     [
         ({"gatway": {"port": 1}}, "gatway is not a known key (known: gateway, agent, bus, servers)"),
         ({"gateway": {"secrte": SECRET}}, "gateway.secrte is not a known key (known: host, port, secret, "
-         "old_secrets, origins, trusted_proxies, revoked, limits, audit_log, compression)"),
+         "old_secrets, origins, trusted_proxies, revoked, hosts, limits, audit_log, compression)"),
         ({"gateway": {"limits": {"rate": 1}}},
          "gateway.limits.rate is not a known key (known: command_rate, command_burst, connections_per_address)"),
         ({"agent": {"status": 1}}, "agent.status is not a known key (known: name, status_interval, "
@@ -291,3 +291,12 @@ def test_settings_print_without_their_secrets(monkeypatch: pytest.MonkeyPatch) -
     config = parse_config({"gateway": {"secret": SECRET, "old_secrets": [OLD]}})
     assert SECRET not in repr(config) and OLD not in repr(config)
     assert "secrets=<2 hidden>" in repr(config.gateway)
+
+
+def test_gateway_hosts_are_host_names_without_ports() -> None:
+    """`[gateway] hosts` lists the names the gateway answers to; a port or a space is refused
+    naming the key."""
+    config = parse_config({"gateway": {"hosts": ["dash.example.com", "GW.example.com"]}}, source="f.toml")
+    assert config.gateway.hosts == ("dash.example.com", "GW.example.com")
+    with pytest.raises(ConfigError, match=r"^f\.toml: gateway\.hosts\[0\] "):
+        parse_config({"gateway": {"hosts": ["dash.example.com:443"]}}, source="f.toml")
