@@ -1,4 +1,4 @@
-"""Keep tokens out of logs.
+"""Keep tokens out of logs, and client text on one line.
 
 Browsers present a token as ``?token=...`` (and proxies, websockets' debug log or a
 traceback may print a request line that carries it), scripts as ``Authorization: Bearer
@@ -11,6 +11,13 @@ hold admin tokens, so every log line goes through :func:`redact` on its way out:
   request lines are clean when a test or an embedder turns them on.
 
 The gateway's own log lines never print a query string in the first place.
+
+The same pass escapes every control character in a message (CR, LF, ESC, the C1 controls
+such as CSI, DEL, the Unicode line separators: :data:`resofleet.contracts.CONTROL_CHARACTERS`)
+as ``\\n``, ``\\x1b``, ``\\x9b``...: log lines quote what clients sent (a refused server
+id, a bad command), and a line break there would forge a log line, an escape sequence would
+drive the terminal of whoever reads the log. Tracebacks keep their lines; only the message
+is one line.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import re
 from collections.abc import MutableMapping
 from typing import Any, Final
 
-__all__ = ["REDACTED", "RedactFilter", "RedactingLogger", "install", "redact"]
+from resofleet.contracts import CONTROL_CHARACTERS
+
+__all__ = ["REDACTED", "RedactFilter", "RedactingLogger", "clean", "install", "redact"]
 
 REDACTED: Final = "[redacted]"
 
@@ -32,6 +41,15 @@ _PATTERNS: Final = (
     (re.compile(r"(?i)(\bbearer\s+)[^\s,'\"]+"), rf"\g<1>{REDACTED}"),
     (re.compile(r"(\"token\"\s*:\s*\")[^\"]*"), rf"\g<1>{REDACTED}"),
 )
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def clean(text: str) -> str:
+    """``text`` as a log line may show it: tokens redacted, control characters escaped."""
+    return CONTROL_CHARACTERS.sub(_escape, redact(text))
 
 
 def redact(text: str) -> str:
@@ -49,9 +67,9 @@ class RedactFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string: let the handler report it as usual
             return True
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
+        cleaned = clean(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -80,4 +98,4 @@ class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         except (TypeError, ValueError):
             text = f"{msg} {args!r}"
         kwargs.setdefault("stacklevel", 2)
-        self.logger.log(level, "%s", redact(text), **kwargs)
+        self.logger.log(level, "%s", clean(text), **kwargs)

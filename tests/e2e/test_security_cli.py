@@ -165,3 +165,21 @@ async def test_tls_cert_and_key_serve_wss_with_tokens(tmp_path):
             await Client.connect(up.url, ssl=ssl.create_default_context())
         code, err = await up.stop()
     assert code == 0, err
+
+
+async def test_client_text_in_log_lines_is_escaped(tmp_path):
+    """A refused request whose server id carries a line break, a forged log line and a
+    terminal escape sequence is logged on one line, with those characters escaped: nothing a
+    client sends can add a line to the log or drive the operator's terminal."""
+    forged = "2026-11-30 14:00:00,000 ERROR forged"
+    async with started("up", "--demo", "--port", "0", cwd=tmp_path, env=env_for(tmp_path)) as up:
+        async with await Client.connect(up.url) as client:
+            for request in (
+                {"type": "get_status", "server": f"evil\n{forged}\x1b[2J"},
+                {"type": "subscribe", "servers": [f"evil\r\n{forged}\x9b31m"]},
+            ):
+                assert (await client.request(request))["code"] == "unknown_server"
+        code, logged = await up.stop()
+    assert not [line for line in logged.splitlines() if line.startswith(forged)], logged
+    assert "\x1b" not in logged and "\x9b" not in logged and "\r" not in logged
+    assert "\\x1b[2J" in logged  # the attempt is still readable
