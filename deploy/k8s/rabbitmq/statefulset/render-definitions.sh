@@ -5,9 +5,9 @@
 # an amqp:// URL, and a password that is still the example placeholder.
 #
 # What each user may do (the resource names are resofleet.contracts.Topology's):
-#   gateway: declare the exchanges and its own server-named queues; publish requests and
-#            presence (discover, revocations); read events and presence. It cannot serve a
-#            server or publish its output.
+#   gateway: declare the exchanges and its own queues (aio-pika names them amq_<hex>);
+#            publish requests and presence (discover, revocations); read events and
+#            presence. It cannot serve a server or publish its output.
 #   agent:   declare the exchanges, per-server command queues and its own queues; publish
 #            events, presence and replies (default exchange); read commands and presence.
 #            It cannot send a request to a server.
