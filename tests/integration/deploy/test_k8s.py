@@ -288,6 +288,14 @@ def test_every_pod_meets_the_restricted_pod_security_profile(name: str) -> None:
 
 
 @every_kustomization
+def test_no_pod_gets_service_links(name: str) -> None:
+    """Service links are off: a Service named `rabbitmq` would put RABBITMQ_PORT=tcp://...
+    into every pod's environment, which the broker's own scripts read as its port."""
+    for w, template in pod_templates(render(name)):
+        assert template["spec"].get("enableServiceLinks") is False, w["metadata"]["name"]
+
+
+@every_kustomization
 def test_long_running_containers_have_readiness_and_liveness_probes(name: str) -> None:
     """Every container that serves (not init containers) says when it is ready and alive."""
     for w, template in pod_templates(render(name)):
