@@ -30,12 +30,14 @@ __all__ = [
     "broker_pod_labels",
     "configmap_files",
     "find",
+    "generated_name",
     "kubectl",
     "matches",
     "one",
     "pod_templates",
     "render",
     "secret_value",
+    "toml_files",
 ]
 
 #: The manifests.
