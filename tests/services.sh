@@ -68,6 +68,7 @@ if [ -z "${RESOFLEET_NO_BROWSER:-}" ] && [ -x "$CHROMIUM" ]; then
     echo "services: chromium for the browser tests: $CHROMIUM" >&2
     echo "export RESOFLEET_CHROMIUM=$CHROMIUM"
 fi
+
 # kubectl for the Kubernetes manifest tests (`kubectl kustomize`; there is no cluster: the
 # tests render deploy/k8s and validate it offline). Any kubectl on PATH will do; without
 # one, Debian's kubernetes-client (as root). Without either those tests skip and say why.
