@@ -68,4 +68,28 @@ if [ -z "${RESOFLEET_NO_BROWSER:-}" ] && [ -x "$CHROMIUM" ]; then
     echo "services: chromium for the browser tests: $CHROMIUM" >&2
     echo "export RESOFLEET_CHROMIUM=$CHROMIUM"
 fi
+
+# kubectl for the Kubernetes manifest tests (`kubectl kustomize`; there is no cluster: the
+# tests render deploy/k8s and validate it offline). Any kubectl on PATH will do; without
+# one, Debian's kubernetes-client (as root). Without either those tests skip and say why.
+if [ -z "${RESOFLEET_NO_KUBECTL:-}" ] && ! command -v kubectl >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log=/var/log/resofleet-kubectl-apt.log
+        echo "services: installing kubernetes-client for the manifest tests (apt log: $log)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt_=(apt-get -q -o DPkg::Lock::Timeout=300)
+        install=("${apt_[@]}" install -y --no-install-recommends kubernetes-client)
+        if ! "${install[@]}" >"$log" 2>&1; then
+            "${apt_[@]}" update >>"$log" 2>&1 && "${install[@]}" >>"$log" 2>&1
+        fi
+        if ! command -v kubectl >/dev/null; then
+            echo "services: could not install kubernetes-client ($(grep -E '^E:' "$log" | tail -n 1)); the manifest tests will be skipped" >&2
+        fi
+    else
+        echo "services: no kubectl and cannot apt-get it (needs root); the manifest tests will be skipped" >&2
+    fi
+fi
+if command -v kubectl >/dev/null; then
+    echo "services: kubectl for the manifest tests: $(command -v kubectl)" >&2
+fi
 exit 0
