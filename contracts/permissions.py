@@ -3,11 +3,12 @@
 Roles are ordered, each including the one before: viewer < moderator < operator < admin.
 
 - viewer: read-only commands, status, worlds, output.
-- moderator: acting on users (kick, ban, unban, silence, respawn, role).
-- operator: acting on worlds (settings, save, close, restart, start, focus, content).
+- moderator: acting on users (kick, ban, unban, silence, respawn, role below Moderator).
+- operator: acting on worlds (settings, save, close, restart, start, focus, content), and
+  granting a world role at or above Moderator (a moderator may not make peers or admins).
 - admin: everything else: the headless's account and friends, messages, shutdown, crash,
-  files and ports on the host, container start/stop/restart, and any command this table
-  does not know.
+  files and ports on the host (``import``, ``importMinecraft``, ResoniteLink),
+  container start/stop/restart, and any command this table does not know.
 
 Every command of the console's ``help`` list appears in :data:`COMMAND_ROLES`, keyed by its
 lowercase name (the console matches names case-insensitively).
@@ -16,6 +17,7 @@ lowercase name (the console matches names case-insensitively).
 from __future__ import annotations
 
 import enum
+import re
 from types import MappingProxyType
 from typing import Final
 
@@ -34,7 +36,10 @@ class Role(enum.IntEnum):
 
     @classmethod
     def parse(cls, value: str) -> Role:
+        """A role from its name, in any case of ASCII letters (``Admin``, ``admin``)."""
         try:
+            if not value.isascii():  # "admın".upper() is "ADMIN": not a role's name
+                raise KeyError(value)
             return cls[value.upper()]
         except KeyError:
             names = ", ".join(r.label for r in cls)
@@ -81,8 +86,6 @@ _TABLE: dict[str, Role] = {
     "description": _O,
     "maxusers": _O,
     "awaykickinterval": _O,
-    "import": _O,
-    "importminecraft": _O,
     "dynamicimpulse": _O,
     "dynamicimpulsestring": _O,
     "dynamicimpulseint": _O,
@@ -102,6 +105,8 @@ _TABLE: dict[str, Role] = {
     "sendfriendrequest": _A,
     "removefriend": _A,
     "enableresonitelink": _A,
+    "import": _A,  # reads a path on the host
+    "importminecraft": _A,  # reads a folder on the host
     "crash": _A,
     "shutdown": _A,
 }
@@ -119,6 +124,20 @@ def command_name(command: str) -> str:
     return head[0].lower() if head else ""
 
 
+#: World roles (lowercase) that only an operator may grant: Moderator and those above it
+#: in Resonite's order (Admin > Builder > Moderator > Guest > Spectator).
+ELEVATED_WORLD_ROLES: Final = frozenset({"admin", "builder", "moderator"})
+#: An argument as the console splits them: a double-quoted run, or a word.
+_ARGUMENT: Final = re.compile(r'"([^"]*)"|(\S+)')
+
+
 def required_role(command: str) -> Role:
     """The least role that may run ``command``; unknown commands need admin."""
-    return COMMAND_ROLES.get(command_name(command), Role.ADMIN)
+    name = command_name(command)
+    role = COMMAND_ROLES.get(name, Role.ADMIN)
+    if name == "role":
+        arguments = [m.group(1) if m.group(1) is not None else m.group(2)
+                     for m in _ARGUMENT.finditer(command.strip())][1:]
+        if len(arguments) >= 2 and arguments[1].lower() in ELEVATED_WORLD_ROLES:
+            return Role.OPERATOR
+    return role

@@ -192,8 +192,10 @@ class Keyring:
         if now is not None:  # PyJWT checks `exp` against its own clock; `now` is checked below
             options["verify_exp"] = False
         try:
+            # no leeway on exp: a gateway closes a connection when its token expires, so one
+            # already expired by its clock is refused, not accepted and closed at once
             claims = jwt.decode(
-                token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, leeway=LEEWAY,
+                token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, leeway=0,
                 options=options,
             )
         except jwt.ExpiredSignatureError:
@@ -205,6 +207,10 @@ class Keyring:
         return _principal(claims, now=now)
 
 
+#: Role labels as tokens carry them, exactly.
+_ROLES: Final = {role.label: role for role in Role}
+
+
 def _principal(claims: Mapping[str, Any], *, now: float | None) -> Principal:
     sub, role, exp, jti = claims.get("sub"), claims.get("role"), claims.get("exp"), claims.get("jti")
     if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB or not sub.isprintable():
@@ -213,15 +219,27 @@ def _principal(claims: Mapping[str, Any], *, now: float | None) -> Principal:
         raise TokenError("bad_claims", "The token's jti is not an id.")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise TokenError("bad_claims", "The token's exp is not a time.")
-    if now is not None and exp + LEEWAY <= now:
+    clock = time.time() if now is None else now
+    if exp <= clock:
         raise TokenError("expired", "The token has expired: ask for a new one.")
-    try:
-        parsed_role = Role.parse(role) if isinstance(role, str) else None
-    except ValueError:
-        parsed_role = None
+    iat = claims.get("iat")
+    if iat is not None and (isinstance(iat, bool) or not isinstance(iat, (int, float))):
+        raise TokenError("bad_claims", "The token's iat is not a time.")
+    if iat is not None and iat > clock + LEEWAY:
+        raise TokenError("bad_claims", "The token was issued in the future: check the issuer's clock.")
+    if exp - (clock if iat is None else iat) > MAX_TTL + LEEWAY:
+        raise TokenError(
+            "bad_claims", f"The token lives longer than the longest lifetime ({MAX_TTL / 86400:.0f} days)."
+        )
+    # exactly a role's label: a lookalike that case-folds to one (a dotless i) is not one
+    parsed_role = _ROLES.get(role) if isinstance(role, str) else None
     if parsed_role is None:
         raise TokenError(
             "bad_claims", "The token's role is not one of viewer, moderator, operator, admin."
+        )
+    if "servers" in claims and claims["servers"] is None:
+        raise TokenError(
+            "bad_claims", "The token's servers are null: leave the claim out for every server."
         )
     servers = claims.get("servers")
     if servers is None:

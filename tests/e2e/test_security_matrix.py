@@ -14,6 +14,8 @@ import json
 import time
 import uuid
 
+import pytest
+
 from resofleet.contracts import COMMAND_ROLES, CONTAINER_ROLE, Role, command_name, required_role
 from resofleet.gateway.security import Security
 from resofleet.gateway.tokens import Keyring, new_secret
@@ -133,3 +135,49 @@ async def test_each_role_runs_exactly_the_commands_of_its_class_and_below(audit_
     print(f"\nforbidden replies: {len(forbidden_latency)}, median "
           f"{sorted(forbidden_latency)[len(forbidden_latency) // 2] * 1000:.2f} ms, "
           f"max {max(forbidden_latency) * 1000:.2f} ms")
+
+
+@pytest.mark.parametrize(
+    ("command", "needed"),
+    [
+        ("role Mira Admin", Role.OPERATOR),
+        ('role "Mira" builder', Role.OPERATOR),
+        ("role Mira Moderator", Role.OPERATOR),
+        ("role Mira Guest", Role.MODERATOR),
+        ("role Mira Spectator", Role.MODERATOR),
+        ("role Mira", Role.MODERATOR),  # the console answers with its usage line
+        ("import /etc/passwd", Role.ADMIN),
+        ("importMinecraft /srv", Role.ADMIN),
+    ],
+)
+def test_roles_that_reach_beyond_the_granter_or_the_host_need_more(command, needed):
+    """Granting a world role at or above Moderator (Moderator < Builder < Admin in
+    Resonite) needs operator; reading host files (import) needs admin."""
+    assert required_role(command) is needed
+
+
+async def test_a_moderator_cannot_make_anyone_world_admin(audit_file, fleet):
+    """A moderator's `role Mira Admin` is forbidden and never reaches the console; `role
+    Mira Guest` runs; an operator's `import` of a host file is forbidden too."""
+    agent_audit = await audit_file("agent")
+    keyring = Keyring((new_secret(),))
+    await fleet.agent("m-2", audit=agent_audit.log)
+    gateway = await fleet.gateway(security=Security(keyring=keyring))
+
+    def bearer(role: Role, sub: str) -> dict:
+        return {"additional_headers": {"Authorization": f"Bearer {keyring.issue(role=role, sub=sub, ttl=600)}"}}
+
+    moderator = await fleet.client(gateway.url, cls=RecordingClient, **bearer(Role.MODERATOR, "mod"))
+    operator = await fleet.client(gateway.url, cls=RecordingClient, **bearer(Role.OPERATOR, "op"))
+    await servers_online(moderator, ["m-2"])
+    reply = await moderator.request({"type": "command", "command": "role Mira Admin", "server": "m-2"})
+    assert (reply["type"], reply["code"]) == ("error", "forbidden") and "operator" in reply["message"]
+    reply = await operator.request({"type": "command", "command": "import /etc/passwd", "server": "m-2"})
+    assert (reply["type"], reply["code"]) == ("error", "forbidden") and "admin" in reply["message"]
+    reply = await moderator.request({"type": "command", "command": "role Mira Guest", "server": "m-2", "world": 0})
+    assert reply["type"] == "command_response" and reply["output"] == "Mira now has role Guest!", reply
+    worlds = await moderator.request({"type": "get_worlds", "server": "m-2"})
+    roles = {u["username"]: u["role"] for u in worlds["output"][0]["users_list"]}
+    assert roles["Mira"] == "Guest"
+    ran = [r["command"] for r in await agent_audit.records() if r["server"] == "m-2" and r["who"] in ("mod", "op")]
+    assert ran == ["role Mira Guest"]

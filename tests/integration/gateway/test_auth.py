@@ -369,3 +369,15 @@ async def test_rejected_input_is_audited_with_what_could_be_read_of_it(secured, 
         ("rejected_input", "teleport"),
         ("rejected_input", None),
     ]
+
+
+async def test_a_token_that_just_expired_is_refused_at_auth(secured):
+    """A token that expired a moment ago (within any clock-skew leeway) is refused with
+    `unauthenticated`, not accepted and then closed."""
+    gateway = await secured()
+    stale = KEYRING.issue(role=Role.ADMIN, sub="ann", ttl=60, now=time.time() - 62)
+    async with await Client.connect(gateway.url) as client:
+        reply = await client.request({"type": "auth", "token": stale, "id": 1})
+        assert (reply["type"], reply["code"], reply["id"]) == ("error", "unauthenticated", 1)
+        assert "expired" in reply["message"]
+        assert (await client.request({"type": "ping"}))["type"] == "pong"  # still open, unauthenticated

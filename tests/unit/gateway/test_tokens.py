@@ -46,12 +46,42 @@ def test_no_servers_claim_means_every_server() -> None:
     assert p.servers == ("*",) and p.may_see("anything")
 
 
-def test_expired_token_refused_after_leeway() -> None:
-    """A token is good until exp (plus the skew leeway), refused after."""
+def test_expired_token_refused_from_its_exp_on() -> None:
+    """A token is good until exp, refused from then on: a gateway closes a connection when
+    its token expires, so it must not accept one that already has (no skew leeway here)."""
     ring = Keyring((A,))
     token = ring.issue(role=Role.ADMIN, sub="x", ttl=60, now=NOW)
-    ring.verify(token, now=NOW + 60 + LEEWAY - 1)
-    assert refused(ring, token, now=NOW + 60 + LEEWAY + 1) == "expired"
+    ring.verify(token, now=NOW + 59)
+    assert refused(ring, token, now=NOW + 60) == "expired"
+    assert refused(ring, token, now=NOW + 61) == "expired"
+
+
+def forge(claims: dict, secret: str = A) -> str:
+    """A token signed with a keyring's secret but with claims ``issue`` would never write."""
+    base = {"sub": "x", "role": "viewer", "iat": int(NOW), "exp": int(NOW) + 3600, "jti": "j", "aud": "resofleet"}
+    return jwt.encode({**base, **claims}, secret, algorithm="HS256", headers={"kid": key_id(secret)})
+
+
+@pytest.mark.parametrize(
+    ("claims", "why"),
+    [
+        ({"exp": int(NOW + MAX_TTL + 86400)}, "an exp beyond the longest lifetime"),
+        ({"iat": int(NOW), "exp": int(NOW + MAX_TTL + 2 * LEEWAY)}, "a lifetime beyond the longest one"),
+        ({"iat": int(NOW + LEEWAY + 60)}, "issued in the future"),
+        ({"servers": None}, "servers: null (all servers is written by leaving servers out)"),
+        ({"role": "adm\u0131n"}, "a dotless i that upper-cases to ADMIN"),
+        ({"role": "Admin"}, "a role not written as its label"),
+        ({"role": "ADMIN"}, "a role not written as its label"),
+    ],
+)
+def test_claims_issue_never_writes_are_refused(claims: dict, why: str) -> None:
+    """A token is refused unless its claims are exactly what `token issue` writes."""
+    assert refused(Keyring((A,)), forge(claims), now=NOW) == "bad_claims", why
+
+
+def test_iat_a_little_ahead_is_clock_skew() -> None:
+    """A token issued by a host whose clock runs a few seconds ahead is accepted."""
+    assert Keyring((A,)).verify(forge({"iat": int(NOW + LEEWAY - 1)}), now=NOW).role == Role.VIEWER
 
 
 def test_expired_token_refused_on_the_real_clock() -> None:
