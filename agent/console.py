@@ -51,6 +51,7 @@ __all__ = [
     "ConsoleDriver",
     "LONG_COMMAND_DEADLINES",
     "Reply",
+    "Sent",
     "deadline_for",
     "quote",
 ]
@@ -82,6 +83,10 @@ class Reply:
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+#: Called when a command is handed to the console (see :meth:`_Group.run`).
+Sent = Callable[[], None]
 
 
 def _discard(line: str) -> None:
@@ -204,14 +209,16 @@ class ConsoleDriver:
         if self._closed:
             raise ConsoleClosed(f"{self.name}: {self._close_reason}")
 
-    async def _command(self, command: str, *, timeout: float, stream: bool) -> Answer:
+    async def _command(
+        self, command: str, *, timeout: float, stream: bool, sent: Sent | None = None
+    ) -> Answer:
         """Send one line and wait for its reply."""
         self._check_open()
         try:
             self._reader.send_command(command, stream=stream)
         except ValueError as exc:
             raise ValueError(f"{self.name}: {exc}") from None
-        return await self._answer(command, timeout=timeout)
+        return await self._answer(command, timeout=timeout, sent=sent)
 
     async def _ask_focus(self, *, timeout: float) -> Answer:
         """``status``, which teaches the reader the focused world's prompt."""
@@ -219,12 +226,15 @@ class ConsoleDriver:
         self._reader.send_status()
         return await self._answer("status", timeout=timeout)
 
-    async def _answer(self, command: str, *, timeout: float) -> Answer:
-        """Write what the reader has to send, then wait for the reply it frames."""
+    async def _answer(self, command: str, *, timeout: float, sent: Sent | None = None) -> Answer:
+        """Write what the reader has to send, then wait for the reply it frames; ``sent`` is
+        called just before the first byte is written."""
         waiter: asyncio.Future[Answer | StartupEnded] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         try:
-            self._process()  # the command as the stream shows it
+            self._process()
+            if sent is not None:
+                sent()
             for data in self._reader.data_to_send():
                 await self._write(data)
             async with asyncio.timeout(timeout):
@@ -270,10 +280,12 @@ class ConsoleDriver:
         self._reader.remember_worlds(answer.lines)
         self._needs_sync = False
 
-    async def _run_locked(self, command: str, *, timeout: float, stream: bool) -> Reply:
+    async def _run_locked(
+        self, command: str, *, timeout: float, stream: bool, sent: Sent | None = None
+    ) -> Reply:
         if self._needs_sync:
             await self._sync(timeout=timeout)
-        answer = await self._command(command, timeout=timeout, stream=stream)
+        answer = await self._command(command, timeout=timeout, stream=stream, sent=sent)
         if not answer.settled:
             # the focus moved somewhere the reader could not predict: ask the console
             await self._ask_focus(timeout=timeout)
@@ -325,10 +337,18 @@ class _Group:
         self.driver = driver
 
     async def run(
-        self, command: str, *, timeout: float | None = None, stream: bool = True
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        stream: bool = True,
+        sent: Sent | None = None,
     ) -> Reply:
+        """Run one command within the group. ``sent``, when given, is called the moment the
+        command is handed to the console (just before its line is written): a failure
+        before that means it never ran, a failure after it means it may have."""
         return await self.driver._run_locked(
-            command, timeout=timeout or deadline_for(command), stream=stream
+            command, timeout=timeout or deadline_for(command), stream=stream, sent=sent
         )
 
     async def worlds(self, *, timeout: float = COMMAND_DEADLINE) -> Reply:

@@ -51,7 +51,7 @@ async def test_each_seed_request_gets_its_documented_reply(fleet):
     assert status["status"]["memory_used"].endswith("B")
 
     users = await client.request({"type": "command", "command": "users", "id": 2})
-    assert set(users) == {"type", "command", "output", "server", "id"}
+    assert set(users) == {"type", "command", "output", "server", "id", "outcome"}  # outcome: added
     assert (users["type"], users["command"], users["server"]) == ("command_response", "users", "alpha")
     assert "HarborHost" in users["output"] and ">" not in users["output"].splitlines()[-1]
 
@@ -270,7 +270,7 @@ async def test_container_actions_and_a_request_waiting_for_the_restart(fleet):
     await client.request({"type": "command", "command": "version"}, timeout=15)  # first boot done
 
     restart = await client.request({"type": "container", "action": "restart", "id": "c1"}, timeout=30)
-    assert set(restart) == {"type", "action", "server", "status", "id"}
+    assert set(restart) == {"type", "action", "server", "status", "id", "outcome"}
     assert (restart["type"], restart["action"], restart["server"]) == ("container_response", "restart", "alpha")
     users = await client.request({"type": "command", "command": "users"}, timeout=15)
     assert users["type"] == "command_response" and "HarborHost" in users["output"]
