@@ -11,7 +11,9 @@ Bytes come in through :meth:`ConsoleDriver.feed` from a runtime (a child's stdou
 Docker attach socket) and go out through the runtime's ``write``. Every streamed line
 reaches ``on_line`` (the live stream): everything the console prints, except the answers
 to the agent's own polling (engine log lines printed meanwhile still are). A user command
-appears as ``<prompt><command>``, the way a terminal shows it, then its output lines.
+appears as ``<prompt><command>``, the way a terminal shows it, then its output lines; the
+echo line comes once the console shows it read the command (its TTY echo, else its answer
+or its prompt; see :mod:`resofleet.agent.reader`), never merely because it was sent.
 
 Two sequences of commands:
 
@@ -232,7 +234,6 @@ class ConsoleDriver:
         waiter: asyncio.Future[Answer | StartupEnded] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         try:
-            self._process()
             if sent is not None:
                 sent()
             for data in self._reader.data_to_send():
@@ -304,14 +305,16 @@ class ConsoleDriver:
         timeout: float | None = None,
         stream: bool = True,
         wait: float | None = None,
+        sent: Sent | None = None,
     ) -> Reply:
         """Run one console command; its output without prompts or echo.
 
         ``wait`` bounds the time spent waiting for the console to be free (another
         command running): past it, :class:`ConsoleTimeout` and the command is never sent.
+        ``sent``: see :meth:`_Group.run`.
         """
         async with self.exclusive(wait=wait) as group:
-            return await group.run(command, timeout=timeout, stream=stream)
+            return await group.run(command, timeout=timeout, stream=stream, sent=sent)
 
     @contextlib.asynccontextmanager
     async def exclusive(self, *, wait: float | None = None) -> AsyncIterator[_Group]:

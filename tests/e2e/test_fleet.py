@@ -246,7 +246,7 @@ async def test_agent_killed_mid_command_is_answered_timeout(fleet, amqp_url, top
 
     gateway = await fleet.gateway(timeouts=Timeouts(long_commands={"save": 3.0}))
     client = await fleet.client(gateway.url)
-    async with AgentProcess.start(amqp_url, topology.prefix, "victim", "--latency", "save=30") as process:
+    async with AgentProcess.start(amqp_url, topology.prefix, "victim", "--tty", "--latency", "save=30") as process:
         await servers_online(client, ["victim"])
         await client.send({"type": "command", "command": "save", "id": "save"})
         await client.expect(lambda m: m["type"] == "container_output" and m["output"].rstrip().endswith("save"))
