@@ -8,7 +8,7 @@ The error tree::
     │                         server than the connection is pinned to
     ├── AmbiguousServer       no ``server`` and several visible              ambiguous_server
     ├── NoServer              no ``server`` and none visible                 server_offline
-    ├── ServerGone            its agent stopped announcing it                server_offline
+    ├── ServerGone            its agent went silent, or was lost             server_offline
     ├── ServerLost            its agent was lost while it held the request   server_lost
     ├── Forbidden             the client's role may not do this; carries     forbidden
     │                         the role ``needed``, the role ``held`` and the ``server``
@@ -183,8 +183,8 @@ class ServerGone(GatewayError):
 
     def __init__(self, server: str, seconds: float) -> None:
         super().__init__(
-            f"Server {server!r} is offline: its agent has not announced it for {seconds:.0f} s "
-            "(it stopped, or lost its link to the bus).",
+            f"Server {server!r} is offline: its agent has not announced it for "
+            f"{seconds:.{0 if seconds >= 1 else 1}f} s (it stopped, or lost its link to the bus).",
             server=server,
         )
 

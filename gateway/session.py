@@ -21,6 +21,11 @@ whether the request had been handed over (the bus was connected when it was sent
 agent's reply states its own, and :func:`~resofleet.gateway.routing.answered` fills one in for
 an agent from before the field.
 
+Requests travel through :class:`~resofleet.gateway.liveness.Liveness`, which fails them at
+once with ``server_lost`` when their server's agent is lost. A session also sends its
+client an unrequested ``servers_update`` when a server it watches comes online or goes
+(:meth:`Session.servers_changed`, called by the fan-out).
+
 When the connection ends, its requests still in flight are cancelled (nobody is left to
 read their replies; a command already taken by an agent still runs there).
 
@@ -75,6 +80,7 @@ from resofleet.contracts import (
     Ping,
     Pong,
     RequestId,
+    ServerInfo,
     ServerMessage,
     ServersUpdate,
     Subscribe,
@@ -99,6 +105,7 @@ from .errors import (
 from .fanout import Fanout
 from .guard import Guard, Outcome
 from .identity import Principal
+from .liveness import Liveness
 from .ratelimit import TokenBucket
 from .registry import Registry
 from .routing import Timeouts, Watch, answered, route, server_list, states_outcome, watch_for
@@ -172,6 +179,7 @@ class Session:
         bus: Bus,
         registry: Registry,
         fanout: Fanout,
+        liveness: Liveness,
         principal: Principal | None,
         guard: Guard,
         client: str | None = None,
@@ -184,6 +192,7 @@ class Session:
         self.bus = bus
         self.registry = registry
         self.fanout = fanout
+        self.liveness = liveness
         self.guard = guard
         self.principal = principal
         self.pinned = pinned
@@ -194,6 +203,10 @@ class Session:
         self.batch = False
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Sends the unrequested ``servers_update``: one at a time, the latest news kept
+        #: for the next one (a client that reads slowly holds one, not one per change).
+        self._push: asyncio.Task[None] | None = None
+        self._push_next: list[ServerInfo] | None = None
         self._closer: asyncio.Task[None] | None = None
         if client is None:
             address = connection.remote_address
@@ -222,6 +235,26 @@ class Session:
 
     def cut_off(self, reason: str) -> None:
         self.end(CLOSE_TOO_SLOW, reason)
+
+    def servers_changed(self, infos: list[ServerInfo]) -> None:
+        """Send a ``servers_update`` of what this client may see of ``infos`` (every known
+        server), after the one being sent if any."""
+        if self.principal is None or self._closer is not None:
+            return
+        self._push_next = infos
+        if self._push is None:
+            self._push = asyncio.get_running_loop().create_task(
+                self._push_servers(), name=f"push:{self.conn_id}"
+            )
+
+    async def _push_servers(self) -> None:
+        try:
+            while self._push_next is not None and self.principal is not None:
+                infos, self._push_next = self._push_next, None
+                listed = server_list(infos, pinned=self.pinned, principal=self.principal)
+                await self.send(ServersUpdate(servers=listed))
+        finally:
+            self._push = None
 
     def end(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` (once), without waiting for it."""
@@ -355,6 +388,8 @@ class Session:
             pass
         finally:
             watchdog.cancel()
+            if self._push is not None:
+                self._push.cancel()
             for task in self._tasks:
                 task.cancel()
             if self._tasks:
@@ -513,7 +548,7 @@ class Session:
         # this may have delivered the request (unknown).
         handed = self.bus.connected
         try:
-            reply = answered((await self.bus.request(request)).body, id, states=states)
+            reply = answered((await self.liveness.request(request)).body, id, states=states)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

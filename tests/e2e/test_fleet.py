@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
-from resofleet.gateway import Timeouts
 from tests.support.timing import AT_ONCE
 
 from .conftest import TEST_ANNOUNCE_INTERVAL, emulated, servers_online
@@ -237,27 +234,6 @@ async def test_a_control_character_never_reaches_the_console(fleet):
     assert status["status"]["status"] == "running"
     reply = await client.request({"type": "command", "command": "version"})
     assert reply["type"] == "command_response"
-
-
-@pytest.mark.parametrize("transport", ["amqp"], indirect=True)
-async def test_agent_killed_mid_command_is_answered_timeout(fleet, amqp_url, topology, tmp_path):
-    """An agent process killed while a command runs: `timeout` at the deadline, then offline."""
-    from .agent_process import AgentProcess
-
-    gateway = await fleet.gateway(timeouts=Timeouts(long_commands={"save": 3.0}))
-    client = await fleet.client(gateway.url)
-    async with AgentProcess.start(amqp_url, topology.prefix, "victim", "--tty", "--latency", "save=30") as process:
-        await servers_online(client, ["victim"])
-        await client.send({"type": "command", "command": "save", "id": "save"})
-        await client.expect(lambda m: m["type"] == "container_output" and m["output"].rstrip().endswith("save"))
-        process.kill()
-        started = time.perf_counter()
-        reply = await client.expect(lambda m: m.get("id") == "save", timeout=10)
-        assert (reply["type"], reply["code"], reply["server"]) == ("error", "timeout", "victim")
-        assert time.perf_counter() - started < 3.5
-    started = time.perf_counter()
-    reply = await client.request({"type": "get_status", "server": "victim"})
-    assert reply["code"] == "server_offline" and time.perf_counter() - started < AT_ONCE
 
 
 async def test_container_actions_and_a_request_waiting_for_the_restart(fleet):
