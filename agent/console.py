@@ -11,7 +11,9 @@ Bytes come in through :meth:`ConsoleDriver.feed` from a runtime (a child's stdou
 Docker attach socket) and go out through the runtime's ``write``. Every streamed line
 reaches ``on_line`` (the live stream): everything the console prints, except the answers
 to the agent's own polling (engine log lines printed meanwhile still are). A user command
-appears as ``<prompt><command>``, the way a terminal shows it, then its output lines.
+appears as ``<prompt><command>``, the way a terminal shows it, then its output lines; the
+echo line comes once the console shows it read the command (its TTY echo, else its answer
+or its prompt; see :mod:`resofleet.agent.reader`), never merely because it was sent.
 
 Two sequences of commands:
 
@@ -51,6 +53,7 @@ __all__ = [
     "ConsoleDriver",
     "LONG_COMMAND_DEADLINES",
     "Reply",
+    "Sent",
     "deadline_for",
     "quote",
 ]
@@ -82,6 +85,10 @@ class Reply:
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+#: Called when a command is handed to the console (see :meth:`_Group.run`).
+Sent = Callable[[], None]
 
 
 def _discard(line: str) -> None:
@@ -204,14 +211,16 @@ class ConsoleDriver:
         if self._closed:
             raise ConsoleClosed(f"{self.name}: {self._close_reason}")
 
-    async def _command(self, command: str, *, timeout: float, stream: bool) -> Answer:
+    async def _command(
+        self, command: str, *, timeout: float, stream: bool, sent: Sent | None = None
+    ) -> Answer:
         """Send one line and wait for its reply."""
         self._check_open()
         try:
             self._reader.send_command(command, stream=stream)
         except ValueError as exc:
             raise ValueError(f"{self.name}: {exc}") from None
-        return await self._answer(command, timeout=timeout)
+        return await self._answer(command, timeout=timeout, sent=sent)
 
     async def _ask_focus(self, *, timeout: float) -> Answer:
         """``status``, which teaches the reader the focused world's prompt."""
@@ -219,12 +228,14 @@ class ConsoleDriver:
         self._reader.send_status()
         return await self._answer("status", timeout=timeout)
 
-    async def _answer(self, command: str, *, timeout: float) -> Answer:
-        """Write what the reader has to send, then wait for the reply it frames."""
+    async def _answer(self, command: str, *, timeout: float, sent: Sent | None = None) -> Answer:
+        """Write what the reader has to send, then wait for the reply it frames; ``sent`` is
+        called just before the first byte is written."""
         waiter: asyncio.Future[Answer | StartupEnded] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         try:
-            self._process()  # the command as the stream shows it
+            if sent is not None:
+                sent()
             for data in self._reader.data_to_send():
                 await self._write(data)
             async with asyncio.timeout(timeout):
@@ -270,10 +281,12 @@ class ConsoleDriver:
         self._reader.remember_worlds(answer.lines)
         self._needs_sync = False
 
-    async def _run_locked(self, command: str, *, timeout: float, stream: bool) -> Reply:
+    async def _run_locked(
+        self, command: str, *, timeout: float, stream: bool, sent: Sent | None = None
+    ) -> Reply:
         if self._needs_sync:
             await self._sync(timeout=timeout)
-        answer = await self._command(command, timeout=timeout, stream=stream)
+        answer = await self._command(command, timeout=timeout, stream=stream, sent=sent)
         if not answer.settled:
             # the focus moved somewhere the reader could not predict: ask the console
             await self._ask_focus(timeout=timeout)
@@ -292,14 +305,16 @@ class ConsoleDriver:
         timeout: float | None = None,
         stream: bool = True,
         wait: float | None = None,
+        sent: Sent | None = None,
     ) -> Reply:
         """Run one console command; its output without prompts or echo.
 
         ``wait`` bounds the time spent waiting for the console to be free (another
         command running): past it, :class:`ConsoleTimeout` and the command is never sent.
+        ``sent``: see :meth:`_Group.run`.
         """
         async with self.exclusive(wait=wait) as group:
-            return await group.run(command, timeout=timeout, stream=stream)
+            return await group.run(command, timeout=timeout, stream=stream, sent=sent)
 
     @contextlib.asynccontextmanager
     async def exclusive(self, *, wait: float | None = None) -> AsyncIterator[_Group]:
@@ -325,10 +340,18 @@ class _Group:
         self.driver = driver
 
     async def run(
-        self, command: str, *, timeout: float | None = None, stream: bool = True
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        stream: bool = True,
+        sent: Sent | None = None,
     ) -> Reply:
+        """Run one command within the group. ``sent``, when given, is called the moment the
+        command is handed to the console (just before its line is written): a failure
+        before that means it never ran, a failure after it means it may have."""
         return await self.driver._run_locked(
-            command, timeout=timeout or deadline_for(command), stream=stream
+            command, timeout=timeout or deadline_for(command), stream=stream, sent=sent
         )
 
     async def worlds(self, *, timeout: float = COMMAND_DEADLINE) -> Reply:

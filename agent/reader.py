@@ -42,8 +42,14 @@ The rules it applies:
   flowing output after the last ``World running...``; :class:`StartupEnded` says which.
 - Every complete line is a :class:`Line` event, CR and ANSI removed. ``streamed`` is False
   for the answer of a command sent with ``stream=False`` (log lines inside it stay
-  streamed) and for the TTY echo; a command sent with ``stream=True`` is first shown as
-  ``<prompt><command>``, as a terminal shows it. Idle lines lose the prompt glued to them.
+  streamed) and for its TTY echo. Idle lines lose the prompt glued to them.
+- A command sent with ``stream=True`` is streamed as ``<prompt><command>``, as a terminal
+  shows it, once the console shows it read it, never when it is sent (a frozen or dead
+  console never does): in a TTY at the console's own echo, which that line stands for;
+  over pipes (no echo) at the first sign of its answer: its first line that is not an
+  engine log line (those prove nothing, so any before it come first), the prompt ending
+  a silent reply, or an unfinished line when the console closes. A command abandoned or
+  cut off before any such sign is never echoed.
 """
 
 from __future__ import annotations
@@ -181,11 +187,12 @@ Event = Line | Answer | CallAt | StartupEnded | Closed
 class _Pending:
     """The command being answered: its reply accumulates here until the prompt."""
 
-    __slots__ = ("answered", "chars", "command", "expected", "lines", "predicted",
+    __slots__ = ("answered", "chars", "command", "echo", "expected", "lines", "predicted",
                  "stream", "status")
 
     def __init__(self, command: str, expected: str | None, *, stream: bool, status: bool) -> None:
         self.command = command
+        self.echo: str | None = None  # ``<prompt><command>`` until streamed; None: not streamed
         self.expected = expected  # the prompt waited for; a status answer may teach it
         self.predicted = expected  # the prompt predicted when it was sent
         self.stream = stream
@@ -287,6 +294,8 @@ class ConsoleReader:
             return
         self._eof = True
         if self._partial and not self._partial.endswith(">"):
+            if self._pending is not None and not is_noise(self._partial):
+                self._echo(self._pending)
             self._events.append(Line(self._partial, True))
         self._partial = ""
         pending, self._pending = self._pending, None
@@ -385,8 +394,20 @@ class ConsoleReader:
         if pending.chars < MAX_REPLY_CHARS:
             pending.lines.append(line)
             pending.chars += len(line)
-        echo = len(pending.lines) == 1 and _is_echo(line, pending.command)
-        self._events.append(Line(line, (pending.stream or is_noise(line)) and not echo))
+        if len(pending.lines) == 1 and _is_echo(line, pending.command):
+            if pending.echo is None:  # a poll's echo stays off the stream
+                self._events.append(Line(line, False))
+            self._echo(pending)  # a TTY's echo: the console read it; shown as a terminal does
+            return
+        if pending.echo is not None and not is_noise(line):
+            self._echo(pending)
+        self._events.append(Line(line, pending.stream or is_noise(line)))
+
+    def _echo(self, pending: _Pending) -> None:
+        """Stream the command's ``<prompt><command>`` line, once, if it has one."""
+        if pending.echo is not None:
+            self._events.append(Line(pending.echo, True))
+            pending.echo = None
 
     def _unglue(self, line: str) -> str:
         """An idle line without the known prompt(s) glued before it."""
@@ -413,6 +434,7 @@ class ConsoleReader:
         pending = self._pending
         assert pending is not None
         self._pending = None
+        self._echo(pending)  # a reply that printed nothing: its prompt shows it was read
         seen = prompt if prompt is not None else self._partial
         if not keep_partial:
             self._partial = ""
@@ -476,7 +498,7 @@ class ConsoleReader:
         self._check_idle()
         self._pending = _Pending(command, expected, stream=stream, status=status)
         if stream:
-            self._events.append(Line(f"{self._prompt or ''}{command}", True))
+            self._pending.echo = f"{self._prompt or ''}{command}"
         self._to_send.append(command.encode("utf-8") + b"\n")
 
     def _predict(self, command: str) -> str | None:

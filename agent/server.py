@@ -18,6 +18,11 @@ Errors raised here, each answered through :func:`resofleet.bus.reply_for`::
     ContractError (contracts)   a command or world name with a control character  bad_request
                                 a world the console does not have                unknown_world
     AgentError                  the console closed, timed out, not ready...      (agent/errors.py)
+
+Replies to commands and container actions state their
+:class:`~resofleet.contracts.CommandOutcome`: ``executed`` with the answer; for an error,
+``not_executed`` when it came before the command's line was handed to the console (or the
+action to the runtime), ``unknown`` after.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from resofleet.contracts import (
     BusEvent,
     BusReply,
     BusRequest,
+    CommandOutcome,
     CommandResponse,
     ContainerOutputBatch,
     ContainerRequest,
@@ -121,6 +127,19 @@ def make_runtime(config: ServerConfig, listener) -> Runtime:  # type: ignore[no-
     from .runtime.docker import DockerRuntime
 
     return DockerRuntime(config.id, listener, container=config.container)
+
+
+class _Attempt:
+    """Whether a request's command was handed to the console (or its action to the
+    runtime): what an error reply's outcome depends on (see the module docstring)."""
+
+    __slots__ = ("handed",)
+
+    def __init__(self) -> None:
+        self.handed = False
+
+    def hand(self) -> None:
+        self.handed = True
 
 
 class ManagedServer:
@@ -238,16 +257,23 @@ class ManagedServer:
         """Answer one bus request (the bus handler for this server). Every failure is
         answered through :func:`resofleet.bus.reply_for`: an agent error with its code and client
         sentence, anything else ``internal`` with a reference into this agent's log."""
+        attempt = _Attempt()
         try:
-            body = await self._dispatch(request, deadline)
+            body = await self._dispatch(request, deadline, attempt)
         except Exception as exc:
-            return reply_for(exc, server=self.id)
+            reply = reply_for(exc, server=self.id)
+            if isinstance(request.body, (RunCommand, ContainerRequest)):
+                outcome = CommandOutcome.UNKNOWN if attempt.handed else CommandOutcome.NOT_EXECUTED
+                reply = BusReply(body=msgspec.structs.replace(reply.body, outcome=outcome))
+            return reply
         return BusReply(body=body)
 
-    async def _dispatch(self, request: BusRequest, deadline: float):  # type: ignore[no-untyped-def]
+    async def _dispatch(  # type: ignore[no-untyped-def]
+        self, request: BusRequest, deadline: float, attempt: _Attempt
+    ):
         match request.body:
             case RunCommand(command=command, world=world):
-                return await self._command(command, world, deadline)
+                return await self._command(command, world, deadline, attempt)
             case StatusRequest():
                 return StatusUpdate(status=await self.runtime.stats(), server=self.id)
             case WorldsRequest():
@@ -257,7 +283,7 @@ class ManagedServer:
             case OutputRequest(since=since, epoch=epoch, limit=limit):
                 return self.output_log.history(since, epoch, limit)
             case ContainerRequest(action=action):
-                return await self._container(action)
+                return await self._container(action, attempt)
         raise ContractError(f"This agent cannot answer a {type(request.body).__name__}.")
 
     def _remaining(self, deadline: float) -> float:
@@ -293,7 +319,9 @@ class ManagedServer:
                 message=f"Server {self.id!r} is still starting; its console is not ready yet."
             ) from None
 
-    async def _command(self, command: str, world: str | int | None, deadline: float):  # type: ignore[no-untyped-def]
+    async def _command(  # type: ignore[no-untyped-def]
+        self, command: str, world: str | int | None, deadline: float, attempt: _Attempt
+    ):
         check_command_text(command)  # the bus is not trusted to have checked it
         if isinstance(world, str):
             check_world_text(world)
@@ -303,7 +331,7 @@ class ManagedServer:
         async with driver.exclusive(wait=self._remaining(deadline)) as group:
             timeout = min(deadline_for(command), self._remaining(deadline))
             if world is None:
-                reply = await group.run(command, timeout=timeout)
+                reply = await group.run(command, timeout=timeout, sent=attempt.hand)
             else:
                 await group.worlds(timeout=timeout)  # the console's own list, inside the group
                 check_world(self.id, world, driver.world_names)
@@ -312,7 +340,7 @@ class ManagedServer:
                 if _NO_SUCH_WORLD.intersection(line.strip() for line in focused.lines):
                     # listed a moment ago, gone now (it closed): refuse, run nothing
                     raise _unknown_world(f"Server {self.id!r} no longer has the world {world!r}")
-                reply = await group.run(command, timeout=timeout)
+                reply = await group.run(command, timeout=timeout, sent=attempt.hand)
                 if before is not None and name not in ("focus", "close") and driver.focused_index != before:
                     await group.focus(before, timeout=COMMAND_DEADLINE)
         if name in _CHANGES_WORLDS:
@@ -323,16 +351,22 @@ class ManagedServer:
             bans = parse_bans(reply.text)
             await self._maybe_publish_bans(bans)
             return BansUpdate(bans=bans, server=self.id)
-        return CommandResponse(command=command, output=reply.text, server=self.id)
+        return CommandResponse(
+            command=command, output=reply.text, server=self.id, outcome=CommandOutcome.EXECUTED
+        )
 
-    async def _container(self, action: str) -> ContainerResponse:
+    async def _container(self, action: str, attempt: _Attempt) -> ContainerResponse:
+        attempt.hand()
         if action == "start":
             await self.runtime.start()
         elif action == "stop":
             await self.runtime.stop()
         else:
             await self.runtime.restart()
-        return ContainerResponse(action=action, server=self.id, status=self.runtime.status)
+        return ContainerResponse(
+            action=action, server=self.id, status=self.runtime.status,
+            outcome=CommandOutcome.EXECUTED,
+        )
 
     # -- the worlds poll, as one atomic group ----------------------------------------
 

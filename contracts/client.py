@@ -9,12 +9,23 @@ Schema evolution (msgspec's rule): a new field always has a default; a field's t
 changes. Optional reply fields (``id``, ``server`` on errors, ``reset``) are omitted from
 the JSON when unset, as the seed omitted them.
 
+Outcome. Every ``command_response`` and ``container_response``, and every ``error`` that
+answers a ``command`` or ``container`` request, says whether the command or action ran
+(:class:`CommandOutcome`), stated by whoever knows: the gateway for what it refused before
+the bus (``not_executed``) and for what it lost track of after handing it over
+(``unknown``: a timeout, a lost agent, the broker link dropping mid-flight); the agent for
+what it answers (``executed``; ``not_executed`` when it refused before writing a byte to the
+console; ``unknown`` when the console took the line and then failed to answer). Replies to
+reads (status, worlds, output) have none: a read changes nothing. The field is omitted when
+unset, so clients written against the seed see nothing new unless they look.
+
 Decoding is the gateway's edge: :func:`decode_client` turns one text frame into a typed
 request or raises :class:`~resofleet.contracts.errors.ContractError` with a code and a sentence.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Annotated, Any, Final, Literal
 
@@ -30,6 +41,7 @@ __all__ = [
     "BansUpdate",
     "ClientMessage",
     "Command",
+    "CommandOutcome",
     "CommandResponse",
     "Container",
     "ContainerAction",
@@ -279,11 +291,32 @@ class ServerInfo(_Plain):
 # gateway -> client: messages
 
 
+class CommandOutcome(enum.StrEnum):
+    """Whether a command or container action ran, as far as whoever answered knows.
+
+    A client may send a ``not_executed`` request again as it is; after ``unknown`` it should
+    look (``get_status``, ``get_worlds``, ``get_output``) before repeating anything that is
+    not safe to run twice (a ban is, a ``save`` costs time, a ``restart`` is not)."""
+
+    #: It ran: the console answered it, or the runtime carried out the action.
+    EXECUTED = "executed"
+    #: It did not run: refused by the gateway (bad input, no permission, rate limit, an
+    #: unknown or offline server, the broker link down before sending) or by the agent
+    #: before a byte reached the console (the headless stopped, its console busy or still
+    #: starting past the deadline).
+    NOT_EXECUTED = "not_executed"
+    #: It may or may not have run: handed over and then no answer came (``timeout``,
+    #: ``server_lost``, the broker link dropped mid-flight), or the console took the line
+    #: and died or fell silent before answering.
+    UNKNOWN = "unknown"
+
+
 class CommandResponse(_Message, tag="command_response"):
     command: str
     output: str
     server: str
     id: RequestId | None = None
+    outcome: CommandOutcome | None = None
 
 
 class BansUpdate(_Message, tag="bans_update"):
@@ -345,6 +378,7 @@ class ContainerResponse(_Message, tag="container_response"):
     server: str
     status: str
     id: RequestId | None = None
+    outcome: CommandOutcome | None = None
 
 
 class Pong(_Message, tag="pong"):
@@ -359,10 +393,13 @@ class Authenticated(_Message, tag="authenticated"):
 
 
 class Error(_Message, tag="error"):
+    """``outcome``: set when the error answers a ``command`` or ``container`` request."""
+
     message: str
     code: ErrorCode
     id: RequestId | None = None
     server: str | None = None
+    outcome: CommandOutcome | None = None
 
 
 ServerMessage = (

@@ -32,6 +32,9 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     UNAUTHENTICATED = "unauthenticated"
     SERVER_OFFLINE = "server_offline"
+    #: The server's agent was lost while it held the request (its process died, its link
+    #: dropped, its announcements stopped): the command may or may not have run.
+    SERVER_LOST = "server_lost"
     TIMEOUT = "timeout"
     RATE_LIMITED = "rate_limited"
     BUS_UNAVAILABLE = "bus_unavailable"

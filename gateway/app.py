@@ -7,7 +7,7 @@ then the listening socket, so the first client already sees the fleet. Shutdown 
 1. stop accepting connections and close every session with 1001 (going away);
 2. drain: wait for the closing handshakes and the sessions' handlers, at most
    :data:`DRAIN_TIMEOUT` seconds (sessions cancel their requests still in flight);
-3. stop the fan-out and the registry (their bus subscriptions).
+3. stop the liveness probes, the fan-out and the registry (their bus subscriptions).
 
 The bus is not the gateway's: whoever made it closes it afterwards (``resofleet gateway``
 right after, ``resofleet up`` after the agent), so several parts can share one bus. The
@@ -38,6 +38,7 @@ from resofleet.contracts import Discover, Revoke
 from .errors import CLOSE_REVOKED
 from .fanout import SLOW_CLIENT_BUFFER, SLOW_CLIENTS_BUDGET, Fanout
 from .guard import Guard
+from .liveness import Liveness
 from .registry import Registry
 from .routing import Timeouts
 from .security import Security
@@ -88,6 +89,10 @@ class Gateway:
             bus, self.registry, slow_client_buffer=slow_client_buffer,
             slow_clients_budget=slow_clients_budget,
         )
+        self.liveness = Liveness(bus, self.registry)
+        self.liveness.on_lost = self.fanout.server_offline
+        self.registry.on_offline = self._on_offline
+        self.registry.on_online = self.fanout.servers_changed
         self.edge = Edge(
             self._session, host=host, port=port, ready=self._not_ready, guard=self.guard,
             ssl_context=ssl_context, compression=compression,
@@ -128,6 +133,14 @@ class Gateway:
         self._started = True
         mode = "open: no secret, every client is admin" if self.guard.open else "auth: tokens"
         log.info("gateway %s: listening on %s (%s)", self.name, self.url, mode)
+
+    # -- servers going -----------------------------------------------------------------
+
+    def _on_offline(self, server: str, how: str) -> None:
+        """The registry took ``server`` offline (its announcements lapsed, or its agent
+        dropped it): fail its requests in flight and tell the clients watching it."""
+        self.liveness.fail(server, how)
+        self.fanout.server_offline(server)
 
     # -- revocation ------------------------------------------------------------------
 
@@ -175,6 +188,7 @@ class Gateway:
             bus=self.bus,
             registry=self.registry,
             fanout=self.fanout,
+            liveness=self.liveness,
             principal=principal,
             guard=self.guard,
             client=admission.client,
@@ -213,6 +227,7 @@ class Gateway:
                     await self.edge.wait_closed()
             except TimeoutError:
                 log.warning("gateway %s: sessions did not close within %g s", self.name, DRAIN_TIMEOUT)
+            await self.liveness.close()
             await self.fanout.close()
             await self.registry.close()
             if self._gossip is not None:

@@ -8,7 +8,8 @@ The error tree::
     │                         server than the connection is pinned to
     ├── AmbiguousServer       no ``server`` and several visible              ambiguous_server
     ├── NoServer              no ``server`` and none visible                 server_offline
-    ├── ServerGone            its agent stopped announcing it                server_offline
+    ├── ServerGone            its agent went silent, or was lost             server_offline
+    ├── ServerLost            its agent was lost while it held the request   server_lost
     ├── Forbidden             the client's role may not do this; carries     forbidden
     │                         the role ``needed``, the role ``held`` and the ``server``
     ├── Unauthenticated       no valid token yet, or a refused ``auth``      unauthenticated
@@ -30,6 +31,18 @@ Every ``error`` a client receives is made by :func:`error_for`, the one table:
 
 Failures of an agent's handler arrive already translated, as ``error`` replies made by
 :func:`resofleet.bus.reply_for`.
+
+Whether a refused or failed ``command`` or ``container`` request ran is decided in one
+place too, :func:`outcome_for`, from the failure and whether the request had been handed
+to the bus (its ``error`` then carries :class:`~resofleet.contracts.CommandOutcome`):
+
+- refusals of the gateway's own (:class:`GatewayError` but :class:`ServerLost`, bad input,
+  a refused token): ``not_executed``, nothing left the gateway;
+- :class:`resofleet.bus.ServerOffline` (the bus returned the request: nobody took it) and
+  :class:`resofleet.bus.ServerBusy` (the server's queue refused it): ``not_executed``;
+- :class:`ServerLost`: ``unknown``, the agent may have run it before it went;
+- anything else (``timeout``, ``bus_unavailable``, ``internal``): ``unknown`` once the
+  request was handed to the bus, ``not_executed`` before (the broker link was already down).
 
 Close codes (a connection ends with one of these, never silently):
 
@@ -54,8 +67,8 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
-from resofleet.bus import ReplyError, new_reference, with_reference
-from resofleet.contracts import ContractError, Error, ErrorCode, RequestId, Role
+from resofleet.bus import ReplyError, ServerBusy, ServerOffline, new_reference, with_reference
+from resofleet.contracts import CommandOutcome, ContractError, Error, ErrorCode, RequestId, Role
 
 from .tokens import TokenError
 
@@ -72,9 +85,11 @@ __all__ = [
     "RateLimited",
     "ScopeRefusal",
     "ServerGone",
+    "ServerLost",
     "Unauthenticated",
     "UnknownServer",
     "error_for",
+    "outcome_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,10 +183,25 @@ class ServerGone(GatewayError):
 
     def __init__(self, server: str, seconds: float) -> None:
         super().__init__(
-            f"Server {server!r} is offline: its agent has not announced it for {seconds:.0f} s "
-            "(it stopped, or lost its link to the bus).",
+            f"Server {server!r} is offline: its agent has not announced it for "
+            f"{seconds:.{0 if seconds >= 1 else 1}f} s (it stopped, or lost its link to the bus).",
             server=server,
         )
+
+
+class ServerLost(GatewayError):
+    """The agent of ``server`` went away while it held the request; ``how`` says how the
+    gateway learnt it (its command queue vanished, its announcements stopped)."""
+
+    code = ErrorCode.SERVER_LOST
+
+    def __init__(self, server: str, how: str) -> None:
+        super().__init__(
+            f"Server {server!r} was lost while it had this request ({how}). It may or may "
+            "not have run: check (get_status, get_worlds, get_output) before sending it again.",
+            server=server,
+        )
+        self.how = how
 
 
 class Forbidden(GatewayError):
@@ -197,23 +227,39 @@ class RateLimited(GatewayError):
     code = ErrorCode.RATE_LIMITED
 
 
+def outcome_for(exc: BaseException, *, handed: bool) -> CommandOutcome:
+    """Whether a ``command`` or ``container`` request that failed with ``exc`` ran;
+    ``handed``: whether it had been given to the bus (see the module docstring)."""
+    if isinstance(exc, ServerLost):
+        return CommandOutcome.UNKNOWN
+    if isinstance(exc, (GatewayError, ContractError, TokenError, ServerOffline, ServerBusy)):
+        return CommandOutcome.NOT_EXECUTED
+    return CommandOutcome.UNKNOWN if handed else CommandOutcome.NOT_EXECUTED
+
+
 def error_for(
     exc: BaseException,
     *,
     id: RequestId | None = None,
     server: str | None = None,
     conn: str = "-",
+    outcome: CommandOutcome | None = None,
 ) -> Error:
     """The ``error`` message a client receives for ``exc``: the one mapping of failures
-    (see the module docstring)."""
+    (see the module docstring). ``outcome``: for a ``command`` or ``container`` request,
+    whether it ran (:func:`outcome_for`)."""
     if isinstance(exc, GatewayError):
-        return Error(message=exc.message, code=exc.code, id=id, server=exc.server or server)
+        return Error(
+            message=exc.message, code=exc.code, id=id, server=exc.server or server, outcome=outcome
+        )
     if isinstance(exc, ContractError):
-        return Error(message=exc.message, code=exc.code, id=exc.id if id is None else id)
+        return Error(
+            message=exc.message, code=exc.code, id=exc.id if id is None else id, outcome=outcome
+        )
     if isinstance(exc, ReplyError):
-        return Error(message=exc.message, code=exc.code, id=id, server=server)
+        return Error(message=exc.message, code=exc.code, id=id, server=server, outcome=outcome)
     if isinstance(exc, TokenError):
-        return Error(message=exc.message, code=ErrorCode.UNAUTHENTICATED, id=id)
+        return Error(message=exc.message, code=ErrorCode.UNAUTHENTICATED, id=id, outcome=outcome)
     reference = new_reference()
     log.error(
         "conn=%s server=%s: internal error ref=%s", conn, server or "-", reference, exc_info=exc
@@ -223,4 +269,5 @@ def error_for(
         code=ErrorCode.INTERNAL,
         id=id,
         server=server,
+        outcome=outcome,
     )

@@ -36,6 +36,13 @@ clients furthest behind are cut off first. Cut-offs are counted in :attr:`Fanout
 Order: per server, lines in ``seq`` order, updates in their place among them, and no
 ``seq`` twice (:class:`~resofleet.gateway.rounds.Sequencer`). Scope: a session gets a server's bytes
 only if :meth:`Listener.watches` it.
+
+Servers coming and going. The gateway's own news goes out here too: when a server's agent
+is lost, :meth:`Fanout.server_offline` sends everyone watching it a ``status_update`` whose
+status is ``offline`` (the last status seen, its live figures zeroed), in its place in
+that server's stream; when servers come online or go, :meth:`Fanout.servers_changed` has
+every session watching one of them send itself a ``servers_update`` (without an ``id``),
+listing what that session may see.
 """
 
 from __future__ import annotations
@@ -47,11 +54,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
 from resofleet.bus import Bus, BusError, EventSubscription
-from resofleet.contracts import BusEvent
+from resofleet.contracts import BusEvent, ServerInfo, Status, StatusUpdate
 
 from .registry import Registry
 from .rounds import Piece, Sequencer, weight
@@ -108,6 +116,9 @@ class Listener(Protocol):
 
     def cut_off(self, reason: str) -> None: ...
 
+    def servers_changed(self, infos: list[ServerInfo]) -> None:
+        """Send the client a ``servers_update`` from ``infos`` (every known server)."""
+
 
 @dataclass(slots=True)
 class _Class:
@@ -146,6 +157,8 @@ class Fanout:
         self._sequencer = Sequencer()
         #: Servers that have sent events: the classes are drawn over these.
         self._known: set[str] = set()
+        #: The last status each server published, for the one sent when it goes offline.
+        self._statuses: dict[str, Status] = {}
         self._classes: list[_Class] | None = None
         self._sub: EventSubscription | None = None
         self._task: asyncio.Task[None] | None = None
@@ -267,6 +280,9 @@ class Fanout:
             log.warning("fanout: dropped %d output lines sent already", round_.repeated)
         if not round_.pieces:
             return
+        for piece in round_.pieces:
+            if type(piece.body) is StatusUpdate:
+                self._statuses[piece.server] = piece.body.status
         servers = round_.servers
         if not servers <= self._known:
             self._known |= servers
@@ -281,6 +297,39 @@ class Fanout:
             if pieces:
                 self._write(cls, pieces, slow, behind)
         self._cut(slow + self._over_budget(behind))
+
+    # -- the gateway's own news ------------------------------------------------------
+
+    def server_offline(self, server: str) -> None:
+        """``server``'s agent is lost: ``status_update`` offline to everyone watching it,
+        then ``servers_update`` (see the module docstring)."""
+        last = self._statuses.get(server)
+        if last is None:
+            status = Status(
+                status="offline", name=server, id="", cpu_usage=0.0, memory_percent=0.0,
+                memory_used="0B", memory_total="0B",
+            )
+        else:
+            status = msgspec.structs.replace(
+                last, status="offline", cpu_usage=0.0, memory_percent=0.0, memory_used="0B",
+                memory_used_bytes=0, uptime="",
+            )
+        update = StatusUpdate(status=status, server=server)
+        event = BusEvent(server=server, kind="status", body=update)
+        try:
+            self.deliver([event])
+        except Exception:  # telling clients must not stop what told us
+            log.exception("server=%s: failed to send the offline status", server)
+        self.servers_changed([server])
+
+    def servers_changed(self, servers: Iterable[str]) -> None:
+        """``servers`` came online or went offline: each session watching one of them gets
+        a ``servers_update`` of its own (scopes differ; this is rare)."""
+        changed = set(servers)
+        infos = self.registry.snapshot()
+        for listener in list(self.listeners):
+            if any(listener.watches(server) for server in changed):
+                listener.servers_changed(infos)
 
     def _over_budget(self, behind: list[tuple[Listener, int]]) -> list[tuple[Listener, int]]:
         """The clients to cut off so that the buffers written this round fit in

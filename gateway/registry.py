@@ -12,9 +12,16 @@ new gateway replica knows the fleet within a round trip, not an interval).
   that server is offline at once.
 - An offline entry is kept for :data:`OFFLINE_RETENTION` seconds so clients see *what*
   went away, then forgotten.
+- A server whose agent the gateway found gone some other way (its command queue vanished:
+  :mod:`resofleet.gateway.liveness`) is offline at once (:meth:`Registry.mark_lost`), until
+  its agent announces it again.
 
 The registry keeps no other state: a gateway replica that restarts rebuilds it from the
-next announcements. Expiry is computed when read, against the loop's clock.
+next announcements. Expiry is computed when read, against the loop's clock, and also
+pushed: with a running loop, a timer per server calls :attr:`Registry.on_offline` the moment its
+announcements lapse (unless the gateway's own bus link is down: then the silence is the
+gateway's, and the check waits for the link), and when its agent drops it;
+:attr:`Registry.on_online` hears of servers that appear or come back.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -55,7 +62,8 @@ class _Entry:
     last_seen: float  # wall clock (epoch seconds), for clients
     seen_at: float  # loop clock, for expiry
     interval: float
-    gone_at: float | None = None  # loop clock when the agent dropped it explicitly
+    gone_at: float | None = None  # loop clock when the agent dropped it, or it was lost
+    timer: asyncio.TimerHandle | None = None  # checks for the lapse (see _arm)
 
     def online(self, now: float) -> bool:
         if self.gone_at is not None:
@@ -93,6 +101,11 @@ class Registry:
         #: Called with each gateway's ``discover`` (its own too): the gateway answers with
         #: the revocations it holds, so a gateway started later learns them.
         self.on_discover: Callable[[Discover], None] | None = None
+        #: Called with a server and how it went, when its announcements lapse or its agent
+        #: stops serving it: the gateway fails what it had in flight and tells clients.
+        self.on_offline: Callable[[str, str], None] | None = None
+        #: Called with the servers an announcement brought online (new, or back).
+        self.on_online: Callable[[Sequence[str]], None] | None = None
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -111,6 +124,10 @@ class Registry:
         if self._closed:
             return
         self._closed = True
+        for entry in self._entries.values():
+            if entry.timer is not None:
+                entry.timer.cancel()
+                entry.timer = None
         if self._sub is not None:
             await self._sub.close()
         if self._task is not None:
@@ -141,10 +158,12 @@ class Registry:
     def _announce(self, message: Announce) -> None:
         now, wall = self._now(), self._wall()
         named = set()
+        came: list[str] = []
         for presence in message.servers:
             named.add(presence.server)
             entry = self._entries.get(presence.server)
             if entry is None or not entry.online(now):
+                came.append(presence.server)
                 log.info(
                     "server=%s: online (agent %s on %s)", presence.server, message.agent,
                     message.host,
@@ -165,11 +184,68 @@ class Registry:
                 last_seen=wall,
                 seen_at=now,
                 interval=max(message.interval, 0.1),
+                timer=entry.timer if entry is not None else None,
             )
+            self._arm(self._entries[presence.server])
+        dropped = []
         for entry in self._entries.values():
             if entry.agent == message.agent and entry.server not in named and entry.gone_at is None:
                 log.info("server=%s: no longer served by agent %s", entry.server, message.agent)
                 entry.gone_at = now
+                dropped.append(entry.server)
+        if came and self.on_online is not None:
+            self.on_online(came)
+        for server in dropped:
+            if self.on_offline is not None:
+                self.on_offline(server, f"agent {message.agent} stopped serving it")
+
+    # -- lapses, pushed --------------------------------------------------------------
+
+    def _arm(self, entry: _Entry) -> None:
+        """Check ``entry`` when its announcements would lapse (once per lapse period, not
+        per announcement: the check re-arms itself while they keep coming). Only with a
+        running loop: a registry driven by hand (tests) is read, not pushed."""
+        if entry.timer is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        due = entry.seen_at + MISSED_ANNOUNCEMENTS * entry.interval - self._now()
+        entry.timer = loop.call_later(max(0.0, due), self._lapse, entry.server)
+
+    def _lapse(self, server: str) -> None:
+        entry = self._entries.get(server)
+        if entry is None:
+            return
+        entry.timer = None
+        if entry.gone_at is not None:
+            return  # dropped or lost: reported then
+        now = self._now()
+        if entry.online(now):
+            self._arm(entry)  # announced since this check was armed
+            return
+        if not self.bus.connected:
+            # the gateway's own link is down: look again once it may be back
+            entry.timer = asyncio.get_running_loop().call_later(entry.interval, self._lapse, server)
+            return
+        entry.gone_at = now
+        silent = now - entry.seen_at
+        log.info("server=%s: offline: agent %s silent for %.1f s", server, entry.agent, silent)
+        if self.on_offline is not None:
+            self.on_offline(
+                server, f"its agent has not announced it for {silent:.{0 if silent >= 1 else 1}f} s"
+            )
+
+    def mark_lost(self, server: str) -> bool:
+        """``server``'s agent is gone (found another way than by its silence): offline now,
+        until it is announced again. True if that is news (it was not reported offline)."""
+        entry = self._entries.get(server)
+        if entry is None or entry.gone_at is not None:
+            return False
+        entry.gone_at = self._now()
+        log.info("server=%s: offline: agent %s lost", server, entry.agent)
+        return True
 
     def note_state(self, event: ServerState) -> None:
         """Record a lifecycle event (starting, ready, exited, ...) of a known server: its

@@ -26,6 +26,12 @@ request goes as it came and the agent answers ``reset`` (see
 :meth:`resofleet.agent.output.OutputLog.history`).
 
 Authorisation is checked here too, in :func:`authorize`, and nowhere else.
+
+Outcome: replies to the requests that change something (:data:`STATING_TYPES`, commands
+and container actions) say whether they ran. An agent states it in its replies;
+:func:`answered` fills it in for an agent from before the field (its ``command_response``
+or ``container_response`` ran; its ``error`` may have come after the console took the
+line, so ``unknown``).
 """
 
 from __future__ import annotations
@@ -42,10 +48,14 @@ from resofleet.contracts import (
     BusRequest,
     ClientMessage,
     Command,
+    CommandOutcome,
+    CommandResponse,
     Container,
     ContainerOutput,
     ContainerOutputBatch,
     ContainerRequest,
+    ContainerResponse,
+    Error,
     GetOutput,
     GetStatus,
     GetWorlds,
@@ -82,15 +92,18 @@ __all__ = [
     "OUTPUT_TIMEOUT",
     "QUERY_TIMEOUT",
     "LONG_COMMAND_TIMEOUTS",
+    "STATING_TYPES",
     "TIMEOUT_MARGIN",
     "Timeouts",
     "Watch",
+    "answered",
     "authorize",
     "check_server",
     "output_lines",
     "pick_server",
     "route",
     "server_list",
+    "states_outcome",
     "visible_servers",
     "watch_for",
     "with_id",
@@ -122,6 +135,9 @@ CONTAINER_TIMEOUT: Final = 120.0
 
 #: Request types that travel to an agent (the rest the gateway answers itself).
 BUS_TYPES: Final = (Command, GetStatus, GetWorlds, GetOutput, Container)
+#: Request types whose replies and errors state a :class:`~resofleet.contracts.CommandOutcome`:
+#: the ones that change something (a read has nothing to state).
+STATING_TYPES: Final = (Command, Container)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +311,28 @@ def with_id(body: M, id: RequestId | None) -> M:
     if id is None or getattr(body, "id", None) == id:
         return body
     return msgspec.structs.replace(body, id=id)
+
+
+def states_outcome(message: ClientMessage | None) -> bool:
+    """Whether the replies to ``message`` state an outcome (see :data:`STATING_TYPES`)."""
+    return isinstance(message, STATING_TYPES)
+
+
+def answered(body: M, id: RequestId | None, *, states: bool) -> M:
+    """An agent's reply as the client receives it: with the request's ``id`` and, when the
+    request ``states`` an outcome, one (an agent from before the field omits it: its
+    command or container response ran, its error may have come after the console took the
+    line). A copy when anything changes: bus messages may be shared."""
+    if states and getattr(body, "outcome", False) is None:
+        outcome = (
+            CommandOutcome.UNKNOWN if isinstance(body, Error) else CommandOutcome.EXECUTED
+        )
+        changes: dict[str, object] = {"outcome": outcome}
+        if id is not None:
+            changes["id"] = id
+        assert isinstance(body, (CommandResponse, ContainerResponse, Error))
+        return msgspec.structs.replace(body, **changes)  # type: ignore[return-value]
+    return with_id(body, id)
 
 
 def output_lines(batch: ContainerOutputBatch) -> list[ContainerOutput]:

@@ -14,6 +14,18 @@ A session reads frames one at a time and answers each:
   the session stops reading until one finishes, so a client that floods only waits on
   itself (TCP backpressure), never grows the gateway's memory.
 
+Outcome. Every reply and error for a ``command`` or ``container`` request says whether it
+ran (``outcome``): the session states ``not_executed`` for what it refuses itself, and
+for a failure on the bus asks :func:`~resofleet.gateway.errors.outcome_for`, telling it
+whether the request had been handed over (the bus was connected when it was sent); an
+agent's reply states its own, and :func:`~resofleet.gateway.routing.answered` fills one in for
+an agent from before the field.
+
+Requests travel through :class:`~resofleet.gateway.liveness.Liveness`, which fails them at
+once with ``server_lost`` when their server's agent is lost. A session also sends its
+client an unrequested ``servers_update`` when a server it watches comes online or goes
+(:meth:`Session.servers_changed`, called by the fan-out).
+
 When the connection ends, its requests still in flight are cancelled (nobody is left to
 read their replies; a command already taken by an agent still runs there).
 
@@ -69,6 +81,7 @@ from resofleet.contracts import (
     BusRequest,
     ClientMessage,
     Command,
+    CommandOutcome,
     Container,
     ContractError,
     GetServers,
@@ -76,6 +89,7 @@ from resofleet.contracts import (
     Ping,
     Pong,
     RequestId,
+    ServerInfo,
     ServerMessage,
     ServersUpdate,
     Subscribe,
@@ -95,13 +109,15 @@ from .errors import (
     Unauthenticated,
     UnknownServer,
     error_for,
+    outcome_for,
 )
 from .fanout import Fanout
 from .guard import Guard, Outcome
 from .identity import Principal
+from .liveness import Liveness
 from .ratelimit import TokenBucket
 from .registry import Registry
-from .routing import Timeouts, Watch, route, server_list, watch_for, with_id
+from .routing import Timeouts, Watch, answered, route, server_list, states_outcome, watch_for
 from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
@@ -136,6 +152,20 @@ def _what(message: ClientMessage) -> str:
     return str(message.__struct_config__.tag)
 
 
+#: Request ``type`` values whose errors state an outcome, as a refused frame names them.
+_STATING_TAGS: Final = frozenset({"command", "container"})
+
+
+def _refused_outcome(exc: ContractError) -> CommandOutcome | None:
+    """``not_executed`` for a refused frame that asked to run something, else nothing."""
+    return CommandOutcome.NOT_EXECUTED if exc.request_type in _STATING_TAGS else None
+
+
+def _not_run(message: ClientMessage) -> CommandOutcome | None:
+    """``not_executed`` for a request that states outcomes and was refused before the bus."""
+    return CommandOutcome.NOT_EXECUTED if states_outcome(message) else None
+
+
 def _refused_what(exc: ContractError) -> str | None:
     """What a rejected frame asked for, as far as the decoder could read it: the command
     text, else the type."""
@@ -158,6 +188,7 @@ class Session:
         bus: Bus,
         registry: Registry,
         fanout: Fanout,
+        liveness: Liveness,
         principal: Principal | None,
         guard: Guard,
         client: str | None = None,
@@ -170,6 +201,7 @@ class Session:
         self.bus = bus
         self.registry = registry
         self.fanout = fanout
+        self.liveness = liveness
         self.guard = guard
         self.principal = principal
         self.pinned = pinned
@@ -180,6 +212,10 @@ class Session:
         self.batch = False
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Sends the unrequested ``servers_update``: one at a time, the latest news kept
+        #: for the next one (a client that reads slowly holds one, not one per change).
+        self._push: asyncio.Task[None] | None = None
+        self._push_next: list[ServerInfo] | None = None
         self._closer: asyncio.Task[None] | None = None
         if client is None:
             address = connection.remote_address
@@ -210,6 +246,26 @@ class Session:
 
     def cut_off(self, reason: str) -> None:
         self.end(CLOSE_TOO_SLOW, reason)
+
+    def servers_changed(self, infos: list[ServerInfo]) -> None:
+        """Send a ``servers_update`` of what this client may see of ``infos`` (every known
+        server), after the one being sent if any."""
+        if self.principal is None or self._closer is not None:
+            return
+        self._push_next = infos
+        if self._push is None:
+            self._push = asyncio.get_running_loop().create_task(
+                self._push_servers(), name=f"push:{self.conn_id}"
+            )
+
+    async def _push_servers(self) -> None:
+        try:
+            while self._push_next is not None and self.principal is not None:
+                infos, self._push_next = self._push_next, None
+                listed = server_list(infos, pinned=self.pinned, principal=self.principal)
+                await self.send(ServersUpdate(servers=listed))
+        finally:
+            self._push = None
 
     def end(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` (once), without waiting for it."""
@@ -314,15 +370,20 @@ class Session:
             "renewed" if renewed else "authenticated", principal.sub, principal.role.label,
         )
 
-    async def _limited(self, id: RequestId | None, what: str | None) -> bool:
-        """Spend one request from the bucket; False if allowed, else answer rate_limited."""
+    async def _limited(
+        self, id: RequestId | None, what: str | None, outcome: CommandOutcome | None = None
+    ) -> bool:
+        """Spend one request from the bucket; False if allowed, else answer rate_limited
+        (with ``outcome``, for a request that states one)."""
         if self._bucket is None:
             return False
         retry = self._bucket.take()
         if retry <= 0.0:
             return False
         self._refuse(Outcome.RATE_LIMITED, "over the request rate", command=what, coalesce=True)
-        await self.send(error_for(RateLimited(self._bucket.describe(retry)), id=id))
+        await self.send(
+            error_for(RateLimited(self._bucket.describe(retry)), id=id, outcome=outcome)
+        )
         return True
 
     # -- the connection's life -------------------------------------------------------
@@ -338,6 +399,8 @@ class Session:
             pass
         finally:
             watchdog.cancel()
+            if self._push is not None:
+                self._push.cancel()
             for task in self._tasks:
                 task.cancel()
             if self._tasks:
@@ -369,16 +432,16 @@ class Session:
             message = decode_client(frame)
         except ContractError as exc:
             what = _refused_what(exc)
-            if await self._limited(exc.id, what):
+            if await self._limited(exc.id, what, _refused_outcome(exc)):
                 return
             log.info("conn=%s: refused input: %s", self.conn_id, exc.message)
             self._refuse(Outcome.REJECTED_INPUT, exc.code.value, command=what, detail=exc.message)
-            await self.send(error_for(exc, conn=self.conn_id))
+            await self.send(error_for(exc, conn=self.conn_id, outcome=_refused_outcome(exc)))
             return
         if isinstance(message, Auth):
             await self._auth(message)
             return
-        if await self._limited(message.id, _what(message)):
+        if await self._limited(message.id, _what(message), _not_run(message)):
             return
         principal = self.principal
         if principal is None:
@@ -393,6 +456,7 @@ class Session:
                         "with an Authorization: Bearer header or ?token=)."
                     ),
                     id=message.id,
+                    outcome=_not_run(message),
                 )
             )
             return
@@ -425,15 +489,20 @@ class Session:
                         message.__struct_config__.tag, exc,
                     )
                     self._audit_refusal(exc, message)
-                    await self.send(error_for(exc, id=message.id, conn=self.conn_id))
+                    await self.send(
+                        error_for(exc, id=message.id, conn=self.conn_id, outcome=_not_run(message))
+                    )
                     return
                 except Exception as exc:  # a routing bug answers `internal`, the session lives
-                    await self.send(error_for(exc, id=message.id, conn=self.conn_id))
+                    await self.send(
+                        error_for(exc, id=message.id, conn=self.conn_id, outcome=_not_run(message))
+                    )
                     return
                 if not await self._take_slot():
                     return  # the connection closed while the client waited for a slot
                 task = asyncio.create_task(
-                    self._ask(request, message.id), name=f"ask:{self.conn_id}:{request.server}"
+                    self._ask(request, message.id, states=states_outcome(message)),
+                    name=f"ask:{self.conn_id}:{request.server}",
                 )
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
@@ -480,17 +549,23 @@ class Session:
         await self.fanout.changed()
         await self.send(Subscribed(servers=watch.listed(), batch=message.batch, id=message.id))
 
-    async def _ask(self, request: BusRequest, id: RequestId | None) -> None:
+    async def _ask(self, request: BusRequest, id: RequestId | None, *, states: bool) -> None:
+        """Send ``request`` over the bus and its reply to the client; ``states``: the
+        request is one whose replies say whether it ran."""
         log.debug(
             "conn=%s server=%s: %s", self.conn_id, request.server, type(request.body).__name__
         )
         reply: ServerMessage
+        # A bus that is down refuses before sending (not_executed); one that goes down after
+        # this may have delivered the request (unknown).
+        handed = self.bus.connected
         try:
-            reply = with_id((await self.bus.request(request)).body, id)
+            reply = answered((await self.liveness.request(request)).body, id, states=states)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reply = error_for(exc, id=id, server=request.server, conn=self.conn_id)
+            outcome = outcome_for(exc, handed=handed) if states else None
+            reply = error_for(exc, id=id, server=request.server, conn=self.conn_id, outcome=outcome)
             log.info("conn=%s server=%s: %s: %s", self.conn_id, request.server, reply.code, exc)
         if isinstance(reply, OutputHistory):
             self._epochs[request.server] = reply.epoch

@@ -3,8 +3,11 @@
 stdin and stdout are pipes (lines end in ``\\n``, no echo); stderr carries only native
 noise and is logged at debug level. CPU and memory come from psutil over the process
 tree, sampled in a thread. A headless that exits on its own is restarted with
-exponential backoff; one that dies :data:`CRASH_LOOP_LIMIT` times within
-:data:`CRASH_LOOP_WINDOW` seconds is left stopped (``crashloop``) until someone starts it.
+exponential backoff: :data:`BACKOFF_START` doubling per death up to :data:`BACKOFF_MAX`,
+starting over after a run longer than :data:`STABLE_RUN` (whatever its exit code: a
+headless that exits cleanly at once, again and again, is as broken as one that crashes).
+One that dies :data:`CRASH_LOOP_LIMIT` times within :data:`CRASH_LOOP_WINDOW` seconds is
+left stopped (``crashloop``) until someone starts it.
 """
 
 from __future__ import annotations
@@ -26,13 +29,28 @@ from resofleet.contracts import Status
 from ..errors import RuntimeActionFailed
 from .base import Runtime, RuntimeListener, format_bytes
 
-__all__ = ["CRASH_LOOP_LIMIT", "CRASH_LOOP_WINDOW", "ProcessRuntime", "emulator_command"]
+__all__ = [
+    "BACKOFF_MAX",
+    "BACKOFF_START",
+    "CRASH_LOOP_LIMIT",
+    "CRASH_LOOP_WINDOW",
+    "ProcessRuntime",
+    "STABLE_RUN",
+    "emulator_command",
+]
 
 log = logging.getLogger(__name__)
 
-#: First restart delay (s) after a crash; doubles per crash up to :data:`BACKOFF_MAX`.
+#: First restart delay (s) after a death; doubles per death up to :data:`BACKOFF_MAX`.
+#: A second is enough for a crashed headless's ports and files to be released.
 BACKOFF_START: Final = 1.0
+#: Longest restart delay (s): a headless that keeps dying is retried twice a minute, so
+#: it comes back soon after whatever killed it is fixed.
 BACKOFF_MAX: Final = 30.0
+#: Seconds a run must last for its death to start the backoff over: longer than a
+#: headless takes to boot and load its worlds (tens of seconds on a slow host), so a run
+#: that got this far died of something new, not of what killed the quick runs before it.
+STABLE_RUN: Final = 60.0
 #: A headless dying this many times within the window is not restarted again.
 CRASH_LOOP_LIMIT: Final = 5
 CRASH_LOOP_WINDOW: Final = 120.0
@@ -66,9 +84,11 @@ class ProcessRuntime(Runtime):
         env: dict[str, str] | None = None,
         kind: str = "process",
         backoff_start: float = BACKOFF_START,
+        stable_run: float = STABLE_RUN,
     ) -> None:
         super().__init__(server, listener)
         self.backoff_start = backoff_start
+        self.stable_run = stable_run
         self.kind = kind
         self.command = list(command)
         self.workdir = workdir
@@ -126,6 +146,7 @@ class ProcessRuntime(Runtime):
                 self._spawned.set()
                 return
             self._spawned.set()
+            spawned = time.monotonic()
             code = await self._pump(proc)
             self._proc = None
             reason = f"exited with code {code}"
@@ -143,8 +164,8 @@ class ProcessRuntime(Runtime):
                 self._want_running = False
                 self._set_status("crashloop")
                 return
-            if code == 0:
-                backoff = self.backoff_start  # a clean exit (shutdown) is not a crash streak
+            if now - spawned >= self.stable_run:
+                backoff = self.backoff_start  # a long run ends a streak of quick deaths
             log.warning("server=%s: %s; restarting in %.0f s", self.server, reason, backoff)
             self._set_status("restarting")
             await asyncio.sleep(backoff)

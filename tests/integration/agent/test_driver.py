@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -179,8 +181,10 @@ async def test_first_command_quirk_is_absorbed(mode):
 async def test_console_dying_mid_command_fails_at_once(watched):
     """When the headless dies during a slow command, the command fails now, not at its deadline."""
     assert watched.driver is not None and watched.runtime is not None
-    task = asyncio.create_task(watched.driver.run("restart", timeout=SLOW_DEADLINE))  # 1 s
-    await watched.line(lambda line: line == "Night Market>restart")  # sent: it runs now
+    sent = asyncio.Event()
+    task = asyncio.create_task(watched.driver.run("restart", timeout=SLOW_DEADLINE, sent=sent.set))  # 1 s
+    async with asyncio.timeout(WAIT):
+        await sent.wait()  # handed to the console: it runs now
     watched.runtime._proc.kill()
     with pytest.raises(ConsoleClosed):
         async with asyncio.timeout(FAIL_WITHIN):
@@ -195,11 +199,28 @@ async def test_crash_command_fails_at_once(console):
 
 
 async def test_user_commands_are_streamed_with_their_echo(console):
-    """The live stream shows '<prompt><command>' then the command's output lines."""
+    """The live stream shows '<prompt><command>' once (in a TTY, standing for the console's
+    own echo) then the command's output lines."""
     await console.driver.run("listbans")
     i = console.lines.index("Night Market>listbans")
     after = [l for l in console.lines[i + 1:] if not _noise(l) and l.strip()]
     assert after[0].startswith("[0]\tUsername: SpamBot\t")
+    assert console.lines.count("Night Market>listbans") == 1 and "listbans" not in console.lines
+
+
+async def test_a_command_the_console_never_read_is_never_echoed(watched):
+    """A frozen console does not read the command: it times out and the stream never shows
+    '<prompt><command>'; what the console prints once it reads it comes as idle output."""
+    assert watched.driver is not None and watched.runtime is not None and watched.runtime.pid
+    pid = watched.runtime.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ConsoleTimeout):
+            await watched.driver.run("listbans", timeout=0.5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await watched.line(lambda line: line.startswith("[0]\tUsername: SpamBot\t"))
+    assert not any(line.endswith(">listbans") for line in watched.streamed.lines)
 
 
 async def test_internal_commands_are_not_streamed(console):

@@ -93,3 +93,45 @@ async def test_crash_loop_stops_the_restarts():
         assert len(rec.exits) == 5
     finally:
         await rt.close()
+
+
+class Timeline(Recorder):
+    """A recorder that notes when each run started and ended (the loop's clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def started(self) -> None:
+        self.starts.append(asyncio.get_running_loop().time())
+        super().started()
+
+    def exited(self, reason: str) -> None:
+        self.ends.append(asyncio.get_running_loop().time())
+        super().exited(reason)
+
+
+async def test_backoff_starts_over_after_a_stable_run():
+    """Two quick crashes double the restart delay; a crash after a run longer than
+    ``stable_run`` is restarted after the first delay again, whatever its exit code."""
+    rec = Timeline()
+    rt = ProcessRuntime(
+        "crashy", rec, command=[*emulator_command("default"), "--startup-delay", "0"], kind="emulator",
+        backoff_start=0.5, stable_run=1.0,
+    )
+    rec.runtime = rt
+    await rt.start()
+    try:
+        for run in range(3):
+            await rec.driver.start(timeout=20)
+            if run == 2:  # outlive stable_run: wait on the clock the runtime reads
+                await asyncio.sleep(max(0.0, rec.starts[-1] + 1.5 - asyncio.get_running_loop().time()))
+            await rt.write(b"crash\n")
+            await wait_for(rec, lambda: rec.started_count == run + 2)
+        delays = [start - end for start, end in zip(rec.starts[1:], rec.ends)]
+        assert delays[0] >= 0.5 and delays[1] >= 1.0  # doubled after a quick crash
+        assert 0.5 <= delays[2] < 1.0, delays  # started over, not 2.0
+        assert rec.exits == ["exited with code 134"] * 3
+    finally:
+        await rt.close()

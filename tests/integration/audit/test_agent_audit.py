@@ -130,10 +130,10 @@ async def test_a_request_that_timed_out_before_running_is_recorded(audited, bus_
     """A command whose time ran out while the console was busy is never run, and recorded as timeout."""
     watcher = await bus_factory()
     output = await watcher.subscribe(["one.output"])
-    _, gw, audit = await audited("--latency", "save=3")
+    _, gw, audit = await audited("--tty", "--latency", "save=3")
     await gw.request(req("one", RunCommand(command="version")))  # the console is ready
     save = asyncio.create_task(gw.request(req("one", RunCommand(command="save"))))
-    async with asyncio.timeout(WAIT):  # save has been sent: the console is busy for 3 s
+    async with asyncio.timeout(WAIT):  # the console echoed save: it is busy for 3 s
         while True:
             event = await output.get()
             if any(line.output.endswith(">save") for line in event.body.lines):

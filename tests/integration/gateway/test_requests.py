@@ -65,7 +65,10 @@ async def test_replies_carry_the_request_id_and_come_back_out_of_order(start_gat
         await client.send({"type": "ping", "id": "C"})
         order = [await client.recv() for _ in range(3)]
     assert [m["id"] for m in order] == ["C", "B", "A"]
-    assert order[1] == {"type": "command_response", "command": "users", "output": "quick:users", "server": "quick", "id": "B"}
+    assert order[1] == {
+        "type": "command_response", "command": "users", "output": "quick:users", "server": "quick", "id": "B",
+        "outcome": "executed",  # the handler states none: the gateway knows a response ran
+    }
     assert order[2]["output"] == "slow:save"
 
 
@@ -82,13 +85,17 @@ async def test_shared_reply_objects_are_not_mutated(start_gateway, bus_factory):
 
 
 async def test_agent_errors_are_forwarded_with_the_id(start_gateway, bus_factory):
-    """An error the agent answers reaches the client as it is, with the request id."""
+    """An error the agent answers reaches the client as it is, with the request id (and,
+    since this handler states no outcome, ``unknown``: the console may have taken the line)."""
     gateway = await start_gateway()
     agent_bus = await bus_factory()
     await agent_bus.serve("alpha", answering("alpha"))
     async with await Client.connect(gateway.url) as client:
         reply = await client.request({"type": "command", "command": "fail", "server": "alpha", "id": 5})
-    assert reply == {"type": "error", "message": "The console said no.", "code": "internal", "id": 5, "server": "alpha"}
+    assert reply == {
+        "type": "error", "message": "The console said no.", "code": "internal", "id": 5, "server": "alpha",
+        "outcome": "unknown",
+    }
 
 
 async def test_a_handler_bug_reaches_the_client_as_internal_with_only_a_reference(start_gateway, bus_factory, caplog):

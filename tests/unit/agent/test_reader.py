@@ -432,13 +432,58 @@ def test_poll_answers_are_not_streamed_but_log_lines_inside_them_are():
 
 
 def test_tty_echo_and_crlf_are_removed():
-    """A TTY echoes the command and ends lines with CRLF: the answer is as over a pipe."""
+    """A TTY echoes the command and ends lines with CRLF: the answer is as over a pipe, and
+    the console's own echo is the one line the stream shows for the command."""
     reader = synced()
     tty = "worlds\r\n" + WORLDS.replace("\n", "\r\n") + "Night Market>"
     events = exchange(reader, "worlds", tty)
     assert answers(events)[0].lines == tuple(WORLDS.splitlines())
-    assert Line("worlds", False) in events  # the echo never reaches the stream
+    assert streamed(events) == ["Night Market>worlds", *WORLDS.splitlines()]
     assert not any("\r" in text for text in streamed(events))
+    polled = exchange(reader, "worlds", tty, stream=False)
+    assert Line("worlds", False) in polled and streamed(polled) == []  # a poll's echo: hidden
+
+
+def test_the_echo_waits_for_the_console_to_show_it_read_the_command():
+    """Over pipes nothing echoes: ``<prompt><command>`` is streamed when the console's
+    answer starts, and not before (the command may never be read)."""
+    reader = synced()
+    reader.send_command("users")
+    assert reader.events_received() == [] and reader.data_to_send() == [b"users\n"]
+    reader.receive_data(b"Host\tID: U-1", T)  # an answer's first, unfinished line
+    assert streamed(reader.events_received()) == []
+    reader.receive_data(b"\nNight Market>", T)
+    assert streamed(reader.events_received()) == ["Night Market>users", "Host\tID: U-1"]
+
+
+def test_a_silent_command_is_echoed_at_its_prompt():
+    """A command that prints nothing: its prompt is the console's sign it read it."""
+    reader = synced()
+    events = exchange(reader, "maxUsers 8", "Night Market>")
+    assert streamed(events) == ["Night Market>maxUsers 8"]
+    assert events.index(Line("Night Market>maxUsers 8", True)) < events.index(answers(events)[0])
+
+
+def test_engine_log_lines_before_the_answer_come_before_the_echo():
+    """Log lines are printed whenever the engine likes: they do not show the command was
+    read, so they stream before the echo, which comes with the answer's first line."""
+    reader = synced()
+    events = exchange(reader, "users", f"{CHATTER}\nHost\tID: U-1\nNight Market>")
+    assert streamed(events) == [CHATTER, "Night Market>users", "Host\tID: U-1"]
+
+
+def test_a_command_the_console_never_answered_is_never_echoed():
+    """Given up on (deadline) or cut off (the console closed) before a sign of it: no
+    echo; late output is idle output."""
+    reader = synced()
+    reader.send_command("save")
+    reader.abandon()
+    reader.receive_data(b"Saved\nNight Market>", T)
+    assert streamed(reader.events_received()) == ["Saved"]
+    closed = synced()
+    closed.send_command("save")
+    closed.receive_eof()
+    assert closed.events_received() == [Closed("save")]
 
 
 def test_idle_chatter_loses_its_prompt():
@@ -482,7 +527,9 @@ def test_end_of_output_interrupts_the_command():
     exchange(reader, "restart", "Restarting half a li")
     reader.receive_eof()
     events = reader.events_received()
-    assert events == [Line("Restarting half a li", True), Closed("restart")]
+    assert events == [
+        Line("Night Market>restart", True), Line("Restarting half a li", True), Closed("restart"),
+    ]
     reader.receive_data(b"late\n", T)
     assert reader.events_received() == [] and reader.closed
     idle = synced()

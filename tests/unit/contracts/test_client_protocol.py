@@ -39,6 +39,7 @@ def test_public_names_are_pinned():
     assert set(contracts.__all__) == {
         "Announce", "AuditSink", "AuditValue", "Auth", "Authenticated", "COMMAND_DEADLINE", "deadline_for", "LONG_COMMAND_DEADLINES", "Ban", "BansUpdate", "BUS_VERSION", "BusEvent",
         "BusReply", "BusRequest", "check_command_text", "check_world_text", "ClientMessage", "Command",
+        "CommandOutcome",
         "COMMAND_ROLES", "CONTROL_CHARACTERS", "command_name", "CommandResponse", "Container", "ContainerAction",
         "ContainerOutput", "ContainerOutputBatch", "ContainerRequest", "ContainerResponse",
         "CONTAINER_ROLE", "ContractError", "decode_client", "decode_event", "decode_presence",
@@ -138,13 +139,34 @@ def test_error_shape_and_closed_codes():
     assert as_json(Error(message="No.", code=ErrorCode.FORBIDDEN)) == {"type": "error", "message": "No.", "code": "forbidden"}
     assert {c.value for c in ErrorCode} == {
         "bad_request", "unknown_type", "unknown_server", "ambiguous_server", "forbidden",
-        "unauthenticated", "server_offline", "timeout", "rate_limited", "bus_unavailable", "internal",
-        "unknown_world",
+        "unauthenticated", "server_offline", "server_lost", "timeout", "rate_limited",
+        "bus_unavailable", "internal", "unknown_world",
     }
     unknown_world = Error(message="No such world.", code=ErrorCode.UNKNOWN_WORLD, server="s", id=1)
     assert as_json(unknown_world)["code"] == "unknown_world"
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"type":"error","message":"x","code":"made_up"}', type=Error)
+
+
+def test_outcome_is_omitted_until_someone_states_it():
+    """command_response, container_response and error name an outcome only when one was
+    stated, so a seed client sees the seed's shapes; the three values are closed."""
+    assert "outcome" not in as_json(CommandResponse(command="c", output="o", server="s"))
+    assert "outcome" not in as_json(Error(message="m", code=ErrorCode.TIMEOUT))
+    stated = [
+        CommandResponse(command="c", output="o", server="s", outcome=contracts.CommandOutcome.EXECUTED),
+        contracts.ContainerResponse(
+            action="stop", server="s", status="exited", outcome=contracts.CommandOutcome.EXECUTED
+        ),
+        Error(message="m", code=ErrorCode.SERVER_LOST, outcome=contracts.CommandOutcome.UNKNOWN),
+        Error(message="m", code=ErrorCode.FORBIDDEN, outcome=contracts.CommandOutcome.NOT_EXECUTED),
+    ]
+    assert [as_json(m)["outcome"] for m in stated] == ["executed", "executed", "unknown", "not_executed"]
+    assert {o.value for o in contracts.CommandOutcome} == {"executed", "not_executed", "unknown"}
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"type":"error","message":"x","code":"timeout","outcome":"maybe"}', type=Error)
+    reply = contracts.decode_reply(contracts.encode_bus(contracts.BusReply(body=stated[2])))
+    assert reply.body == stated[2]  # the agent's statement crosses the bus unchanged
 
 
 def test_every_server_message_round_trips():

@@ -94,3 +94,31 @@ def test_state_events_update_the_status_and_revocations_reach_the_hook():
     registry.on_revoke = seen.append
     registry.handle(Revoke(jti="t1", until=0))
     assert [r.jti for r in seen] == ["t1"]
+
+
+def test_lost_server_is_offline_at_once_until_announced_again():
+    """mark_lost: offline now (news once), online again at its agent's next announcement."""
+    registry, _ = make()
+    registry.handle(announce("a1", "s1"))
+    assert registry.mark_lost("s1") is True
+    assert registry.online() == [] and registry.snapshot()[0].status == "offline"
+    assert registry.mark_lost("s1") is False and registry.mark_lost("never-seen") is False
+    registry.handle(announce("a1", "s1"))
+    assert registry.online() == ["s1"]
+
+
+def test_hooks_hear_servers_come_and_go():
+    """on_online gets the servers an announcement brought (new or back); on_offline a
+    server its agent stopped serving, with how."""
+    registry, _ = make()
+    came, went = [], []
+    registry.on_online = came.append
+    registry.on_offline = lambda server, how: went.append((server, how))
+    registry.handle(announce("a1", "s1", "s2"))
+    registry.handle(announce("a1", "s1", "s2"))  # nothing new
+    registry.handle(announce("a1", "s1"))
+    registry.mark_lost("s1")
+    registry.handle(announce("a1", "s1"))
+    assert came == [["s1", "s2"], ["s1"]]
+    assert went == [("s2", "agent a1 stopped serving it")]
+
