@@ -16,6 +16,15 @@ Topology (names from :class:`resofleet.contracts.Topology`):
   bounded drop-oldest buffer.
 - ``resofleet.presence`` (fanout): announcements, discover requests, revocations.
 
+Channel calls. Every call that opens, changes or closes a channel or a queue (serving,
+subscribing, binding, closing) runs in one owner task (:mod:`resofleet.bus.control`),
+never in its caller's task: a caller cancelled halfway (a session that ends) would
+otherwise make aiormq close the channel, and a cancelled close costs the whole
+connection. A subscription's ``patterns`` is what it wants bound; the owner binds what is
+missing and unbinds what is extra, declaring the queue again first, and does so again
+after every reconnection, so a binding asked for while the link was down is made once it
+is back.
+
 The connection is aio-pika's robust connection: after the link drops it reconnects and
 restores channels, queues and consumers. Pending requests are failed with
 ``bus_unavailable`` the moment the link drops, and new ones are refused at once until it
@@ -29,7 +38,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 
 import aio_pika
 import aiormq
@@ -37,7 +46,6 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 
@@ -55,6 +63,7 @@ from resofleet.contracts import (
     encode_bus,
 )
 
+from .amqp_queues import AmqpServed, BoundQueue, publish_raw
 from .base import (
     DEFAULT_EVENT_QUEUE,
     DEFAULT_PRESENCE_QUEUE,
@@ -64,14 +73,8 @@ from .base import (
     Served,
     Subscription,
 )
-from .errors import (
-    AlreadyServed,
-    BusUnavailable,
-    RequestTimeout,
-    ServerBusy,
-    ServerOffline,
-    reply_for,
-)
+from .control import Control
+from .errors import AlreadyServed, BusUnavailable, RequestTimeout, ServerBusy, ServerOffline, reply_for
 from .local import COMMAND_QUEUE_LIMIT
 
 __all__ = ["AmqpBus", "CONNECT_TIMEOUT", "RECONNECT_INTERVAL"]
@@ -85,28 +88,13 @@ CONNECT_TIMEOUT: Final = 10.0
 RECONNECT_INTERVAL: Final = 1.0
 #: Seconds a single publish may take before the bus is considered unavailable.
 PUBLISH_TIMEOUT: Final = 5.0
+#: Seconds closing waits for a channel call in progress before the connection goes.
+CLOSE_TIMEOUT: Final = 2.0
 #: Seconds by which a request's queue TTL undercuts its timeout (see :func:`_queue_ttl`).
 QUEUE_TTL_MARGIN: Final = 0.05
 _REPLY_TO: Final = "amq.rabbitmq.reply-to"
 _CONTENT_TYPE: Final = "application/msgpack"
 _NOT_PERSISTENT: Final = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
-
-
-class _AmqpServed(Served):
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, tag: str) -> None:
-        self._channel = channel
-        self._queue = queue
-        self._tag = tag
-        self._closed = False
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._queue.cancel(self._tag)
-        with contextlib.suppress(Exception):
-            await self._channel.close()
 
 
 class AmqpBus(Bus):
@@ -128,23 +116,63 @@ class AmqpBus(Bus):
         self._events_channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._presence_ex: AbstractExchange | None = None
+        self._control = Control(name=name)
         self._pending: dict[str, asyncio.Future[BusReply]] = {}
-        self._online = False
+        self._queues: set[BoundQueue] = set()
+        self._started = False
         self._closed = False
-        self._closers: list[Any] = []
+        self._dropped: str | None = None  # why the connection is down, while it is
+        self._up = False
 
-    # -- lifecycle -------------------------------------------------------------------
+    # -- the link --------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
         return (
-            self._online
+            self._started
             and not self._closed
+            and self._dropped is None
             and self._connection is not None
             and not self._connection.is_closed
             and self._rpc is not None
             and not self._rpc.is_closed
         )
+
+    def _update_link(self) -> None:
+        """Note (and log) when :attr:`connected` changed."""
+        up = self.connected
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            log.info("bus %s: the link to the broker is up", self.name)
+            for queue in list(self._queues):  # bindings asked for while it was down
+                self._control.submit(queue.sync, what="binding events again")
+        elif not self._closed:
+            log.warning("bus %s: the link to the broker is down: %s", self.name, self._dropped)
+
+    def _on_connection_lost(self, _: object, exc: BaseException | None = None) -> None:
+        self._dropped = f"the connection to the message broker dropped ({exc or 'closed'}); reconnecting"
+        self._fail_pending(BusUnavailable("The connection to the message broker dropped."))
+        self._update_link()
+
+    def _on_reconnected(self, *_: object) -> None:
+        self._dropped = None
+        self._update_link()
+
+    def _fail_pending(self, exc: BusUnavailable) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def _check(self) -> None:
+        if not self.connected:
+            raise BusUnavailable(
+                "The message broker is not reachable right now; the gateway is reconnecting."
+            )
+
+    # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         try:
@@ -175,42 +203,22 @@ class AmqpBus(Bus):
         self._presence_ex = await self._events_channel.declare_exchange(
             self.topology.presence, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        self._online = True
+        self._control.start()
+        self._started = True
+        self._update_link()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._online = False
+        self._update_link()
         self._fail_pending(BusUnavailable("The bus is closing."))
-        for closer in reversed(self._closers):
-            with contextlib.suppress(Exception):
-                await closer()
+        await self._control.close(timeout=CLOSE_TIMEOUT)
+        for queue in list(self._queues):  # their channels close with the connection
+            await queue.sub.close()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
-
-    def _on_connection_lost(self, _: object, exc: BaseException | None = None) -> None:
-        self._online = False
-        if not self._closed:
-            log.warning("bus: lost the broker connection (%s); reconnecting", exc)
-        self._fail_pending(BusUnavailable("The connection to the message broker dropped."))
-
-    def _on_reconnected(self, *_: object) -> None:
-        log.info("bus: reconnected to the broker")
-        self._online = True
-
-    def _fail_pending(self, exc: BusUnavailable) -> None:
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(exc)
-
-    def _check(self) -> None:
-        if not self.connected:
-            raise BusUnavailable(
-                "The message broker is not reachable right now; the gateway is reconnecting."
-            )
 
     # -- requests --------------------------------------------------------------------
 
@@ -242,7 +250,7 @@ class AmqpBus(Bus):
         try:
             async with asyncio.timeout(request.timeout):
                 try:
-                    await _publish(
+                    await publish_raw(
                         self._rpc, self._commands.name, encode_bus(request), request.server,
                         properties, mandatory=True,
                     )
@@ -260,8 +268,21 @@ class AmqpBus(Bus):
 
     async def serve(self, server: str, handler: Handler, *, concurrency: int = 1) -> Served:
         self._check()
+        served = AmqpServed(self._control, server)
+
+        async def open_() -> AmqpServed:
+            await self._open_served(served, handler, concurrency)
+            return served
+
+        await self._control.call(open_, what=f"serving {server!r}", orphan=AmqpServed.shut)
+        return served
+
+    async def _open_served(self, served: AmqpServed, handler: Handler, concurrency: int) -> None:
+        """Runs in the owner task: the server's channel, queue, binding and consumer."""
         assert self._connection is not None
+        server = served.server
         channel = await self._connection.channel(publisher_confirms=False)
+        served.channel = channel
         await channel.set_qos(prefetch_count=max(1, concurrency))
         commands = await channel.declare_exchange(
             self.topology.commands, aio_pika.ExchangeType.DIRECT, durable=True
@@ -274,8 +295,7 @@ class AmqpBus(Bus):
                 arguments={"x-max-length": COMMAND_QUEUE_LIMIT, "x-overflow": "reject-publish"},
             )
         except aiormq.exceptions.ChannelLockedResource:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await served.shut()
             raise AlreadyServed(server) from None
         await queue.bind(commands, routing_key=server)
         loop = asyncio.get_running_loop()
@@ -295,7 +315,7 @@ class AmqpBus(Bus):
                 reply = reply_for(exc, server=server)
             if message.reply_to and loop.time() < deadline:
                 with contextlib.suppress(Exception):
-                    await _publish(
+                    await publish_raw(
                         channel, "", encode_bus(reply), message.reply_to,
                         aiormq.spec.Basic.Properties(
                             content_type=_CONTENT_TYPE,
@@ -306,10 +326,8 @@ class AmqpBus(Bus):
             with contextlib.suppress(Exception):
                 await message.ack()
 
-        tag = await queue.consume(on_request)
-        served = _AmqpServed(channel, queue, tag)
-        self._closers.append(served.close)
-        return served
+        served.queue = queue
+        served.tag = await queue.consume(on_request)
 
     # -- events ----------------------------------------------------------------------
 
@@ -318,54 +336,51 @@ class AmqpBus(Bus):
         assert self._events is not None
         await self._send(self._events, encode_bus(event), f"{event.server}.{event.kind}", "event")
 
-    async def _bounded_queue(
-        self, exchange_name: str, kind: aio_pika.ExchangeType, maxsize: int
-    ) -> tuple[AbstractChannel, AbstractExchange, AbstractQueue]:
-        """A channel of its own, the exchange, and a private queue for it that keeps at
-        most ``maxsize`` messages, dropping the oldest (a reader that falls behind loses
-        old events, never the broker's memory)."""
+    async def _bound_queue(self, queue: BoundQueue, what: str) -> None:
+        """Open ``queue`` in the owner task; a caller that gave up leaves it closed."""
         self._check()
         assert self._connection is not None
-        channel = await self._connection.channel(publisher_confirms=False)
-        exchange = await channel.declare_exchange(exchange_name, kind, durable=True)
-        queue = await channel.declare_queue(
-            "",
-            exclusive=True,
-            auto_delete=True,
-            arguments={"x-max-length": maxsize, "x-overflow": "drop-head"},
-        )
-        return channel, exchange, queue
+        connection = self._connection
+
+        async def open_() -> BoundQueue:
+            await queue.open(connection)
+            return queue
+
+        await self._control.call(open_, what=what, orphan=BoundQueue.shut)
+        self._queues.add(queue)
 
     async def subscribe(
         self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
     ) -> EventSubscription:
-        channel, exchange, queue = await self._bounded_queue(
-            self.topology.events, aio_pika.ExchangeType.TOPIC, maxsize
-        )
+        bound: BoundQueue
 
-        async def bind(pattern: str) -> None:
-            await queue.bind(exchange, routing_key=pattern)
-
-        async def unbind(pattern: str) -> None:
-            await queue.unbind(exchange, routing_key=pattern)
+        async def sync(_: str) -> None:
+            if self._closed:
+                return
+            self._check()
+            await self._control.call(bound.sync, what="binding events")
 
         async def on_close() -> None:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await self._forget(bound)
 
-        sub = EventSubscription(maxsize, bind=bind, unbind=unbind, on_close=on_close)
-
-        async def on_event(message: AbstractIncomingMessage) -> None:
-            try:
-                sub.push(decode_event(message.body))
-            except ContractError as exc:
-                log.error("bus: dropped an undecodable event: %s", exc)
-
-        for pattern in patterns:
-            await sub.bind(pattern)
-        await queue.consume(on_event, no_ack=True)
-        self._closers.append(sub.close)
+        sub = EventSubscription(maxsize, bind=sync, unbind=sync, on_close=on_close)
+        sub.patterns.update(patterns)
+        bound = BoundQueue(
+            sub, self.topology.events, aio_pika.ExchangeType.TOPIC, maxsize,
+            decode=decode_event, what="event", wanted=lambda: sub.patterns,
+            online=lambda: self.connected,
+        )
+        await self._bound_queue(bound, "subscribing to events")
         return sub
+
+    async def _forget(self, queue: BoundQueue) -> None:
+        """A subscription closed: its channel goes (in the owner task), unless the whole
+        connection is going anyway."""
+        self._queues.discard(queue)
+        if self._closed:
+            return
+        with contextlib.suppress(BusUnavailable):
+            await self._control.call(queue.shut, what="closing a subscription")
 
     # -- presence --------------------------------------------------------------------
 
@@ -379,7 +394,7 @@ class AmqpBus(Bus):
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 assert self._events_channel is not None
-                await _publish(
+                await publish_raw(
                     self._events_channel, exchange.name, body, key,
                     # new per message: aiormq writes a message id into the properties
                     aiormq.spec.Basic.Properties(
@@ -392,48 +407,19 @@ class AmqpBus(Bus):
     async def presence(
         self, *, maxsize: int = DEFAULT_PRESENCE_QUEUE
     ) -> Subscription[PresenceMessage]:
-        channel, exchange, queue = await self._bounded_queue(
-            self.topology.presence, aio_pika.ExchangeType.FANOUT, maxsize
-        )
-        await queue.bind(exchange)
+        bound: BoundQueue
 
         async def on_close() -> None:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await self._forget(bound)
 
         sub: Subscription[PresenceMessage] = Subscription(maxsize, on_close=on_close)
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            try:
-                sub.push(decode_presence(message.body))
-            except ContractError as exc:
-                log.error("bus: dropped an undecodable presence message: %s", exc)
-
-        await queue.consume(on_message, no_ack=True)
-        self._closers.append(sub.close)
+        bound = BoundQueue(
+            sub, self.topology.presence, aio_pika.ExchangeType.FANOUT, maxsize,
+            decode=decode_presence, what="presence message", wanted=lambda: {""},
+            online=lambda: self.connected,
+        )
+        await self._bound_queue(bound, "subscribing to presence")
         return sub
-
-
-async def _publish(
-    channel: AbstractChannel,
-    exchange: str,
-    body: bytes,
-    key: str,
-    properties: aiormq.spec.Basic.Properties,
-    *,
-    mandatory: bool = False,
-) -> None:
-    """``Exchange.publish`` without an ``aio_pika.Message``: the same frames, written by the
-    channel's aiormq channel, minus the Message object and its conversion to properties
-    (about 5% of the gateway's and the agent's CPU per request, py-spy). Raises as
-    ``Exchange.publish`` does: ``DeliveryError`` on a nack, ``PublishError`` on a return
-    (the channel's ``on_return_raises``), ``AMQPError`` on a closed channel."""
-    if channel.is_closed:
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-    underlay = await channel.get_underlay_channel()
-    await underlay.basic_publish(
-        body, exchange=exchange, routing_key=key, properties=properties, mandatory=mandatory
-    )
 
 
 def _queue_ttl(timeout: float) -> float:

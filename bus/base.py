@@ -136,9 +136,12 @@ class EventSubscription(Subscription[BusEvent]):
         self._unbind = unbind
 
     async def bind(self, pattern: str) -> None:
+        """Receive the events ``pattern`` matches. ``patterns`` is what the subscription
+        wants: a pattern stays in it even if binding failed (the link was down), and the
+        transport binds it once the link is back."""
         if pattern not in self.patterns:
-            await self._bind(pattern)
             self.patterns.add(pattern)
+            await self._bind(pattern)
 
     async def unbind(self, pattern: str) -> None:
         if pattern in self.patterns:
