@@ -165,6 +165,8 @@ class AmqpBus(Bus):
         for future in pending.values():
             if not future.done():
                 future.set_exception(exc)
+                # its requester may still be publishing, fail there and never await it
+                future.exception()
 
     def _check(self) -> None:
         if not self.connected:
