@@ -15,11 +15,14 @@ from .amqp import AmqpBus
 from .base import (
     DEFAULT_EVENT_QUEUE,
     DEFAULT_PRESENCE_QUEUE,
+    MAX_CLOCK_SKEW,
     Bus,
     EventSubscription,
     Handler,
     Served,
     Subscription,
+    serve_deadline,
+    stamp,
     topic_matches,
 )
 from .errors import (
@@ -49,6 +52,7 @@ __all__ = [
     "Handler",
     "INTERNAL_SENTENCE",
     "LocalBus",
+    "MAX_CLOCK_SKEW",
     "ReplyError",
     "RequestTimeout",
     "Served",
@@ -58,6 +62,8 @@ __all__ = [
     "make_bus",
     "new_reference",
     "reply_for",
+    "serve_deadline",
+    "stamp",
     "topic_matches",
     "with_reference",
 ]

@@ -7,8 +7,10 @@ Topology (names from :class:`resofleet.contracts.Topology`):
   buffered. Requests go out with ``mandatory=True`` on a channel with publisher confirms,
   so an unroutable request (no agent) is returned by the broker and answered
   ``server_offline`` within a round trip. Each request carries ``expiration`` = its
-  timeout, so one that waits too long in the queue is dropped by the broker; the serving
-  side also drops one whose timeout ran out before the handler could take it.
+  timeout, so one that waits too long in the queue is dropped by the broker, and its
+  absolute ``deadline`` (:func:`~resofleet.bus.base.stamp`), so one the broker held back
+  and delivered late is refused by the serving side (:func:`~resofleet.bus.base.serve_deadline`:
+  its handler gets a deadline that has passed, and runs nothing).
 - Replies use RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``), consumed with
   ``no_ack`` on the one channel requests are published from.
 - ``resofleet.events`` (topic), key ``<server>.<kind>``. Each subscription is an exclusive
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Final
@@ -67,11 +70,14 @@ from .amqp_queues import AmqpServed, BoundQueue, publish_raw
 from .base import (
     DEFAULT_EVENT_QUEUE,
     DEFAULT_PRESENCE_QUEUE,
+    MAX_CLOCK_SKEW,
     Bus,
     EventSubscription,
     Handler,
     Served,
     Subscription,
+    serve_deadline,
+    stamp,
 )
 from .control import Control
 from .errors import AlreadyServed, BusUnavailable, RequestTimeout, ServerBusy, ServerOffline, reply_for
@@ -98,7 +104,8 @@ _NOT_PERSISTENT: Final = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
 
 
 class AmqpBus(Bus):
-    """The bus over RabbitMQ (see the module docstring)."""
+    """The bus over RabbitMQ (see the module docstring). ``clock_skew``: seconds by which
+    this host's clock may differ from its peers' (:data:`~resofleet.bus.base.MAX_CLOCK_SKEW`)."""
 
     def __init__(
         self,
@@ -106,10 +113,12 @@ class AmqpBus(Bus):
         *,
         topology: Topology | None = None,
         name: str = "resofleet",
+        clock_skew: float = MAX_CLOCK_SKEW,
     ) -> None:
         self.url = url
         self.topology = topology or Topology()
         self.name = name
+        self.clock_skew = clock_skew
         self._connection: AbstractRobustConnection | None = None
         self._rpc: AbstractChannel | None = None
         self._commands: AbstractExchange | None = None
@@ -236,6 +245,7 @@ class AmqpBus(Bus):
     async def request(self, request: BusRequest) -> BusReply:
         self._check()
         assert self._commands is not None and self._rpc is not None
+        request = stamp(request, now=time.time())
         loop = asyncio.get_running_loop()
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[BusReply] = loop.create_future()
@@ -310,7 +320,16 @@ class AmqpBus(Bus):
                 log.error("server=%s: dropped an undecodable request: %s", server, exc)
                 await message.ack()
                 return
-            deadline = arrived + request.timeout
+            deadline = serve_deadline(
+                request, arrived=arrived, now=arrived, wall=time.time(), skew=self.clock_skew
+            )
+            if deadline <= arrived:
+                log.warning(
+                    "server=%s: a request arrived %.1f s after its requester stopped waiting "
+                    "(the broker held it back, or this host's clock is ahead of the "
+                    "requester's by more than %g s); it is not run",
+                    server, arrived - deadline, self.clock_skew,
+                )
             try:
                 reply = await handler(request, deadline)
             except Exception as exc:  # a handler bug must not stop the consumer
