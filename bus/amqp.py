@@ -27,10 +27,21 @@ missing and unbinds what is extra, declaring the queue again first, and does so 
 after every reconnection, so a binding asked for while the link was down is made once it
 is back.
 
-The connection is aio-pika's robust connection: after the link drops it reconnects and
-restores channels, queues and consumers. Pending requests are failed with
-``bus_unavailable`` the moment the link drops, and new ones are refused at once until it
-is back, rather than hanging until their timeout.
+The link (:attr:`AmqpBus.connected`, :attr:`AmqpBus.problem`, :meth:`~resofleet.bus.base.Bus.on_link`):
+
+- aio-pika's robust connection reconnects after a drop and restores channels, queues and
+  consumers; every attempt is bounded by :data:`CONNECT_TIMEOUT` (a frozen broker
+  accepts TCP connections and never answers).
+- AMQP heartbeats (:data:`HEARTBEAT`) drop a connection whose peer went silent.
+- A liveness probe (a ``basic.qos`` round trip on a channel of its own, every
+  :data:`PROBE_INTERVAL` s) marks the link down when the broker has not answered within
+  :data:`PROBE_TIMEOUT` s, long before the heartbeat gives up on a frozen or cut-off
+  broker, and up again when it answers. A probe is never cancelled (see above).
+
+While the link is down new requests fail at once with ``bus_unavailable``. When the
+connection itself drops, the requests waiting for a reply fail at once too (whether they
+reached their agent is unknown); when only the probe failed they keep waiting for their
+reply or their timeout, since the broker may still deliver both.
 """
 
 from __future__ import annotations
@@ -41,7 +52,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import aiormq
@@ -83,15 +95,35 @@ from .control import Control
 from .errors import AlreadyServed, BusUnavailable, RequestTimeout, ServerBusy, ServerOffline, reply_for
 from .local import COMMAND_QUEUE_LIMIT
 
-__all__ = ["AmqpBus", "CONNECT_TIMEOUT", "RECONNECT_INTERVAL"]
+__all__ = [
+    "AmqpBus",
+    "CONNECT_TIMEOUT",
+    "HEARTBEAT",
+    "PROBE_INTERVAL",
+    "PROBE_TIMEOUT",
+    "RECONNECT_INTERVAL",
+]
 
 log = logging.getLogger(__name__)
 
-#: Seconds to wait for the broker at start before giving up with a clear error.
+#: Seconds to wait for the broker at start before giving up with a clear error, and for
+#: each reconnection attempt: a frozen broker accepts the TCP connection and never
+#: answers, and an attempt without a bound would wait for it forever.
 CONNECT_TIMEOUT: Final = 10.0
 #: Seconds between reconnection attempts after the link drops: short, since a control
 #: plane without its bus answers nothing.
 RECONNECT_INTERVAL: Final = 1.0
+#: AMQP heartbeat, in seconds (the ``heartbeat=`` URL parameter overrides it). The broker
+#: drops a silent peer after two missed ones (10 s: a dead agent's queues go, and its
+#: servers are answered ``server_offline`` rather than timing out); aiormq drops a silent
+#: broker after (5 + 1) x 3 = 18 s. aiormq's default of 60 s is minutes of either.
+HEARTBEAT: Final = 5
+#: Seconds between liveness probes: a round trip costs the broker next to nothing, and a
+#: frozen or cut-off broker is noticed within this plus :data:`PROBE_TIMEOUT`.
+PROBE_INTERVAL: Final = 1.0
+#: Seconds a probe may go unanswered before the link is marked down: a healthy broker
+#: answers in a millisecond, a busy one in tens; two seconds leaves room for a pause.
+PROBE_TIMEOUT: Final = 2.0
 #: Seconds a single publish may take before the bus is considered unavailable.
 PUBLISH_TIMEOUT: Final = 5.0
 #: Seconds closing waits for a channel call in progress before the connection goes.
@@ -115,6 +147,7 @@ class AmqpBus(Bus):
         name: str = "resofleet",
         clock_skew: float = MAX_CLOCK_SKEW,
     ) -> None:
+        super().__init__()
         self.url = url
         self.topology = topology or Topology()
         self.name = name
@@ -125,13 +158,16 @@ class AmqpBus(Bus):
         self._events_channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._presence_ex: AbstractExchange | None = None
+        self._probe_channel: AbstractChannel | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self._control = Control(name=name)
         self._pending: dict[str, asyncio.Future[BusReply]] = {}
         self._queues: set[BoundQueue] = set()
         self._started = False
         self._closed = False
         self._dropped: str | None = None  # why the connection is down, while it is
-        self._up = False
+        self._unanswered = False  # a probe went unanswered past PROBE_TIMEOUT
+        self._up = False  # what listeners were last told
 
     # -- the link --------------------------------------------------------------------
 
@@ -141,14 +177,34 @@ class AmqpBus(Bus):
             self._started
             and not self._closed
             and self._dropped is None
+            and not self._unanswered
             and self._connection is not None
             and not self._connection.is_closed
             and self._rpc is not None
             and not self._rpc.is_closed
         )
 
+    @property
+    def problem(self) -> str | None:
+        if self.connected:
+            return None
+        if self._closed:
+            why = "it is closed"
+        elif not self._started:
+            why = "it has not started"
+        elif self._dropped is not None:
+            why = self._dropped
+        elif self._unanswered:
+            why = (
+                f"the message broker has not answered for over {PROBE_TIMEOUT:g} s "
+                "(frozen, overloaded or cut off)"
+            )
+        else:
+            why = "the connection to the message broker is being restored"
+        return f"the message bus is not connected: {why}"
+
     def _update_link(self) -> None:
-        """Note (and log) when :attr:`connected` changed."""
+        """Tell the listeners (and the log) when :attr:`connected` changed."""
         up = self.connected
         if up == self._up:
             return
@@ -158,15 +214,22 @@ class AmqpBus(Bus):
             for queue in list(self._queues):  # bindings asked for while it was down
                 self._control.submit(queue.sync, what="binding events again")
         elif not self._closed:
-            log.warning("bus %s: the link to the broker is down: %s", self.name, self._dropped)
+            log.warning("bus %s: %s", self.name, self.problem)
+        self._notify_link(up)
 
     def _on_connection_lost(self, _: object, exc: BaseException | None = None) -> None:
         self._dropped = f"the connection to the message broker dropped ({exc or 'closed'}); reconnecting"
-        self._fail_pending(BusUnavailable("The connection to the message broker dropped."))
+        self._fail_pending(
+            BusUnavailable(
+                "The connection to the message broker dropped; the request may or may not "
+                "have reached its server."
+            )
+        )
         self._update_link()
 
     def _on_reconnected(self, *_: object) -> None:
         self._dropped = None
+        self._unanswered = False
         self._update_link()
 
     def _fail_pending(self, exc: BusUnavailable) -> None:
@@ -183,15 +246,48 @@ class AmqpBus(Bus):
                 "The message broker is not reachable right now; the gateway is reconnecting."
             )
 
+    async def _probe_loop(self) -> None:
+        """Mark the link down while the broker leaves a probe unanswered (module docstring)."""
+        probe: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if probe is None:
+                    await asyncio.sleep(PROBE_INTERVAL)
+                    probe = asyncio.create_task(self._probe_once(), name=f"bus-probe:{self.name}")
+                done, _ = await asyncio.wait({probe}, timeout=PROBE_TIMEOUT)
+                if not done:  # never cancelled: wait on for the same probe
+                    if not self._unanswered and self._dropped is None:
+                        self._unanswered = True
+                        self._update_link()
+                    continue
+                failed = probe.cancelled() or probe.exception() is not None
+                probe = None
+                if not failed and self._unanswered:
+                    self._unanswered = False
+                    self._update_link()
+        finally:
+            if probe is not None:  # closing: the connection's end ends it; nobody awaits it
+                probe.add_done_callback(_seen)
+
+    async def _probe_once(self) -> None:
+        assert self._probe_channel is not None
+        channel = await self._probe_channel.get_underlay_channel()
+        await channel.basic_qos(prefetch_count=0)
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        options: dict[str, Any] = {}
+        if "heartbeat" not in parse_qs(urlsplit(self.url).query):
+            options["heartbeat"] = HEARTBEAT
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 self._connection = await aio_pika.connect_robust(
                     self.url,
                     reconnect_interval=RECONNECT_INTERVAL,
+                    timeout=CONNECT_TIMEOUT,
                     client_properties={"connection_name": self.name},
+                    **options,
                 )
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             raise BusUnavailable(
@@ -214,7 +310,9 @@ class AmqpBus(Bus):
         self._presence_ex = await self._events_channel.declare_exchange(
             self.topology.presence, aio_pika.ExchangeType.FANOUT, durable=True
         )
+        self._probe_channel = await self._connection.channel(publisher_confirms=False)
         self._control.start()
+        self._probe_task = asyncio.create_task(self._probe_loop(), name=f"bus-link:{self.name}")
         self._started = True
         self._update_link()
 
@@ -224,6 +322,10 @@ class AmqpBus(Bus):
         self._closed = True
         self._update_link()
         self._fail_pending(BusUnavailable("The bus is closing."))
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
         await self._control.close(timeout=CLOSE_TIMEOUT)
         for queue in list(self._queues):  # their channels close with the connection
             await queue.sub.close()
@@ -441,6 +543,12 @@ class AmqpBus(Bus):
         )
         await self._bound_queue(bound, "subscribing to presence")
         return sub
+
+
+def _seen(task: asyncio.Task[None]) -> None:
+    """Retrieve a finished task's exception, so that asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _queue_ttl(timeout: float) -> float:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Final, Generic, TypeVar
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_EVENT_QUEUE",
     "DEFAULT_PRESENCE_QUEUE",
     "Handler",
+    "LinkListener",
     "MAX_CLOCK_SKEW",
     "Served",
     "Subscription",
@@ -55,6 +57,8 @@ __all__ = [
     "stamp",
     "topic_matches",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Events a subscriber may fall behind by before the oldest are dropped. An output event
 #: carries a batch of up to a few hundred lines, so this is tens of thousands of lines: far
@@ -77,6 +81,9 @@ MAX_SKEW_SHARE: Final = 0.5
 #: broker held the request): the handler then answers ``timeout`` and runs nothing, so
 #: that its own records (the agent's audit log) show what did not run.
 Handler = Callable[[BusRequest, float], Awaitable[BusReply]]
+
+#: ``listener(up)``: called whenever :attr:`Bus.connected` changes after start.
+LinkListener = Callable[[bool], None]
 
 
 def stamp(request: BusRequest, *, now: float) -> BusRequest:
@@ -214,10 +221,37 @@ class Served(abc.ABC):
 class Bus(abc.ABC):
     """One small async interface over a message bus (see the module docstring)."""
 
+    def __init__(self) -> None:
+        self._link_listeners: list[LinkListener] = []
+
     @property
     @abc.abstractmethod
     def connected(self) -> bool:
         """Whether requests and publishes can go out right now."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the bus is not :attr:`connected` (a phrase for logs and ``/readyz``), or
+        ``None`` when it is."""
+        return None if self.connected else "the message bus is not connected"
+
+    def on_link(self, listener: LinkListener) -> Callable[[], None]:
+        """Call ``listener(up)`` each time :attr:`connected` changes after start (the link
+        dropped or froze, the link is back); returns a function that stops the calls."""
+        self._link_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._link_listeners:
+                self._link_listeners.remove(listener)
+
+        return remove
+
+    def _notify_link(self, up: bool) -> None:
+        for listener in list(self._link_listeners):
+            try:
+                listener(up)
+            except Exception:  # one listener's bug must not stop the others
+                log.exception("bus: a link listener failed")
 
     @abc.abstractmethod
     async def start(self) -> None: ...

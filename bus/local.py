@@ -103,6 +103,7 @@ class LocalBus(Bus):
     """An in-process bus (see the module docstring)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._served: dict[str, _LocalServed] = {}
         self._subscriptions: set[EventSubscription] = set()
         self._presence: set[Subscription[PresenceMessage]] = set()
@@ -114,12 +115,16 @@ class LocalBus(Bus):
         return self._started and not self._closed
 
     async def start(self) -> None:
-        self._started = True
+        if not self._started:
+            self._started = True
+            self._notify_link(self.connected)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._started:
+            self._notify_link(False)
         for served in list(self._served.values()):
             await served.close()
         for sub in list(self._subscriptions):

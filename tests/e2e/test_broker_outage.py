@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,11 +21,14 @@ from typing import Any
 
 import pytest
 
+from resofleet.agent.service import ANNOUNCE_INTERVAL
 from resofleet.bus import AmqpBus
+from resofleet.bus.amqp import PROBE_INTERVAL, PROBE_TIMEOUT
 from resofleet.contracts import Topology
 from resofleet.gateway import Gateway
+from resofleet.gateway.registry import MISSED_ANNOUNCEMENTS
 from resofleet.gateway.routing import Timeouts
-from tests.integration.gateway.client import Client, wait_until
+from tests.integration.gateway.client import Client, http_get, wait_until
 from tests.support.rabbit_node import RabbitNode, rabbit_node
 from tests.support.timing import AT_ONCE
 
@@ -39,6 +44,12 @@ COMMAND_TIMEOUT = 3.0
 FREEZE = 2 * COMMAND_TIMEOUT
 #: Seconds the agent has to write an audit record (it flushes at least every 0.2 s).
 AUDIT_WITHIN = 5.0
+#: Seconds within which the gateway notices a frozen broker: the probe's documented bound.
+DETECTED_WITHIN = PROBE_INTERVAL + PROBE_TIMEOUT + AT_ONCE
+#: Seconds after which a server whose announcements stopped is taken for offline.
+EXPIRY = MISSED_ANNOUNCEMENTS * ANNOUNCE_INTERVAL
+#: Seconds within which a resumed broker serves requests again (the issue's bound).
+BACK_WITHIN = 2.0
 
 
 @dataclass
@@ -146,3 +157,53 @@ async def test_a_command_held_by_a_frozen_broker_never_runs_after_its_timeout(tm
         await fleet.served(within=START_TIMEOUT)
         assert [r["outcome"] for r in await fleet.audited("users")] == ["timeout"]
         assert "it is not run" in fleet.agent_log.read_text()
+
+
+async def test_a_frozen_broker_is_bus_unavailable_not_an_offline_server(tmp_path, caplog):
+    """Within the probe's bound of the broker freezing, /readyz answers 503 with the reason
+    and requests are answered `bus_unavailable` at once, still after the servers'
+    announcements would have expired (the fault is the gateway's link, not the servers);
+    once the broker resumes, the gateway is ready and serves commands within 2 s. Nothing
+    is left failed unseen, in the gateway or in the agent."""
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    async with outage(tmp_path) as fleet:
+        port = fleet.gateway.port
+        assert (await http_get(port, "/readyz"))[0] == 200
+        fleet.node.freeze()
+        frozen = time.perf_counter()
+
+        async def not_ready() -> tuple[int, str] | None:
+            status, body = await http_get(port, "/readyz")
+            return (status, body) if status != 200 else None
+
+        status, body = await wait_until(not_ready, timeout=DETECTED_WITHIN, what="/readyz 503")
+        assert status == 503 and "not answered" in body, body
+
+        async def refused_at_once() -> None:
+            for request in (
+                {"type": "command", "command": "worlds", "server": "eu-1"},
+                {"type": "get_status"},  # no server named: the one the client sees
+            ):
+                started = time.perf_counter()
+                reply = await fleet.client.request(request, timeout=AT_ONCE)
+                assert (reply["type"], reply["code"]) == ("error", "bus_unavailable"), reply
+                assert time.perf_counter() - started < AT_ONCE
+
+        await refused_at_once()
+        # the outage outlasts the servers' announcements; still the link's fault
+        await asyncio.sleep(max(0.0, EXPIRY + 1 - (time.perf_counter() - frozen)))
+        await refused_at_once()
+
+        fleet.node.thaw()
+        thawed = time.perf_counter()
+
+        async def ready() -> bool:
+            return (await http_get(port, "/readyz"))[0] == 200
+
+        await wait_until(ready, timeout=BACK_WITHIN, what="/readyz 200")
+        await fleet.served(within=BACK_WITHIN - (time.perf_counter() - thawed))
+        assert time.perf_counter() - thawed < BACK_WITHIN
+    gc.collect()
+    unseen = [str(r.msg) for r in caplog.records if "never retrieved" in str(r.msg)]
+    assert not unseen, unseen[:3]
+    assert "never retrieved" not in fleet.agent_log.read_text()
