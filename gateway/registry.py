@@ -256,7 +256,7 @@ class Registry:
     def offline(self) -> dict[str, float]:
         """Servers known to have gone offline, with the seconds since their agent last
         announced them (servers never seen are not here: the bus decides for those).
-        None while this gateway's own link is down: the bus answers for them then."""
+        Empty while this gateway's own link is down: the bus answers for them then."""
         if self._down_at is not None:
             return {}
         now = self._now()
