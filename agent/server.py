@@ -271,6 +271,7 @@ class ManagedServer:
     async def _dispatch(  # type: ignore[no-untyped-def]
         self, request: BusRequest, deadline: float, attempt: _Attempt
     ):
+        self._remaining(deadline)  # past it (the broker held the request back): run nothing
         match request.body:
             case RunCommand(command=command, world=world):
                 return await self._command(command, world, deadline, attempt)

@@ -15,11 +15,15 @@ from .amqp import AmqpBus
 from .base import (
     DEFAULT_EVENT_QUEUE,
     DEFAULT_PRESENCE_QUEUE,
+    MAX_CLOCK_SKEW,
     Bus,
     EventSubscription,
     Handler,
+    LinkListener,
     Served,
     Subscription,
+    serve_deadline,
+    stamp,
     topic_matches,
 )
 from .errors import (
@@ -48,7 +52,9 @@ __all__ = [
     "EventSubscription",
     "Handler",
     "INTERNAL_SENTENCE",
+    "LinkListener",
     "LocalBus",
+    "MAX_CLOCK_SKEW",
     "ReplyError",
     "RequestTimeout",
     "Served",
@@ -58,6 +64,8 @@ __all__ = [
     "make_bus",
     "new_reference",
     "reply_for",
+    "serve_deadline",
+    "stamp",
     "topic_matches",
     "with_reference",
 ]

@@ -7,8 +7,10 @@ Topology (names from :class:`resofleet.contracts.Topology`):
   buffered. Requests go out with ``mandatory=True`` on a channel with publisher confirms,
   so an unroutable request (no agent) is returned by the broker and answered
   ``server_offline`` within a round trip. Each request carries ``expiration`` = its
-  timeout, so one that waits too long in the queue is dropped by the broker; the serving
-  side also drops one whose timeout ran out before the handler could take it.
+  timeout, so one that waits too long in the queue is dropped by the broker, and its
+  absolute ``deadline`` (:func:`~resofleet.bus.base.stamp`), so one the broker held back
+  and delivered late is refused by the serving side (:func:`~resofleet.bus.base.serve_deadline`:
+  its handler gets a deadline that has passed, and runs nothing).
 - Replies use RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``), consumed with
   ``no_ack`` on the one channel requests are published from.
 - ``resofleet.events`` (topic), key ``<server>.<kind>``. Each subscription is an exclusive
@@ -16,10 +18,30 @@ Topology (names from :class:`resofleet.contracts.Topology`):
   bounded drop-oldest buffer.
 - ``resofleet.presence`` (fanout): announcements, discover requests, revocations.
 
-The connection is aio-pika's robust connection: after the link drops it reconnects and
-restores channels, queues and consumers. Pending requests are failed with
-``bus_unavailable`` the moment the link drops, and new ones are refused at once until it
-is back, rather than hanging until their timeout.
+Channel calls. Every call that opens, changes or closes a channel or a queue (serving,
+subscribing, binding, closing) runs in one owner task (:mod:`resofleet.bus.control`),
+never in its caller's task: a caller cancelled halfway (a session that ends) would
+otherwise make aiormq close the channel, and a cancelled close costs the whole
+connection. A subscription's ``patterns`` is what it wants bound; the owner binds what is
+missing and unbinds what is extra, declaring the queue again first, and does so again
+after every reconnection, so a binding asked for while the link was down is made once it
+is back.
+
+The link (:attr:`AmqpBus.connected`, :attr:`AmqpBus.problem`, :meth:`~resofleet.bus.base.Bus.on_link`):
+
+- aio-pika's robust connection reconnects after a drop and restores channels, queues and
+  consumers; every attempt is bounded by :data:`CONNECT_TIMEOUT` (a frozen broker
+  accepts TCP connections and never answers).
+- AMQP heartbeats (:data:`HEARTBEAT`) drop a connection whose peer went silent.
+- A liveness probe (a ``basic.qos`` round trip on a channel of its own, every
+  :data:`PROBE_INTERVAL` s) marks the link down when the broker has not answered within
+  :data:`PROBE_TIMEOUT` s, long before the heartbeat gives up on a frozen or cut-off
+  broker, and up again when it answers. A probe is never cancelled (see above).
+
+While the link is down new requests fail at once with ``bus_unavailable``. When the
+connection itself drops, the requests waiting for a reply fail at once too (whether they
+reached their agent is unknown); when only the probe failed they keep waiting for their
+reply or their timeout, since the broker may still deliver both.
 """
 
 from __future__ import annotations
@@ -27,9 +49,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import aiormq
@@ -37,7 +61,6 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 
@@ -55,36 +78,56 @@ from resofleet.contracts import (
     encode_bus,
 )
 
+from .amqp_queues import AmqpServed, BoundQueue, publish_raw
 from .base import (
     DEFAULT_EVENT_QUEUE,
     DEFAULT_PRESENCE_QUEUE,
+    MAX_CLOCK_SKEW,
     Bus,
     EventSubscription,
     Handler,
     Served,
     Subscription,
+    serve_deadline,
+    stamp,
 )
-from .errors import (
-    AlreadyServed,
-    BusUnavailable,
-    RequestTimeout,
-    ServerBusy,
-    ServerOffline,
-    reply_for,
-)
+from .control import Control
+from .errors import AlreadyServed, BusUnavailable, RequestTimeout, ServerBusy, ServerOffline, reply_for
 from .local import COMMAND_QUEUE_LIMIT
 
-__all__ = ["AmqpBus", "CONNECT_TIMEOUT", "RECONNECT_INTERVAL"]
+__all__ = [
+    "AmqpBus",
+    "CONNECT_TIMEOUT",
+    "HEARTBEAT",
+    "PROBE_INTERVAL",
+    "PROBE_TIMEOUT",
+    "RECONNECT_INTERVAL",
+]
 
 log = logging.getLogger(__name__)
 
-#: Seconds to wait for the broker at start before giving up with a clear error.
+#: Seconds to wait for the broker at start before giving up with a clear error, and for
+#: each reconnection attempt: a frozen broker accepts the TCP connection and never
+#: answers, and an attempt without a bound would wait for it forever.
 CONNECT_TIMEOUT: Final = 10.0
 #: Seconds between reconnection attempts after the link drops: short, since a control
 #: plane without its bus answers nothing.
 RECONNECT_INTERVAL: Final = 1.0
+#: AMQP heartbeat, in seconds (the ``heartbeat=`` URL parameter overrides it). The broker
+#: drops a silent peer after two missed ones (10 s: a dead agent's queues go, and its
+#: servers are answered ``server_offline`` rather than timing out); aiormq drops a silent
+#: broker after (5 + 1) x 3 = 18 s. aiormq's default of 60 s is minutes of either.
+HEARTBEAT: Final = 5
+#: Seconds between liveness probes: a round trip costs the broker next to nothing, and a
+#: frozen or cut-off broker is noticed within this plus :data:`PROBE_TIMEOUT`.
+PROBE_INTERVAL: Final = 1.0
+#: Seconds a probe may go unanswered before the link is marked down: a healthy broker
+#: answers in a millisecond, a busy one in tens; two seconds leaves room for a pause.
+PROBE_TIMEOUT: Final = 2.0
 #: Seconds a single publish may take before the bus is considered unavailable.
 PUBLISH_TIMEOUT: Final = 5.0
+#: Seconds closing waits for a channel call in progress before the connection goes.
+CLOSE_TIMEOUT: Final = 2.0
 #: Seconds by which a request's queue TTL undercuts its timeout (see :func:`_queue_ttl`).
 QUEUE_TTL_MARGIN: Final = 0.05
 _REPLY_TO: Final = "amq.rabbitmq.reply-to"
@@ -92,25 +135,9 @@ _CONTENT_TYPE: Final = "application/msgpack"
 _NOT_PERSISTENT: Final = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
 
 
-class _AmqpServed(Served):
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, tag: str) -> None:
-        self._channel = channel
-        self._queue = queue
-        self._tag = tag
-        self._closed = False
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._queue.cancel(self._tag)
-        with contextlib.suppress(Exception):
-            await self._channel.close()
-
-
 class AmqpBus(Bus):
-    """The bus over RabbitMQ (see the module docstring)."""
+    """The bus over RabbitMQ (see the module docstring). ``clock_skew``: seconds by which
+    this host's clock may differ from its peers' (:data:`~resofleet.bus.base.MAX_CLOCK_SKEW`)."""
 
     def __init__(
         self,
@@ -118,41 +145,149 @@ class AmqpBus(Bus):
         *,
         topology: Topology | None = None,
         name: str = "resofleet",
+        clock_skew: float = MAX_CLOCK_SKEW,
     ) -> None:
+        super().__init__()
         self.url = url
         self.topology = topology or Topology()
         self.name = name
+        self.clock_skew = clock_skew
         self._connection: AbstractRobustConnection | None = None
         self._rpc: AbstractChannel | None = None
         self._commands: AbstractExchange | None = None
         self._events_channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._presence_ex: AbstractExchange | None = None
+        self._probe_channel: AbstractChannel | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._control = Control(name=name)
         self._pending: dict[str, asyncio.Future[BusReply]] = {}
-        self._online = False
+        self._queues: set[BoundQueue] = set()
+        self._started = False
         self._closed = False
-        self._closers: list[Any] = []
+        self._dropped: str | None = None  # why the connection is down, while it is
+        self._unanswered = False  # a probe went unanswered past PROBE_TIMEOUT
+        self._up = False  # what listeners were last told
 
-    # -- lifecycle -------------------------------------------------------------------
+    # -- the link --------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
         return (
-            self._online
+            self._started
             and not self._closed
+            and self._dropped is None
+            and not self._unanswered
             and self._connection is not None
             and not self._connection.is_closed
             and self._rpc is not None
             and not self._rpc.is_closed
         )
 
+    @property
+    def problem(self) -> str | None:
+        if self.connected:
+            return None
+        if self._closed:
+            why = "it is closed"
+        elif not self._started:
+            why = "it has not started"
+        elif self._dropped is not None:
+            why = self._dropped
+        elif self._unanswered:
+            why = (
+                f"the message broker has not answered for over {PROBE_TIMEOUT:g} s "
+                "(frozen, overloaded or cut off)"
+            )
+        else:
+            why = "the connection to the message broker is being restored"
+        return f"the message bus is not connected: {why}"
+
+    def _update_link(self) -> None:
+        """Tell the listeners (and the log) when :attr:`connected` changed."""
+        up = self.connected
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            log.info("bus %s: the link to the broker is up", self.name)
+            for queue in list(self._queues):  # bindings asked for while it was down
+                self._control.submit(queue.sync, what="binding events again")
+        elif not self._closed:
+            log.warning("bus %s: %s", self.name, self.problem)
+        self._notify_link(up)
+
+    def _on_connection_lost(self, _: object, exc: BaseException | None = None) -> None:
+        self._dropped = f"the connection to the message broker dropped ({exc or 'closed'}); reconnecting"
+        self._fail_pending(
+            BusUnavailable(
+                "The connection to the message broker dropped; the request may or may not "
+                "have reached its server."
+            )
+        )
+        self._update_link()
+
+    def _on_reconnected(self, *_: object) -> None:
+        self._dropped = None
+        self._unanswered = False
+        self._update_link()
+
+    def _fail_pending(self, exc: BusUnavailable) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+                # its requester may still be publishing, fail there and never await it
+                future.exception()
+
+    def _check(self) -> None:
+        if not self.connected:
+            raise BusUnavailable(
+                "The message broker is not reachable right now; the gateway is reconnecting."
+            )
+
+    async def _probe_loop(self) -> None:
+        """Mark the link down while the broker leaves a probe unanswered (module docstring)."""
+        probe: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if probe is None:
+                    await asyncio.sleep(PROBE_INTERVAL)
+                    probe = asyncio.create_task(self._probe_once(), name=f"bus-probe:{self.name}")
+                done, _ = await asyncio.wait({probe}, timeout=PROBE_TIMEOUT)
+                if not done:  # never cancelled: wait on for the same probe
+                    if not self._unanswered and self._dropped is None:
+                        self._unanswered = True
+                        self._update_link()
+                    continue
+                failed = probe.cancelled() or probe.exception() is not None
+                probe = None
+                if not failed and self._unanswered:
+                    self._unanswered = False
+                    self._update_link()
+        finally:
+            if probe is not None:  # closing: the connection's end ends it; nobody awaits it
+                probe.add_done_callback(_seen)
+
+    async def _probe_once(self) -> None:
+        assert self._probe_channel is not None
+        channel = await self._probe_channel.get_underlay_channel()
+        await channel.basic_qos(prefetch_count=0)
+
+    # -- lifecycle -------------------------------------------------------------------
+
     async def start(self) -> None:
+        options: dict[str, Any] = {}
+        if "heartbeat" not in parse_qs(urlsplit(self.url).query):
+            options["heartbeat"] = HEARTBEAT
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 self._connection = await aio_pika.connect_robust(
                     self.url,
                     reconnect_interval=RECONNECT_INTERVAL,
+                    timeout=CONNECT_TIMEOUT,
                     client_properties={"connection_name": self.name},
+                    **options,
                 )
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             raise BusUnavailable(
@@ -175,42 +310,28 @@ class AmqpBus(Bus):
         self._presence_ex = await self._events_channel.declare_exchange(
             self.topology.presence, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        self._online = True
+        self._probe_channel = await self._connection.channel(publisher_confirms=False)
+        self._control.start()
+        self._probe_task = asyncio.create_task(self._probe_loop(), name=f"bus-link:{self.name}")
+        self._started = True
+        self._update_link()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._online = False
+        self._update_link()
         self._fail_pending(BusUnavailable("The bus is closing."))
-        for closer in reversed(self._closers):
-            with contextlib.suppress(Exception):
-                await closer()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        await self._control.close(timeout=CLOSE_TIMEOUT)
+        for queue in list(self._queues):  # their channels close with the connection
+            await queue.sub.close()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
-
-    def _on_connection_lost(self, _: object, exc: BaseException | None = None) -> None:
-        self._online = False
-        if not self._closed:
-            log.warning("bus: lost the broker connection (%s); reconnecting", exc)
-        self._fail_pending(BusUnavailable("The connection to the message broker dropped."))
-
-    def _on_reconnected(self, *_: object) -> None:
-        log.info("bus: reconnected to the broker")
-        self._online = True
-
-    def _fail_pending(self, exc: BusUnavailable) -> None:
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(exc)
-
-    def _check(self) -> None:
-        if not self.connected:
-            raise BusUnavailable(
-                "The message broker is not reachable right now; the gateway is reconnecting."
-            )
 
     # -- requests --------------------------------------------------------------------
 
@@ -226,6 +347,7 @@ class AmqpBus(Bus):
     async def request(self, request: BusRequest) -> BusReply:
         self._check()
         assert self._commands is not None and self._rpc is not None
+        request = stamp(request, now=time.time())
         loop = asyncio.get_running_loop()
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[BusReply] = loop.create_future()
@@ -242,7 +364,7 @@ class AmqpBus(Bus):
         try:
             async with asyncio.timeout(request.timeout):
                 try:
-                    await _publish(
+                    await publish_raw(
                         self._rpc, self._commands.name, encode_bus(request), request.server,
                         properties, mandatory=True,
                     )
@@ -260,8 +382,21 @@ class AmqpBus(Bus):
 
     async def serve(self, server: str, handler: Handler, *, concurrency: int = 1) -> Served:
         self._check()
+        served = AmqpServed(self._control, server)
+
+        async def open_() -> AmqpServed:
+            await self._open_served(served, handler, concurrency)
+            return served
+
+        await self._control.call(open_, what=f"serving {server!r}", orphan=AmqpServed.shut)
+        return served
+
+    async def _open_served(self, served: AmqpServed, handler: Handler, concurrency: int) -> None:
+        """Runs in the owner task: the server's channel, queue, binding and consumer."""
         assert self._connection is not None
+        server = served.server
         channel = await self._connection.channel(publisher_confirms=False)
+        served.channel = channel
         await channel.set_qos(prefetch_count=max(1, concurrency))
         commands = await channel.declare_exchange(
             self.topology.commands, aio_pika.ExchangeType.DIRECT, durable=True
@@ -274,8 +409,7 @@ class AmqpBus(Bus):
                 arguments={"x-max-length": COMMAND_QUEUE_LIMIT, "x-overflow": "reject-publish"},
             )
         except aiormq.exceptions.ChannelLockedResource:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await served.shut()
             raise AlreadyServed(server) from None
         await queue.bind(commands, routing_key=server)
         loop = asyncio.get_running_loop()
@@ -288,14 +422,23 @@ class AmqpBus(Bus):
                 log.error("server=%s: dropped an undecodable request: %s", server, exc)
                 await message.ack()
                 return
-            deadline = arrived + request.timeout
+            deadline = serve_deadline(
+                request, arrived=arrived, now=arrived, wall=time.time(), skew=self.clock_skew
+            )
+            if deadline <= arrived:
+                log.warning(
+                    "server=%s: a request arrived %.1f s after its requester stopped waiting "
+                    "(the broker held it back, or this host's clock is ahead of the "
+                    "requester's by more than %g s); it is not run",
+                    server, arrived - deadline, self.clock_skew,
+                )
             try:
                 reply = await handler(request, deadline)
             except Exception as exc:  # a handler bug must not stop the consumer
                 reply = reply_for(exc, server=server)
             if message.reply_to and loop.time() < deadline:
                 with contextlib.suppress(Exception):
-                    await _publish(
+                    await publish_raw(
                         channel, "", encode_bus(reply), message.reply_to,
                         aiormq.spec.Basic.Properties(
                             content_type=_CONTENT_TYPE,
@@ -306,10 +449,8 @@ class AmqpBus(Bus):
             with contextlib.suppress(Exception):
                 await message.ack()
 
-        tag = await queue.consume(on_request)
-        served = _AmqpServed(channel, queue, tag)
-        self._closers.append(served.close)
-        return served
+        served.queue = queue
+        served.tag = await queue.consume(on_request)
 
     # -- events ----------------------------------------------------------------------
 
@@ -318,54 +459,51 @@ class AmqpBus(Bus):
         assert self._events is not None
         await self._send(self._events, encode_bus(event), f"{event.server}.{event.kind}", "event")
 
-    async def _bounded_queue(
-        self, exchange_name: str, kind: aio_pika.ExchangeType, maxsize: int
-    ) -> tuple[AbstractChannel, AbstractExchange, AbstractQueue]:
-        """A channel of its own, the exchange, and a private queue for it that keeps at
-        most ``maxsize`` messages, dropping the oldest (a reader that falls behind loses
-        old events, never the broker's memory)."""
+    async def _bound_queue(self, queue: BoundQueue, what: str) -> None:
+        """Open ``queue`` in the owner task; a caller that gave up leaves it closed."""
         self._check()
         assert self._connection is not None
-        channel = await self._connection.channel(publisher_confirms=False)
-        exchange = await channel.declare_exchange(exchange_name, kind, durable=True)
-        queue = await channel.declare_queue(
-            "",
-            exclusive=True,
-            auto_delete=True,
-            arguments={"x-max-length": maxsize, "x-overflow": "drop-head"},
-        )
-        return channel, exchange, queue
+        connection = self._connection
+
+        async def open_() -> BoundQueue:
+            await queue.open(connection)
+            return queue
+
+        await self._control.call(open_, what=what, orphan=BoundQueue.shut)
+        self._queues.add(queue)
 
     async def subscribe(
         self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
     ) -> EventSubscription:
-        channel, exchange, queue = await self._bounded_queue(
-            self.topology.events, aio_pika.ExchangeType.TOPIC, maxsize
-        )
+        bound: BoundQueue
 
-        async def bind(pattern: str) -> None:
-            await queue.bind(exchange, routing_key=pattern)
-
-        async def unbind(pattern: str) -> None:
-            await queue.unbind(exchange, routing_key=pattern)
+        async def sync(_: str) -> None:
+            if self._closed:
+                return
+            self._check()
+            await self._control.call(bound.sync, what="binding events")
 
         async def on_close() -> None:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await self._forget(bound)
 
-        sub = EventSubscription(maxsize, bind=bind, unbind=unbind, on_close=on_close)
-
-        async def on_event(message: AbstractIncomingMessage) -> None:
-            try:
-                sub.push(decode_event(message.body))
-            except ContractError as exc:
-                log.error("bus: dropped an undecodable event: %s", exc)
-
-        for pattern in patterns:
-            await sub.bind(pattern)
-        await queue.consume(on_event, no_ack=True)
-        self._closers.append(sub.close)
+        sub = EventSubscription(maxsize, bind=sync, unbind=sync, on_close=on_close)
+        sub.patterns.update(patterns)
+        bound = BoundQueue(
+            sub, self.topology.events, aio_pika.ExchangeType.TOPIC, maxsize,
+            decode=decode_event, what="event", wanted=lambda: sub.patterns,
+            online=lambda: self.connected,
+        )
+        await self._bound_queue(bound, "subscribing to events")
         return sub
+
+    async def _forget(self, queue: BoundQueue) -> None:
+        """A subscription closed: its channel goes (in the owner task), unless the whole
+        connection is going anyway."""
+        self._queues.discard(queue)
+        if self._closed:
+            return
+        with contextlib.suppress(BusUnavailable):
+            await self._control.call(queue.shut, what="closing a subscription")
 
     # -- presence --------------------------------------------------------------------
 
@@ -379,7 +517,7 @@ class AmqpBus(Bus):
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 assert self._events_channel is not None
-                await _publish(
+                await publish_raw(
                     self._events_channel, exchange.name, body, key,
                     # new per message: aiormq writes a message id into the properties
                     aiormq.spec.Basic.Properties(
@@ -392,48 +530,25 @@ class AmqpBus(Bus):
     async def presence(
         self, *, maxsize: int = DEFAULT_PRESENCE_QUEUE
     ) -> Subscription[PresenceMessage]:
-        channel, exchange, queue = await self._bounded_queue(
-            self.topology.presence, aio_pika.ExchangeType.FANOUT, maxsize
-        )
-        await queue.bind(exchange)
+        bound: BoundQueue
 
         async def on_close() -> None:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await self._forget(bound)
 
         sub: Subscription[PresenceMessage] = Subscription(maxsize, on_close=on_close)
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            try:
-                sub.push(decode_presence(message.body))
-            except ContractError as exc:
-                log.error("bus: dropped an undecodable presence message: %s", exc)
-
-        await queue.consume(on_message, no_ack=True)
-        self._closers.append(sub.close)
+        bound = BoundQueue(
+            sub, self.topology.presence, aio_pika.ExchangeType.FANOUT, maxsize,
+            decode=decode_presence, what="presence message", wanted=lambda: {""},
+            online=lambda: self.connected,
+        )
+        await self._bound_queue(bound, "subscribing to presence")
         return sub
 
 
-async def _publish(
-    channel: AbstractChannel,
-    exchange: str,
-    body: bytes,
-    key: str,
-    properties: aiormq.spec.Basic.Properties,
-    *,
-    mandatory: bool = False,
-) -> None:
-    """``Exchange.publish`` without an ``aio_pika.Message``: the same frames, written by the
-    channel's aiormq channel, minus the Message object and its conversion to properties
-    (about 5% of the gateway's and the agent's CPU per request, py-spy). Raises as
-    ``Exchange.publish`` does: ``DeliveryError`` on a nack, ``PublishError`` on a return
-    (the channel's ``on_return_raises``), ``AMQPError`` on a closed channel."""
-    if channel.is_closed:
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-    underlay = await channel.get_underlay_channel()
-    await underlay.basic_publish(
-        body, exchange=exchange, routing_key=key, properties=properties, mandatory=mandatory
-    )
+def _seen(task: asyncio.Task[None]) -> None:
+    """Retrieve a finished task's exception, so that asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _queue_ttl(timeout: float) -> float:

@@ -10,6 +10,24 @@ A bus carries three things between gateways and agents:
 
 Every consumer-side queue is bounded and drops its OLDEST item when full, counting what it
 dropped: a slow reader loses history, never memory, and never slows the publisher.
+
+Deadlines. A request's ``timeout`` is counted by its requester from the moment it sends,
+and :func:`stamp` writes that moment plus the timeout into the request as ``deadline``
+(wall clock, epoch seconds). The serving side hands its handler the earlier of two
+bounds (:func:`serve_deadline`): the request's arrival plus its timeout (no clocks
+compared), and its absolute deadline less :data:`MAX_CLOCK_SKEW`. The second catches a
+request the broker held (frozen, overloaded) and delivered after its requester had been
+told ``timeout``: such a request is past its deadline on arrival and is never run.
+
+The skew is subtracted, not added: a request is run only while ``now < deadline - skew``
+on the agent's clock. If the agent's clock is behind the gateway's by up to the skew, the
+agent's ``now`` is at most ``skew`` earlier than the gateway's, so the request still starts
+before the gateway's deadline, when the requester is still waiting: nothing runs after its
+requester was told ``timeout`` as long as the hosts' clocks agree within the skew. (Adding
+it would instead let a request start up to twice the skew late.) The price: a request
+has its timeout less the skew to get to its agent and start (13 s of a command's 15 s,
+3 s of ``get_output``'s 5 s), less again by as much as an agent's clock runs ahead. The
+skew never takes more than half of a timeout (:data:`MAX_SKEW_SHARE`).
 """
 
 from __future__ import annotations
@@ -17,9 +35,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Final, Generic, TypeVar
+
+import msgspec
 
 from resofleet.contracts import BusEvent, BusReply, BusRequest, PresenceMessage
 
@@ -28,10 +49,16 @@ __all__ = [
     "DEFAULT_EVENT_QUEUE",
     "DEFAULT_PRESENCE_QUEUE",
     "Handler",
+    "LinkListener",
+    "MAX_CLOCK_SKEW",
     "Served",
     "Subscription",
+    "serve_deadline",
+    "stamp",
     "topic_matches",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Events a subscriber may fall behind by before the oldest are dropped. An output event
 #: carries a batch of up to a few hundred lines, so this is tens of thousands of lines: far
@@ -41,9 +68,44 @@ DEFAULT_EVENT_QUEUE: Final = 10_000
 #: Presence messages are small and rare (one per agent every few seconds).
 DEFAULT_PRESENCE_QUEUE: Final = 1_000
 
+#: Seconds by which the clocks of two hosts of a fleet may differ (see the module
+#: docstring): hosts kept by NTP agree within milliseconds; two seconds also covers a
+#: host that syncs rarely, and leaves 3 s of the shortest timeout (get_output's 5 s).
+MAX_CLOCK_SKEW: Final = 2.0
+#: Share of a request's timeout the skew may take at most: requests with timeouts under
+#: twice the skew (tests; no real request is that short) keep half of their time.
+MAX_SKEW_SHARE: Final = 0.5
+
 #: ``handler(request, deadline)``: ``deadline`` is on the loop's clock (``loop.time()``),
-#: counted from the request's arrival at this process plus its ``timeout``.
+#: from :func:`serve_deadline`. It may have passed already when the handler is called (the
+#: broker held the request): the handler then answers ``timeout`` and runs nothing, so
+#: that its own records (the agent's audit log) show what did not run.
 Handler = Callable[[BusRequest, float], Awaitable[BusReply]]
+
+#: ``listener(up)``: called whenever :attr:`Bus.connected` changes after start.
+LinkListener = Callable[[bool], None]
+
+
+def stamp(request: BusRequest, *, now: float) -> BusRequest:
+    """``request`` with its absolute ``deadline`` (``now``, wall clock, plus its timeout),
+    unless it has one already."""
+    if request.deadline is not None:
+        return request
+    return msgspec.structs.replace(request, deadline=now + request.timeout)
+
+
+def serve_deadline(
+    request: BusRequest, *, arrived: float, now: float, wall: float, skew: float = MAX_CLOCK_SKEW
+) -> float:
+    """The loop-clock deadline for serving ``request``, which arrived at ``arrived`` (loop
+    clock; ``now`` is the loop clock and ``wall`` the wall clock at the same moment): the
+    earlier of its arrival plus its timeout and its absolute deadline less the skew
+    (capped at :data:`MAX_SKEW_SHARE` of the timeout). See the module docstring."""
+    relative = arrived + request.timeout
+    if request.deadline is None:  # an older requester: only the relative bound
+        return relative
+    margin = min(skew, request.timeout * MAX_SKEW_SHARE)
+    return min(relative, now + (request.deadline - margin - wall))
 
 T = TypeVar("T")
 
@@ -136,9 +198,12 @@ class EventSubscription(Subscription[BusEvent]):
         self._unbind = unbind
 
     async def bind(self, pattern: str) -> None:
+        """Receive the events ``pattern`` matches. ``patterns`` is what the subscription
+        wants: a pattern stays in it even if binding failed (the link was down), and the
+        transport binds it once the link is back."""
         if pattern not in self.patterns:
-            await self._bind(pattern)
             self.patterns.add(pattern)
+            await self._bind(pattern)
 
     async def unbind(self, pattern: str) -> None:
         if pattern in self.patterns:
@@ -156,10 +221,37 @@ class Served(abc.ABC):
 class Bus(abc.ABC):
     """One small async interface over a message bus (see the module docstring)."""
 
+    def __init__(self) -> None:
+        self._link_listeners: list[LinkListener] = []
+
     @property
     @abc.abstractmethod
     def connected(self) -> bool:
         """Whether requests and publishes can go out right now."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the bus is not :attr:`connected` (a phrase for logs and ``/readyz``), or
+        ``None`` when it is."""
+        return None if self.connected else "the message bus is not connected"
+
+    def on_link(self, listener: LinkListener) -> Callable[[], None]:
+        """Call ``listener(up)`` each time :attr:`connected` changes after start (the link
+        dropped or froze, the link is back); returns a function that stops the calls."""
+        self._link_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._link_listeners:
+                self._link_listeners.remove(listener)
+
+        return remove
+
+    def _notify_link(self, up: bool) -> None:
+        for listener in list(self._link_listeners):
+            try:
+                listener(up)
+            except Exception:  # one listener's bug must not stop the others
+                log.exception("bus: a link listener failed")
 
     @abc.abstractmethod
     async def start(self) -> None: ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -25,6 +26,8 @@ from .base import (
     Handler,
     Served,
     Subscription,
+    serve_deadline,
+    stamp,
     topic_matches,
 )
 from .errors import (
@@ -64,8 +67,12 @@ class _LocalServed(Served):
         loop = asyncio.get_running_loop()
         while True:
             item = await self.queue.get()
-            deadline = item.arrived + item.request.timeout
-            if item.reply.done() or loop.time() >= deadline:
+            now = loop.time()
+            # one process, one clock: no skew to allow for
+            deadline = serve_deadline(
+                item.request, arrived=item.arrived, now=now, wall=time.time(), skew=0.0
+            )
+            if item.reply.done() or now >= deadline:
                 continue  # the requester gave up: a late command is never run
             try:
                 reply = await self.handler(item.request, deadline)
@@ -96,6 +103,7 @@ class LocalBus(Bus):
     """An in-process bus (see the module docstring)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._served: dict[str, _LocalServed] = {}
         self._subscriptions: set[EventSubscription] = set()
         self._presence: set[Subscription[PresenceMessage]] = set()
@@ -107,12 +115,16 @@ class LocalBus(Bus):
         return self._started and not self._closed
 
     async def start(self) -> None:
-        self._started = True
+        if not self._started:
+            self._started = True
+            self._notify_link(self.connected)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._started:
+            self._notify_link(False)
         for served in list(self._served.values()):
             await served.close()
         for sub in list(self._subscriptions):
@@ -129,6 +141,7 @@ class LocalBus(Bus):
         served = self._served.get(request.server)
         if served is None:
             raise ServerOffline(request.server)
+        request = stamp(request, now=time.time())
         loop = asyncio.get_running_loop()
         item = _Pending(request, loop.time(), loop.create_future())
         try:

@@ -104,10 +104,14 @@ RequestBody = RunCommand | StatusRequest | WorldsRequest | OutputRequest | Conta
 
 
 class BusRequest(Struct, forbid_unknown_fields=False):
-    """One request for one server. ``timeout`` (seconds) is counted by the agent from the
-    request's arrival, so no clocks are compared; a request whose time ran out before the
-    console got to it is dropped, never run late. ``sub``/``role``/``client`` say who asked,
-    for the audit log."""
+    """One request for one server. ``timeout`` (seconds) is how long the requester waits;
+    the agent counts it from the request's arrival, so no clocks are compared.
+    ``deadline`` (epoch seconds, wall clock) is when the requester stops waiting, stamped
+    by the requester's bus as it sends: the agent also drops a request whose deadline has
+    passed (less a bounded clock skew), so a request the broker held back is never run
+    after its requester was told ``timeout``. Requesters that predate the field send
+    none (``None``: only the relative timeout applies); agents that predate it ignore it.
+    ``sub``/``role``/``client`` say who asked, for the audit log."""
 
     server: str
     body: RequestBody
@@ -116,6 +120,7 @@ class BusRequest(Struct, forbid_unknown_fields=False):
     role: str = ""
     client: str = ""
     v: int = BUS_VERSION
+    deadline: float | None = None
 
 
 ReplyBody = (

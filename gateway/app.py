@@ -122,9 +122,7 @@ class Gateway:
             return "shutting down"
         if not self._started:
             return "starting"
-        if not self.bus.connected:
-            return "the message bus is not connected"
-        return None
+        return self.bus.problem
 
     async def start(self) -> None:
         await self.registry.start()

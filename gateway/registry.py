@@ -16,6 +16,16 @@ new gateway replica knows the fleet within a round trip, not an interval).
   :mod:`resofleet.gateway.liveness`) is offline at once (:meth:`Registry.mark_lost`), until
   its agent announces it again.
 
+The gateway's own link. Announcements stop arriving when this gateway loses its bus (the
+broker froze, the connection dropped): that says nothing about the servers, so while the
+link is down (:meth:`Registry.link_changed`, told by the bus) no server expires, servers
+keep the state they had when it went down, and :meth:`Registry.offline` names none, so
+that requests reach the bus and are answered ``bus_unavailable``, the true cause, not
+``server_offline``. When the link is back, every server that was online when it went
+down gets :data:`MISSED_ANNOUNCEMENTS` intervals afresh, counted from then, to be
+announced again, and the registry broadcasts ``discover`` so that agents announce at once
+rather than at their next interval.
+
 The registry keeps no other state: a gateway replica that restarts rebuilds it from the
 next announcements. Expiry is computed when read, against the loop's clock, and also
 pushed: with a running loop, a timer per server calls :attr:`Registry.on_offline` the moment its
@@ -60,20 +70,25 @@ class _Entry:
     users: int
     runtime: str
     last_seen: float  # wall clock (epoch seconds), for clients
-    seen_at: float  # loop clock, for expiry
+    seen_at: float  # loop clock, when last announced
     interval: float
     gone_at: float | None = None  # loop clock when the agent dropped it, or it was lost
     timer: asyncio.TimerHandle | None = None  # checks for the lapse (see _arm)
+    #: loop clock from which missed announcements count: ``seen_at``, or the moment the
+    #: gateway's own link came back after an outage (see the module docstring)
+    counted_from: float = 0.0
 
     def online(self, now: float) -> bool:
         if self.gone_at is not None:
             return False
-        return now - self.seen_at <= MISSED_ANNOUNCEMENTS * self.interval
+        return now - max(self.seen_at, self.counted_from) <= MISSED_ANNOUNCEMENTS * self.interval
 
     def offline_since(self, now: float) -> float:
         if self.gone_at is not None:
             return self.gone_at
-        return self.seen_at + MISSED_ANNOUNCEMENTS * self.interval if not self.online(now) else now
+        if self.online(now):
+            return now
+        return max(self.seen_at, self.counted_from) + MISSED_ANNOUNCEMENTS * self.interval
 
 
 class Registry:
@@ -95,6 +110,10 @@ class Registry:
         self._entries: dict[str, _Entry] = {}
         self._sub: Subscription[PresenceMessage] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._rediscover: asyncio.Task[None] | None = None
+        self._unwatch: Callable[[], None] | None = None
+        #: Loop clock when this gateway's own link went down; None while it is up.
+        self._down_at: float | None = None
         self._closed = False
         #: Called with each token id revoked on the bus (the gateway refuses it).
         self.on_revoke: Callable[[Revoke], None] | None = None
@@ -110,11 +129,20 @@ class Registry:
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    def _as_of(self) -> float:
+        """The moment servers are judged at: now, or while the link is down the moment it
+        went down (an outage of our own link costs no server its standing)."""
+        return self._down_at if self._down_at is not None else self._now()
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         self._sub = await self.bus.presence()
         self._task = asyncio.create_task(self._run(self._sub), name="gateway:registry")
+        self._unwatch = self.bus.on_link(self.link_changed)
+        await self._discover()
+
+    async def _discover(self) -> None:
         try:
             await self.bus.broadcast(Discover(gateway=self.gateway))
         except BusError as exc:  # announcements arrive anyway, every interval
@@ -128,6 +156,10 @@ class Registry:
             if entry.timer is not None:
                 entry.timer.cancel()
                 entry.timer = None
+        if self._unwatch is not None:
+            self._unwatch()
+        if self._rediscover is not None:
+            self._rediscover.cancel()
         if self._sub is not None:
             await self._sub.close()
         if self._task is not None:
@@ -185,6 +217,7 @@ class Registry:
                 seen_at=now,
                 interval=max(message.interval, 0.1),
                 timer=entry.timer if entry is not None else None,
+                counted_from=now,
             )
             self._arm(self._entries[presence.server])
         dropped = []
@@ -211,7 +244,8 @@ class Registry:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        due = entry.seen_at + MISSED_ANNOUNCEMENTS * entry.interval - self._now()
+        counted = max(entry.seen_at, entry.counted_from)
+        due = counted + MISSED_ANNOUNCEMENTS * entry.interval - self._now()
         entry.timer = loop.call_later(max(0.0, due), self._lapse, entry.server)
 
     def _lapse(self, server: str) -> None:
@@ -225,7 +259,7 @@ class Registry:
         if entry.online(now):
             self._arm(entry)  # announced since this check was armed
             return
-        if not self.bus.connected:
+        if self._down_at is not None or not self.bus.connected:
             # the gateway's own link is down: look again once it may be back
             entry.timer = asyncio.get_running_loop().call_later(entry.interval, self._lapse, server)
             return
@@ -247,6 +281,34 @@ class Registry:
         log.info("server=%s: offline: agent %s lost", server, entry.agent)
         return True
 
+    def link_changed(self, up: bool) -> None:
+        """This gateway's bus link went down or came back (see the module docstring)."""
+        now = self._now()
+        if not up:
+            if self._down_at is None:
+                self._down_at = now
+                log.warning(
+                    "registry: the bus link is down; servers keep their state until it is back"
+                )
+            return
+        down_at, self._down_at = self._down_at, None
+        if down_at is None:
+            return
+        kept = 0
+        for entry in self._entries.values():
+            if entry.online(down_at):
+                entry.counted_from = now
+                kept += 1
+        log.info(
+            "registry: the bus link is back after %.1f s; %d server(s) have %d intervals to "
+            "be announced again", now - down_at, kept, MISSED_ANNOUNCEMENTS,
+        )
+        if self._sub is not None and not self._closed:
+            if self._rediscover is None or self._rediscover.done():
+                self._rediscover = asyncio.get_running_loop().create_task(
+                    self._discover(), name="gateway:rediscover"
+                )
+
     def note_state(self, event: ServerState) -> None:
         """Record a lifecycle event (starting, ready, exited, ...) of a known server: its
         status until the next announcement says otherwise."""
@@ -265,22 +327,26 @@ class Registry:
 
     def online(self) -> list[str]:
         """The ids of the servers whose agents are announcing them, sorted."""
-        now = self._now()
+        now = self._as_of()
         return sorted(s for s, e in self._entries.items() if e.online(now))
 
     def offline(self) -> dict[str, float]:
         """Servers known to have gone offline, with the seconds since their agent last
-        announced them (servers never seen are not here: the bus decides for those)."""
+        announced them (servers never seen are not here: the bus decides for those).
+        Empty while this gateway's own link is down: the bus answers for them then."""
+        if self._down_at is not None:
+            return {}
         now = self._now()
         return {s: now - e.seen_at for s, e in self._entries.items() if not e.online(now)}
 
     def is_online(self, server: str) -> bool:
         entry = self._entries.get(server)
-        return entry is not None and entry.online(self._now())
+        return entry is not None and entry.online(self._as_of())
 
     def snapshot(self) -> list[ServerInfo]:
-        """Every known server, online or recently gone, for ``servers_update``."""
-        now = self._now()
+        """Every known server, online or recently gone, for ``servers_update`` (while the
+        link is down, as they were when it went down)."""
+        now = self._as_of()
         self._prune(now)
         infos = []
         for server in sorted(self._entries):

@@ -5,7 +5,9 @@ Routes (answered in ``process_request``, before any WebSocket handshake):
 - ``GET /healthz``: 200 while the process serves (liveness).
 - ``GET /readyz``: 200 when the gateway can answer requests (its bus is connected and the
   registry and fan-out run), else 503 with the reason (readiness: a load balancer stops
-  sending clients here).
+  sending clients here). The bus says why it is not connected: the connection dropped
+  and is being restored, or the broker has left its liveness probe unanswered (frozen,
+  cut off), noticed within 3 s (:mod:`resofleet.bus.amqp`).
 - ``/ws``: a WebSocket session that sees every server the client may see.
 - ``/ws/<server>``: a session pinned to one server (a malformed id is a 404).
 - ``GET /login?token=T``: checks the token and stores it in an HttpOnly, SameSite=Strict

@@ -118,3 +118,36 @@ async def test_agent_side_serves_and_publishes_again_after_reconnect(buses, prox
     await agent.publish(output_event("s", 7))
     event = await asyncio.wait_for(sub.get(), 5)
     assert event.body.lines[0].seq == 7
+
+
+async def test_a_binding_asked_for_while_the_link_is_down_is_made_once_it_is_back(buses, proxy):
+    """A subscription rebound while its link is down (a client subscribing during an
+    outage) receives the new server's events once the link is back, in a queue the
+    reconnection made anew."""
+    agent, gateway = await buses(False), await buses(True)
+    sub = await gateway.subscribe(["a.*"])
+    proxy.refuse = True
+    proxy.cut()
+    await wait_until_connected(gateway, False)
+    with pytest.raises(BusUnavailable):
+        await sub.bind("b.*")
+    assert sub.patterns == {"a.*", "b.*"}  # still wanted
+    proxy.refuse = False
+    await wait_until_connected(gateway)
+
+    async def next_event_of(server: str) -> int:
+        while True:
+            event = await sub.get()
+            if event.server == server:
+                return event.body.lines[0].seq
+
+    async with asyncio.timeout(15):
+        while True:  # the binding follows the reconnection within a round trip or two
+            await agent.publish(output_event("b", 1))
+            try:
+                assert await asyncio.wait_for(next_event_of("b"), 0.5) == 1
+                break
+            except TimeoutError:
+                continue
+    await agent.publish(output_event("a", 2))
+    assert await asyncio.wait_for(next_event_of("a"), 5) == 2
