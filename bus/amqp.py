@@ -32,6 +32,19 @@ The link (:attr:`AmqpBus.connected`, :attr:`AmqpBus.problem`, :meth:`~resofleet.
 - aio-pika's robust connection reconnects after a drop and restores channels, queues and
   consumers; every attempt is bounded by :data:`CONNECT_TIMEOUT` (a frozen broker
   accepts TCP connections and never answers).
+- Several brokers (the nodes of a RabbitMQ cluster): ``url`` may be a list of URLs, or
+  one string of URLs separated by commas or spaces (:mod:`resofleet.bus.amqp_failover`).
+  :meth:`AmqpBus.start` connects to the first that answers, trying them in order, each
+  within :data:`CONNECT_TIMEOUT`; after a drop, and after every failed attempt, the next
+  attempt goes to the next URL, round the list, so a process whose node died is on
+  another node within a round trip (one :data:`RECONNECT_INTERVAL` per further node that
+  is down too). What comes back is what a reconnection to the same broker restores; on
+  another node of a cluster that means: exchanges (durable, cluster-wide) are there
+  already; every queue this bus uses is exclusive to its connection and died with it, so
+  it is declared anew on the new node (a server is ``server_offline`` from the drop until
+  its agent is back; events published meanwhile are not delivered to a gateway that was
+  away: its clients catch up with ``get_output``). :attr:`AmqpBus.broker` names the node
+  in use.
 - AMQP heartbeats (:data:`HEARTBEAT`) drop a connection whose peer went silent.
 - A liveness probe (a ``basic.qos`` round trip on a channel of its own, every
   :data:`PROBE_INTERVAL` s) marks the link down when the broker has not answered within
@@ -53,7 +66,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import aiormq
@@ -78,6 +90,7 @@ from resofleet.contracts import (
     encode_bus,
 )
 
+from .amqp_failover import broker_urls, connect, redact
 from .amqp_queues import AmqpServed, BoundQueue, publish_raw
 from .base import (
     DEFAULT_EVENT_QUEUE,
@@ -136,19 +149,23 @@ _NOT_PERSISTENT: Final = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
 
 
 class AmqpBus(Bus):
-    """The bus over RabbitMQ (see the module docstring). ``clock_skew``: seconds by which
-    this host's clock may differ from its peers' (:data:`~resofleet.bus.base.MAX_CLOCK_SKEW`)."""
+    """The bus over RabbitMQ (see the module docstring). ``url``: one broker URL, or several
+    (a list, or one string separated by commas or spaces), tried in order. ``clock_skew``:
+    seconds by which this host's clock may differ from its peers'
+    (:data:`~resofleet.bus.base.MAX_CLOCK_SKEW`). ``ValueError`` for no URL or a URL that
+    is not ``amqp://`` or ``amqps://``."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Iterable[str],
         *,
         topology: Topology | None = None,
         name: str = "resofleet",
         clock_skew: float = MAX_CLOCK_SKEW,
     ) -> None:
         super().__init__()
-        self.url = url
+        #: The brokers, in the order they are tried.
+        self.urls = broker_urls(url)
         self.topology = topology or Topology()
         self.name = name
         self.clock_skew = clock_skew
@@ -276,23 +293,21 @@ class AmqpBus(Bus):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @property
+    def url(self) -> str:
+        """The broker URLs, separated by commas (as :class:`AmqpBus` accepts them)."""
+        return ", ".join(self.urls)
+
+    @property
+    def broker(self) -> str | None:
+        """The URL (password hidden) of the broker this bus is connected to or trying next."""
+        return None if self._connection is None else redact(self._connection.url.with_query(None))
+
     async def start(self) -> None:
-        options: dict[str, Any] = {}
-        if "heartbeat" not in parse_qs(urlsplit(self.url).query):
-            options["heartbeat"] = HEARTBEAT
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                self._connection = await aio_pika.connect_robust(
-                    self.url,
-                    reconnect_interval=RECONNECT_INTERVAL,
-                    timeout=CONNECT_TIMEOUT,
-                    client_properties={"connection_name": self.name},
-                    **options,
-                )
-        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-            raise BusUnavailable(
-                f"Cannot reach the message broker at {_redact(self.url)}: {exc or 'timed out'}."
-            ) from None
+        self._connection = await connect(
+            self.urls, name=self.name, timeout=CONNECT_TIMEOUT,
+            reconnect_interval=RECONNECT_INTERVAL, heartbeat=HEARTBEAT,
+        )
         self._connection.close_callbacks.add(self._on_connection_lost)
         self._connection.reconnect_callbacks.add(self._on_reconnected)
 
@@ -565,13 +580,3 @@ def _delivery_error(server: str, exc: aio_pika.exceptions.DeliveryError) -> Exce
     if frame is not None and type(frame).__name__ == "Nack":
         return ServerBusy(server)
     return ServerOffline(server)
-
-
-def _redact(url: str) -> str:
-    """``amqp://user:secret@host/`` -> ``amqp://user:***@host/`` for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
