@@ -18,6 +18,7 @@ command_burst = 50
 connections_per_address = 256
 [bus]
 url = "amqp://guest:guest@rabbitmq:5672/"   # absent: the in-process bus (only with `up`)
+# url = ["amqp://u:p@rabbit-0:5672/", "amqp://u:p@rabbit-1:5672/"]   # a cluster's nodes, tried in turn
 prefix = ""                 # names on the broker start with it: deployments sharing one broker
 [agent]
 name = "host-a"             # how this agent names itself in presence (default: hostname)
@@ -45,7 +46,10 @@ Environment: ``RESOFLEET_SECRET`` (whitespace-separated; the first signs, the ot
 only accepted) replaces ``secret`` and ``old_secrets`` when set; a secret must be at least
 :data:`~resofleet.gateway.settings.MIN_SECRET_LENGTH` characters (``resofleet token secret``
 prints a fresh one). ``RESOFLEET_AMQP_URL`` fills ``[bus] url`` and ``RESOFLEET_BUS_PREFIX``
-fills ``[bus] prefix`` when the file does not set them.
+fills ``[bus] prefix`` when the file does not set them. ``[bus] url`` is one URL or a list
+of them (the nodes of a RabbitMQ cluster), and the variable may name several separated by
+commas or spaces: the bus connects to the first that answers and moves to the next when its
+link drops (:mod:`resofleet.bus.amqp_failover`).
 
 Audit logs default to ``$RESOFLEET_AUDIT_DIR/{gateway,agent}.jsonl``, and without that
 variable to ``$XDG_STATE_HOME/resofleet/audit/`` (``~/.local/state/resofleet/audit/``).
@@ -74,6 +78,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from resofleet.agent.settings import AgentSettings, ServerConfig
+from resofleet.bus.amqp_failover import broker_urls
 from resofleet.gateway.settings import GatewaySettings, Secret
 
 __all__ = [
@@ -96,6 +101,10 @@ _AmqpUrl = Annotated[
         extra={"sensitive": True},  # it may carry the broker's password
     ),
 ]
+_AmqpUrls = Annotated[
+    list[_AmqpUrl],
+    msgspec.Meta(min_length=1, description="a list of amqp:// or amqps:// URLs"),
+]
 _Prefix = Annotated[
     str,
     msgspec.Meta(
@@ -110,9 +119,9 @@ class ConfigError(ValueError):
 
 
 class _Bus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[bus]``: which broker, and the prefix of every name on it."""
+    """``[bus]``: which broker (one URL, or a cluster's nodes), and the prefix of every name on it."""
 
-    url: _AmqpUrl | None = None
+    url: _AmqpUrl | _AmqpUrls | None = None
     prefix: _Prefix | None = None
 
 
@@ -132,12 +141,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     source: str = NO_FILE
     gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
     agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
-    #: The broker (``[bus] url`` or ``$RESOFLEET_AMQP_URL``); ``None``: no broker.
+    #: The broker (``[bus] url`` or ``$RESOFLEET_AMQP_URL``); several are separated by
+    #: ", " (as :class:`~resofleet.bus.AmqpBus` takes them); ``None``: no broker.
     bus_url: str | None = None
     #: Prefix of every exchange and queue name on the broker (``[bus] prefix`` or
     #: ``$RESOFLEET_BUS_PREFIX``): several deployments, or test runs, share one broker.
     bus_prefix: str = ""
     servers: tuple[ServerConfig, ...] = ()
+
+    @property
+    def bus_urls(self) -> tuple[str, ...]:
+        """The brokers in :attr:`bus_url`, in the order they are tried."""
+        return broker_urls(self.bus_url) if self.bus_url else ()
 
 
 def default_audit_dir() -> Path:
@@ -209,6 +224,12 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         if server.runtime == "process" and not server.command:
             raise fail(f"servers[{i}].command", "must be a non-empty list of strings for the process runtime")
     url = file.bus.url or _from_env("RESOFLEET_AMQP_URL", _AmqpUrl)
+    if url is not None:
+        try:
+            url = ", ".join(broker_urls(url))
+        except ValueError:  # one of several in a string; not repeated (it may hold a password)
+            where = f"{source}: bus.url" if file.bus.url else "RESOFLEET_AMQP_URL:"
+            raise ConfigError(f"{where} must be amqp:// or amqps:// URLs") from None
     prefix = file.bus.prefix if file.bus.prefix is not None else _from_env("RESOFLEET_BUS_PREFIX", _Prefix)
     return Config(
         source=source,

@@ -207,7 +207,9 @@ def test_secret_values_and_broker_urls_are_never_repeated() -> None:
     assert short not in refusal({"gateway": {"secret": short}})
     assert short not in refusal({"gateway": {"secret": SECRET, "old_secrets": [short]}})
     message = refusal({"bus": {"url": "http://admin:p4ssw0rd@rabbit/"}})
-    assert message == "fleet.toml: bus.url must be an amqp:// or amqps:// URL" and "p4ssw0rd" not in message
+    assert message == (
+        "fleet.toml: bus.url must be an amqp:// or amqps:// URL or a list of amqp:// or amqps:// URLs"
+    ) and "p4ssw0rd" not in message
 
 
 def test_the_secret_variable_replaces_the_files_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -235,6 +237,38 @@ def test_the_broker_url_comes_from_the_file_else_the_variable(monkeypatch: pytes
     assert parse_config({}).bus_url == "amqps://env@broker/"
     monkeypatch.setenv("RESOFLEET_AMQP_URL", "http://user:secretpw@broker/")
     assert refusal({}) == "RESOFLEET_AMQP_URL: must be an amqp:// or amqps:// URL"
+
+
+def test_the_broker_url_may_be_a_cluster_of_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[bus] url takes a list (a cluster's nodes, tried in turn), and the variable several
+    URLs separated by commas or spaces; bus_url carries them ", "-separated, as AmqpBus
+    takes them."""
+    nodes = ["amqp://u:p@rabbit-0/", "amqp://u:p@rabbit-1/", "amqps://u:p@rabbit-2/"]
+    config = parse_config({"bus": {"url": nodes}})
+    assert (config.bus_url, config.bus_urls) == (", ".join(nodes), tuple(nodes))
+    monkeypatch.setenv("RESOFLEET_AMQP_URL", "amqp://a/,amqp://b/ amqp://c/")
+    assert parse_config({}).bus_urls == ("amqp://a/", "amqp://b/", "amqp://c/")
+    assert parse_config({"bus": {"url": "amqp://x/, amqp://y/"}}).bus_urls == ("amqp://x/", "amqp://y/")
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        ({"bus": {"url": ["amqp://a/", "http://u:secretpw@b/"]}}, "bus.url[1] must be an amqp:// or amqps:// URL"),
+        ({"bus": {"url": []}}, "bus.url must be an amqp:// or amqps:// URL or a list of amqp:// or amqps:// URLs"),
+        ({"bus": {"url": "amqp://a/, http://u:secretpw@b/"}}, "bus.url must be amqp:// or amqps:// URLs"),
+        ({"bus": {"url": 5}}, "bus.url must be an amqp:// or amqps:// URL or a list of amqp:// or amqps:// URLs"),
+    ],
+)
+def test_a_bad_broker_in_a_list_is_named_and_not_repeated(data: dict, line: str) -> None:
+    """Each node's URL is checked; the line names where, never the URL (a password)."""
+    message = refusal(data)
+    assert message == f"fleet.toml: {line}" and "secretpw" not in message
+
+
+def test_a_bad_broker_among_several_in_the_variable_is_blamed_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESOFLEET_AMQP_URL", "amqp://a/ http://u:secretpw@b/")
+    assert refusal({}) == "RESOFLEET_AMQP_URL: must be amqp:// or amqps:// URLs"
 
 
 def test_the_bus_prefix_comes_from_the_file_else_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
