@@ -12,6 +12,14 @@ process itself dies before its clean-up.
         node.freeze()            # SIGSTOP: the broker keeps its sockets and answers nothing
         node.thaw()              # SIGCONT
         await node.restart()     # SIGKILL, then the same node again (same name, port, data)
+
+A cluster of such nodes on one machine (:func:`rabbit_cluster`): each node has its own
+name, ports and data; they share an Erlang cookie, and every node after the first joins
+the first with ``rabbitmqctl join_cluster``:
+
+    async with rabbit_cluster(tmp_path, size=3) as cluster:
+        bus = AmqpBus(cluster.urls, ...)     # every node's URL, the first first
+        await cluster.nodes[0].stop()        # SIGKILL one node; the others go on
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import os
 import signal
 import socket
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,11 +37,13 @@ from typing import Final
 
 import pytest
 
-__all__ = ["NODE_LIFETIME", "RabbitNode", "rabbit_node"]
+__all__ = ["NODE_LIFETIME", "RabbitCluster", "RabbitNode", "rabbit_cluster", "rabbit_node"]
 
 #: The broker's own start script, run directly: the ``/usr/sbin`` wrapper switches to the
 #: ``rabbitmq`` user, who cannot write to a test's temporary directory.
 SERVER: Final = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+#: Its control tool, run directly for the same reason.
+CTL: Final = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 #: Seconds a node may live at most: longer than any test that uses one (pytest's own
 #: limit is 120 s), short enough that a node orphaned by a crashed test run goes away.
 NODE_LIFETIME: Final = 300
@@ -52,8 +63,10 @@ def _free_port() -> int:
 class RabbitNode:
     """One private broker node (see the module docstring)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, cookie: str | None = None) -> None:
         self.base = base
+        #: The Erlang cookie: nodes of one cluster (and the tools that drive them) share it.
+        self.cookie = cookie
         self.name = f"resofleet-test-{uuid.uuid4().hex[:8]}@localhost"
         self.port = _free_port()
         self.dist_port = _free_port()
@@ -72,6 +85,12 @@ class RabbitNode:
         plugins.write_text("[].\n")
         env_file = self.base / "rabbitmq-env.conf"
         env_file.write_text("")
+        if self.cookie is not None:
+            cookie = self.base / ".erlang.cookie"  # in HOME, where Erlang looks for it
+            if cookie.exists():
+                cookie.chmod(0o600)
+            cookie.write_text(self.cookie)
+            cookie.chmod(0o400)  # Erlang refuses a cookie others may read
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
         env.update(
             HOME=str(self.base),  # the Erlang cookie goes here
@@ -108,6 +127,25 @@ class RabbitNode:
                 f"the private RabbitMQ node did not start in {START_TIMEOUT:g} s; "
                 f"see {self.base / 'server.out'} and {self.base / 'log'}"
             ) from None
+
+    async def ctl(self, *args: str) -> str:
+        """Run ``rabbitmqctl -n <this node> ARGS`` within :data:`START_TIMEOUT`; its output."""
+        process = await asyncio.create_subprocess_exec(
+            str(CTL), "-n", self.name, *args, env=self._environment(),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                out, _ = await process.communicate()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            raise AssertionError(f"rabbitmqctl {' '.join(args)} took over {START_TIMEOUT:g} s") from None
+        text = out.decode(errors="replace")
+        assert process.returncode == 0, f"rabbitmqctl {' '.join(args)} failed: {text}"
+        return text
 
     async def _wait_ready(self) -> None:
         import aiormq
@@ -176,3 +214,48 @@ async def rabbit_node(base: Path) -> AsyncIterator[RabbitNode]:
     finally:
         node.thaw()
         await node.stop()
+
+
+class RabbitCluster:
+    """Private nodes clustered together (see the module docstring)."""
+
+    def __init__(self, base: Path, size: int) -> None:
+        cookie = secrets.token_hex(16)
+        self.nodes = [RabbitNode(base / f"node{i}", cookie=cookie) for i in range(size)]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    async def start(self) -> None:
+        """Boot every node, then join each to the first (``stop_app``, ``join_cluster``,
+        ``start_app``) and wait until each accepts AMQP connections again."""
+        first, *others = self.nodes
+        await asyncio.gather(*(node.start() for node in self.nodes))
+        await asyncio.gather(*(node.ctl("stop_app") for node in others))
+        for node in others:  # one at a time: joins change the cluster's membership
+            await node.ctl("join_cluster", first.name)
+        await asyncio.gather(*(node.ctl("start_app") for node in others))
+        async with asyncio.timeout(START_TIMEOUT):
+            await asyncio.gather(*(node._wait_ready() for node in others))
+        status = await first.ctl("cluster_status", "--formatter", "json")
+        assert all(node.name in status for node in self.nodes), status
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            node.thaw()
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+
+
+@contextlib.asynccontextmanager
+async def rabbit_cluster(base: Path, *, size: int = 3) -> AsyncIterator[RabbitCluster]:
+    """A started :class:`RabbitCluster` of ``size`` nodes under ``base``, every node
+    killed on the way out; skips the test where RabbitMQ is not installed."""
+    if not (SERVER.exists() and CTL.exists()):
+        pytest.skip(f"needs RabbitMQ's {SERVER} and {CTL} (Debian's rabbitmq-server)")
+    cluster = RabbitCluster(base, size)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.stop()
