@@ -68,4 +68,25 @@ if [ -z "${RESOFLEET_NO_BROWSER:-}" ] && [ -x "$CHROMIUM" ]; then
     echo "services: chromium for the browser tests: $CHROMIUM" >&2
     echo "export RESOFLEET_CHROMIUM=$CHROMIUM"
 fi
+
+# Debian's docker-compose (1.29) for the compose fleet and its end-to-end test
+# (tests/e2e/test_compose_fleet.py; `make fleet`), where a Docker engine runs and no
+# compose is there. Without it that test skips and says why.
+if [ -z "${RESOFLEET_NO_DOCKER:-}" ] && [ -S /var/run/docker.sock ] \
+        && ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log=/var/log/resofleet-compose-apt.log
+        echo "services: installing docker-compose for the compose fleet test (apt log: $log)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt_=(apt-get -q -o DPkg::Lock::Timeout=300)
+        install=("${apt_[@]}" install -y --no-install-recommends docker-compose)
+        if ! "${install[@]}" >"$log" 2>&1; then
+            "${apt_[@]}" update >>"$log" 2>&1 && "${install[@]}" >>"$log" 2>&1
+        fi
+        command -v docker-compose >/dev/null \
+            || echo "services: could not install docker-compose ($(grep -E '^E:' "$log" | tail -n 1)); the compose fleet test will be skipped" >&2
+    else
+        echo "services: no docker-compose and cannot apt-get it (needs root); the compose fleet test will be skipped" >&2
+    fi
+fi
 exit 0
