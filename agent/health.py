@@ -35,10 +35,10 @@ if TYPE_CHECKING:
     from .service import Agent
 
 __all__ = [
-    "HealthServer",
     "MAX_PROBES",
     "MAX_REQUEST_HEAD",
     "REQUEST_TIMEOUT",
+    "HealthServer",
     "answer",
     "problems",
     "split_address",

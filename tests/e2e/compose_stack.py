@@ -36,15 +36,15 @@ def why_not() -> str | None:
     """Why the stack cannot run here, or None."""
     if shutil.which("docker") is None:
         return "no docker CLI; run tests/services.sh as root (deploy/dev/docker-engine.sh)"
-    info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=DOCKER_TIMEOUT)
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=DOCKER_TIMEOUT, check=False)
     if info.returncode != 0:
         return f"no Docker engine (`docker info`: {info.stderr.strip().splitlines()[-1:]})"
-    compose = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=DOCKER_TIMEOUT)
+    compose = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=DOCKER_TIMEOUT, check=False)
     if compose.returncode != 0 and shutil.which("docker-compose") is None:
         return "no compose: apt-get install docker-compose (tests/services.sh does it as root)"
     if os.environ.get("RESOFLEET_FLEET_IMAGES") != "official":
         base = os.environ.get("RESOFLEET_DOCKER_BASE_IMAGE") or "resofleet-base:local"
-        found = subprocess.run(["docker", "image", "inspect", base], capture_output=True, timeout=DOCKER_TIMEOUT)
+        found = subprocess.run(["docker", "image", "inspect", base], capture_output=True, timeout=DOCKER_TIMEOUT, check=False)
         if found.returncode != 0:
             return (f"no local base image {base} (deploy/dev/docker-engine.sh builds it); "
                     "set RESOFLEET_FLEET_IMAGES=official where a registry answers")
@@ -80,7 +80,7 @@ class Stack:
                 env[key] = os.environ[key]
         return subprocess.run(
             [sys.executable, str(FLEET), "--env-file", str(self.env_file), *args],
-            env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
         )
 
     def up(self) -> None:
@@ -140,7 +140,7 @@ class Stack:
 
 
 def docker(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=DOCKER_TIMEOUT)
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=DOCKER_TIMEOUT, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args[:3])} failed: {result.stderr.strip()}")
     return result.stdout

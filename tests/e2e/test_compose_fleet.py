@@ -22,9 +22,9 @@ from typing import Any
 import aio_pika
 import aiormq
 import pytest
+from resofleet.bus import AmqpBus
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from resofleet.bus import AmqpBus
 from tests.e2e.compose_stack import Stack, docker, why_not
 from tests.integration.gateway.client import Client
 

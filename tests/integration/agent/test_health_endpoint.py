@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from resofleet.agent import Agent
 from resofleet.agent.health import MAX_PROBES, HealthServer, problems
 from resofleet.agent.settings import AgentSettings, ServerConfig
 from resofleet.bus import LocalBus
 from resofleet.contracts import ServerState, Topology
+
 from tests.support.lines import Lines
 
 #: Seconds for the emulator to start and its console to answer.

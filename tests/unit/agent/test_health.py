@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from resofleet.agent.health import answer, split_address
+
 from resofleet.config import ConfigError, parse_config
 
 
