@@ -66,6 +66,15 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
+    @property
+    def ready(self) -> bool:
+        """Whether this agent answers for every server it was given: its bus is connected
+        and each server's console has answered since its headless last started (the
+        agent's health endpoint, :mod:`resofleet.agent.health`, says what is missing)."""
+        return self.bus.connected and all(
+            s.presence().status == "running" for s in self.servers.values()
+        )
+
     async def start(self) -> None:
         """Claim every server id on the bus, start the headless servers, announce them."""
         try:

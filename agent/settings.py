@@ -48,6 +48,13 @@ _ServerId = Annotated[
     str,
     msgspec.Meta(pattern=f"^{SERVER_ID_PATTERN}$", description=f"an id matching {SERVER_ID_PATTERN}"),
 ]
+_HealthAddress = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):[0-9]{1,5}$",
+        description="HOST:PORT, such as 127.0.0.1:8001",
+    ),
+]
 _AuditPath = Annotated[
     str, msgspec.Meta(min_length=1, description="a path, or false for no audit log")
 ]
@@ -64,6 +71,9 @@ class AgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: Path of the agent's audit log; ``None``: none is written (the library default, so
     #: tests and embedders choose; the command line writes one unless told not to).
     audit_log: _AuditPath | None = None
+    #: Where the health endpoint (``/healthz``, ``/readyz``; :mod:`resofleet.agent.health`)
+    #: listens, ``HOST:PORT``; ``None``: it is off (nothing listens unless asked).
+    health: _HealthAddress | None = None
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

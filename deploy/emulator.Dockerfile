@@ -21,6 +21,10 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LANG=C.UTF-8
 
+LABEL org.resofleet.role="headless" \
+      org.opencontainers.image.title="resofleet emulator" \
+      org.opencontainers.image.description="A stand-in for the Resonite headless console"
+
 WORKDIR /opt/resofleet
 COPY emulator/ ./emulator/
 

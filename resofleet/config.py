@@ -26,6 +26,7 @@ status_interval = 5.0       # seconds between status polls
 worlds_interval = 15.0      # seconds between worlds+users polls
 bans_interval = 60.0        # seconds between listbans polls
 audit_log = "/var/log/resofleet/agent.jsonl"     # false: no audit log
+health = "127.0.0.1:8001"   # serve /healthz and /readyz there (absent: off)
 [[servers]]
 id = "main"                 # [a-z0-9][a-z0-9-]{0,62}
 runtime = "docker"          # docker | process | emulator
@@ -77,6 +78,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import msgspec.inspect as mi
 
+from resofleet.agent.health import split_address
 from resofleet.agent.settings import AgentSettings, ServerConfig
 from resofleet.bus.amqp_failover import broker_urls
 from resofleet.gateway.settings import GatewaySettings, Secret
@@ -190,7 +192,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
 
     Besides what the settings' types say: ``audit_log`` is true (the default path), false
     (none) or a path; ``old_secrets`` needs ``secret``; ``trusted_proxies`` are addresses or
-    networks; server ids are unique; a docker server names its ``container`` and a process
+    networks; ``[agent] health`` is HOST:PORT with a port up to 65535; server ids are
+    unique; a docker server names its ``container`` and a process
     server its ``command``.
     """
     env_secrets = _from_env("RESOFLEET_SECRET", tuple[Secret, ...], split=True)
@@ -214,6 +217,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         except ValueError:
             problem = f"must be an address or a network, not {proxy!r}"
             raise fail(f"gateway.trusted_proxies[{i}]", problem) from None
+    if file.agent.health is not None:
+        try:
+            split_address(file.agent.health)
+        except ValueError as exc:
+            raise fail("agent.health", f"{exc}, not {file.agent.health!r}") from None
     seen: set[str] = set()
     for i, server in enumerate(file.servers):
         if server.id in seen:

@@ -39,57 +39,54 @@ if [ -z "${RESOFLEET_NO_DOCKER:-}" ] && [ -x deploy/dev/docker-engine.sh ]; then
     fi
 fi
 
+# apt_install PACKAGE COMMAND WHAT: install Debian's PACKAGE (as root) unless COMMAND is
+# there already; WHAT names the tests that need it, which skip and say why without it.
+apt_install() {
+    local package=$1 command=$2 what=$3
+    command -v "$command" >/dev/null && return 0
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "services: no $command and cannot apt-get $package (needs root); $what will be skipped" >&2
+        return 1
+    fi
+    local log=/var/log/resofleet-$package-apt.log t0
+    t0=$(date +%s)
+    echo "services: installing $package for $what (apt log: $log)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # Another apt (the docker step, another test run) may hold the dpkg lock a while.
+    local apt_=(apt-get -q -o DPkg::Lock::Timeout=300)
+    local install=("${apt_[@]}" install -y --no-install-recommends "$package")
+    if ! "${install[@]}" >"$log" 2>&1; then
+        # Stale or missing package lists: refresh them once, then try again.
+        "${apt_[@]}" update >>"$log" 2>&1 && "${install[@]}" >>"$log" 2>&1
+    fi
+    if command -v "$command" >/dev/null; then
+        echo "services: $package installed in $(( $(date +%s) - t0 )) s" >&2
+    else
+        echo "services: could not install $package ($(grep -E '^E:' "$log" | tail -n 1)); $what will be skipped" >&2
+        return 1
+    fi
+}
+
 # Debian's chromium, driven by Playwright in the browser tests (Playwright's own browser
 # download needs the internet; apt does not). About 100 MB with its libraries.
 CHROMIUM=/usr/bin/chromium
-if [ -z "${RESOFLEET_NO_BROWSER:-}" ] && [ ! -x "$CHROMIUM" ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        log=/var/log/resofleet-chromium-apt.log
-        echo "services: installing chromium for the browser tests (apt log: $log)" >&2
-        t0=$(date +%s)
-        export DEBIAN_FRONTEND=noninteractive
-        # Another apt (the docker step, another test run) may hold the dpkg lock a while.
-        apt_=(apt-get -q -o DPkg::Lock::Timeout=300)
-        install=("${apt_[@]}" install -y --no-install-recommends chromium)
-        if ! "${install[@]}" >"$log" 2>&1; then
-            # Stale or missing package lists: refresh them once, then try again.
-            "${apt_[@]}" update >>"$log" 2>&1 && "${install[@]}" >>"$log" 2>&1
-        fi
-        if [ -x "$CHROMIUM" ]; then
-            echo "services: chromium installed in $(( $(date +%s) - t0 )) s" >&2
-        else
-            echo "services: could not install chromium ($(grep -E '^E:' "$log" | tail -n 1)); the browser tests will be skipped" >&2
-        fi
-    else
-        echo "services: no $CHROMIUM and cannot apt-get it (needs root); the browser tests will be skipped" >&2
-    fi
-fi
-if [ -z "${RESOFLEET_NO_BROWSER:-}" ] && [ -x "$CHROMIUM" ]; then
+if [ -z "${RESOFLEET_NO_BROWSER:-}" ] && apt_install chromium "$CHROMIUM" "the browser tests"; then
     echo "services: chromium for the browser tests: $CHROMIUM" >&2
     echo "export RESOFLEET_CHROMIUM=$CHROMIUM"
 fi
 
 # kubectl for the Kubernetes manifest tests (`kubectl kustomize`; there is no cluster: the
 # tests render deploy/k8s and validate it offline). Any kubectl on PATH will do; without
-# one, Debian's kubernetes-client (as root). Without either those tests skip and say why.
-if [ -z "${RESOFLEET_NO_KUBECTL:-}" ] && ! command -v kubectl >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        log=/var/log/resofleet-kubectl-apt.log
-        echo "services: installing kubernetes-client for the manifest tests (apt log: $log)" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt_=(apt-get -q -o DPkg::Lock::Timeout=300)
-        install=("${apt_[@]}" install -y --no-install-recommends kubernetes-client)
-        if ! "${install[@]}" >"$log" 2>&1; then
-            "${apt_[@]}" update >>"$log" 2>&1 && "${install[@]}" >>"$log" 2>&1
-        fi
-        if ! command -v kubectl >/dev/null; then
-            echo "services: could not install kubernetes-client ($(grep -E '^E:' "$log" | tail -n 1)); the manifest tests will be skipped" >&2
-        fi
-    else
-        echo "services: no kubectl and cannot apt-get it (needs root); the manifest tests will be skipped" >&2
-    fi
-fi
-if command -v kubectl >/dev/null; then
+# one, Debian's kubernetes-client.
+if [ -z "${RESOFLEET_NO_KUBECTL:-}" ] && apt_install kubernetes-client kubectl "the manifest tests"; then
     echo "services: kubectl for the manifest tests: $(command -v kubectl)" >&2
+fi
+
+# Debian's docker-compose (1.29) for the compose fleet and its end-to-end test
+# (tests/e2e/test_compose_fleet.py; `make fleet`), where a Docker engine runs and no
+# compose v2 is there.
+if [ -z "${RESOFLEET_NO_DOCKER:-}" ] && [ -S /var/run/docker.sock ] \
+        && ! docker compose version >/dev/null 2>&1; then
+    apt_install docker-compose docker-compose "the compose fleet test" || true
 fi
 exit 0

@@ -2,14 +2,22 @@
 
 It prints ``resofleet: agent <id> serving <ids>`` on stdout once every server is claimed
 on the bus, and serves until SIGTERM/SIGINT; then the agent stops (and its headless
-servers with it), the bus closes, and the audit log last, so its last commands are on
-disk. Its error lines start with ``resofleet agent:``.
+servers with it), the bus closes, then the audit log, so its last commands are on disk,
+and the health endpoint last. Its error lines start with ``resofleet agent:``.
+
+With ``[agent] health = "HOST:PORT"`` it also serves ``/healthz`` and ``/readyz``
+(:mod:`resofleet.agent.health`) from before it connects to the broker, so a probe tells
+"starting" from "dead"; a port it cannot listen on stops it at once (exit status 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .common import (
@@ -23,7 +31,10 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from resofleet.agent import Agent
     from resofleet.config import Config
+
+log = logging.getLogger("resofleet.agent.command")
 
 #: How this command names itself in its error lines.
 COMMAND = "agent"
@@ -56,13 +67,16 @@ async def _serve(config: Config, url: str) -> int:
     from resofleet.agent import Agent
     from resofleet.bus import AlreadyServed
 
+    started: list[Agent] = []  # the agent, once made: the endpoint answers for it
     async with (
+        health_endpoint(config.agent.health, lambda: started[0] if started else None),
         opened_audit(config.agent.audit_log, source="agent", command=COMMAND) as audit,
         started_bus(
             url, prefix=config.bus_prefix, name=f"resofleet-agent {config.agent.name}", command=COMMAND
         ) as bus,
     ):
         agent = Agent(bus, servers=config.servers, settings=config.agent, audit=audit)
+        started.append(agent)
         try:
             await agent.start()  # on failure it has stopped what it started
         except AlreadyServed as exc:
@@ -75,3 +89,32 @@ async def _serve(config: Config, url: str) -> int:
         finally:
             await agent.close()
     return 0
+
+
+@contextlib.asynccontextmanager
+async def health_endpoint(address: str | None, agent: Callable[[], Agent | None]) -> AsyncIterator[None]:
+    """``/healthz`` and ``/readyz`` on ``address`` (``None``: nothing), answering for
+    ``agent()`` (``None`` until the agent is made: "starting"); closed on the way out."""
+    if address is None:
+        yield
+        return
+    from resofleet.agent.health import HealthServer, problems, split_address
+
+    def unready() -> list[str]:
+        current = agent()
+        return ["starting"] if current is None else problems(current)
+
+    host, port = split_address(address)  # checked when the config was read
+    server = HealthServer(unready, host=host, port=port)
+    try:
+        await server.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        message = f"cannot listen on {address} for health checks: {reason}"
+        raise CommandError(message, status=FAILURE, command=COMMAND) from None
+    shown = address.rpartition(":")[0]
+    log.info("health checks on http://%s:%d/readyz and /healthz", shown, server.port)
+    try:
+        yield
+    finally:
+        await server.close()

@@ -1,0 +1,173 @@
+"""The compose fleet's files, rendered without Docker: the configurations the services
+read are valid for resofleet, and the broker's permissions (Erlang regular expressions,
+here read with Python's, which agree on these) cover exactly the names each user needs,
+as contracts/topology.py spells them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import re
+import tomllib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from resofleet.contracts import Topology
+
+from resofleet.config import parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+TOPOLOGY = Topology()
+
+
+def load_fleet() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deploy_fleet", REPO / "deploy" / "fleet.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fleet = load_fleet()
+
+ENV = {
+    "COMPOSE_PROJECT_NAME": "unit",
+    "RESOFLEET_FLEET_DIR": "",  # set per test
+    "RESOFLEET_LB_ADDRESS": "172.30.9.200",
+    "RESOFLEET_BROKER_GATEWAY_PASSWORD": "g" * 48,
+    "RESOFLEET_BROKER_HOST_A_PASSWORD": "a" * 48,
+    "RESOFLEET_BROKER_HOST_B_PASSWORD": "b" * 48,
+}
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> Path:
+    return fleet.render({**ENV, "RESOFLEET_FLEET_DIR": str(tmp_path / "fleet")})
+
+
+def test_the_folder_is_private_and_the_files_readable_by_the_containers(rendered: Path) -> None:
+    """0700 folder (others cannot list or read it), 0644 files (a container's own user
+    reads the one file mounted)."""
+    assert rendered.stat().st_mode & 0o777 == 0o700
+    assert {p.name for p in rendered.iterdir()} == {"definitions.json", "gateway.toml", "host-a.toml", "host-b.toml"}
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in rendered.iterdir())
+
+
+def test_agent_configurations_are_valid_and_name_their_containers(rendered: Path) -> None:
+    """host-a serves a1, a2 and host-b b1, b2, through the docker runtime, with the health
+    endpoint the image's HEALTHCHECK asks."""
+    for host, ids in (("host-a", ["a1", "a2"]), ("host-b", ["b1", "b2"])):
+        path = rendered / f"{host}.toml"
+        config = parse_config(tomllib.loads(path.read_text()), source=str(path))
+        assert config.agent.name == host and config.agent.health == "127.0.0.1:8001"
+        assert [(s.id, s.runtime, s.container) for s in config.servers] == [(i, "docker", f"unit-{i}") for i in ids]
+    assert fleet.servers({**ENV, "RESOFLEET_FLEET_DIR": str(rendered)}) == ["a1", "a2", "b1", "b2"]
+
+
+def test_gateway_configuration_trusts_only_the_load_balancer(rendered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listening beyond loopback (the secret comes from the environment), trusting the
+    X-Forwarded-For of the load balancer's fixed address alone."""
+    monkeypatch.setenv("RESOFLEET_SECRET", "s" * 43)
+    path = rendered / "gateway.toml"
+    config = parse_config(tomllib.loads(path.read_text()), source=str(path))
+    assert (config.gateway.host, config.gateway.port) == ("0.0.0.0", 8000)
+    assert list(config.gateway.trusted_proxies) == ["172.30.9.200"]
+
+
+def test_password_hashes_are_rabbitmqs_salted_sha256(rendered: Path) -> None:
+    """base64(salt(4) + sha256(salt + password)), the format RabbitMQ imports."""
+    users = {u["name"]: u for u in json.loads((rendered / "definitions.json").read_text())["users"]}
+    assert set(users) == {"gateway", "host-a", "host-b"}  # and no guest
+    for name, letter in (("gateway", "g"), ("host-a", "a"), ("host-b", "b")):
+        raw = base64.b64decode(users[name]["password_hash"])
+        salt, digest = raw[:4], raw[4:]
+        assert digest == hashlib.sha256(salt + (letter * 48).encode()).digest()
+        assert users[name]["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+
+
+def permissions(rendered: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    definitions = json.loads((rendered / "definitions.json").read_text())
+    assert {p["vhost"] for p in definitions["permissions"]} == {"resofleet"}
+    return (
+        {p["user"]: p for p in definitions["permissions"]},
+        {p["user"]: p for p in definitions["topic_permissions"] if p["exchange"] == TOPOLOGY.events},
+    )
+
+
+def allows(pattern: str, name: str) -> bool:
+    """RabbitMQ's reading of a permission: an empty pattern allows nothing."""
+    return bool(pattern) and re.search(pattern, name) is not None
+
+
+BUS_QUEUE = "amq_0123456789abcdef0123456789abcdef"  # how aio-pika names the bus's own queues
+
+
+@pytest.mark.parametrize(("agent", "own", "other"), [("host-a", ("a1", "a2"), ("b1", "b2")), ("host-b", ("b1", "b2"), ("a1", "a2"))])
+def test_an_agent_may_serve_and_publish_for_its_own_servers_only(rendered: Path, agent: str, own: tuple[str, ...], other: tuple[str, ...]) -> None:
+    """Its own command queues: declare, bind, consume; another agent's: none of it. Events
+    under its own servers' keys only; it binds nothing to the events."""
+    perms, topics = permissions(rendered)
+    p = perms[agent]
+    for server in own:
+        queue = TOPOLOGY.command_queue(server)
+        assert allows(p["configure"], queue) and allows(p["write"], queue) and allows(p["read"], queue)
+        for kind in ("output", "status", "worlds", "bans", "state"):
+            assert allows(topics[agent]["write"], TOPOLOGY.event_key(server, kind))
+    for server in other:
+        queue = TOPOLOGY.command_queue(server)
+        assert not (allows(p["configure"], queue) or allows(p["write"], queue) or allows(p["read"], queue))
+        assert not allows(topics[agent]["write"], TOPOLOGY.event_key(server, "status"))
+    assert not allows(topics[agent]["read"], "a1.status")
+    for exchange in (TOPOLOGY.commands, TOPOLOGY.events, TOPOLOGY.presence):
+        assert allows(p["configure"], exchange)  # the bus declares all three
+    assert allows(p["read"], TOPOLOGY.commands) and allows(p["read"], TOPOLOGY.presence)
+    assert allows(p["write"], TOPOLOGY.events) and allows(p["write"], TOPOLOGY.presence)
+    assert not allows(p["write"], TOPOLOGY.commands)  # it sends no requests
+    assert not allows(p["read"], TOPOLOGY.events)
+    assert allows(p["write"], "amq.default")  # replies (direct reply-to)
+    assert all(allows(p[kind], BUS_QUEUE) for kind in ("configure", "write", "read"))
+
+
+def test_the_gateway_user_sends_requests_and_reads_events_but_serves_nothing(rendered: Path) -> None:
+    """No command queue of any server; every server's events; it publishes none."""
+    perms, topics = permissions(rendered)
+    p = perms["gateway"]
+    for server in ("a1", "b2", "anything"):
+        queue = TOPOLOGY.command_queue(server)
+        assert not (allows(p["configure"], queue) or allows(p["read"], queue))
+        assert allows(topics["gateway"]["read"], TOPOLOGY.server_pattern(server))
+        assert not allows(topics["gateway"]["write"], TOPOLOGY.event_key(server, "status"))
+    assert allows(p["write"], TOPOLOGY.commands) and allows(p["write"], TOPOLOGY.presence)
+    assert allows(p["read"], TOPOLOGY.events) and allows(p["read"], TOPOLOGY.presence)
+    assert not allows(p["write"], TOPOLOGY.events) and not allows(p["write"], "amq.default")
+    assert all(allows(p[kind], BUS_QUEUE) for kind in ("configure", "write", "read"))
+
+
+def test_a_template_placeholder_without_a_value_is_an_error(tmp_path: Path) -> None:
+    """A misspelt placeholder never reaches a rendered file."""
+    template = tmp_path / "x.in"
+    template.write_text("a = {{NOPE}}\n")
+    with pytest.raises(fleet.FleetError, match="NOPE"):
+        fleet.fill(template, {})
+
+
+def test_the_env_file_is_written_0600_and_never_overwritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new env file is 0600 with fresh secrets; an existing one is read as it is, and
+    refused when others may read it."""
+    monkeypatch.setattr(fleet, "pick_subnet", lambda: fleet.ipaddress.ip_network("172.30.7.0/24"))
+    monkeypatch.setattr(fleet, "docker_socket_gid", lambda: 999)
+    monkeypatch.setattr(fleet, "local_base_present", lambda: True)
+    monkeypatch.delenv("RESOFLEET_FLEET_IMAGES", raising=False)
+    path = tmp_path / ".env"
+    first = fleet.ensure_env(path, project="p", port=8123)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert first["RESOFLEET_LB_ADDRESS"] == "172.30.7.200" and first["RESOFLEET_FLEET_IP_RANGE"] == "172.30.7.0/25"
+    assert first["RESOFLEET_FLEET_IMAGES"] == "local" and len(first["RESOFLEET_SECRET"]) >= 32
+    assert fleet.ensure_env(path) == first
+    path.chmod(0o644)
+    with pytest.raises(fleet.FleetError, match="chmod 600"):
+        fleet.ensure_env(path)
