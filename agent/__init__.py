@@ -13,6 +13,7 @@
 - :mod:`.settings`: :class:`AgentSettings` and :class:`ServerConfig`, what it is configured
   with (``[agent]``, ``[[servers]]``).
 - :mod:`.errors`: the agent's errors and the client code each becomes.
+- :mod:`.health`: the optional ``/healthz`` and ``/readyz`` endpoint (``[agent] health``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from resofleet.agent.runtime.process import STOP_GRACE
-from resofleet.agent.settings import AgentSettings
 from resofleet.config import ConfigError, parse_config
 from resofleet.gateway.app import DRAIN_TIMEOUT
 from resofleet.gateway.fanout import SLOW_CLIENTS_BUDGET
@@ -152,15 +151,6 @@ def rules(policies: list[Obj], direction: str) -> list[Obj]:
 
 def ports_of(rule: Obj) -> set[tuple[int, str]]:
     return {(p["port"], p.get("protocol", "TCP")) for p in rule.get("ports", [])}
-
-
-def without_unmerged_keys(document: dict[str, Any]) -> dict[str, Any]:
-    """The document minus ``[agent] health`` while this checkout's AgentSettings lacks it
-    (the agent's health endpoint is built on another branch at the same time)."""
-    if "health" in AgentSettings.__struct_fields__ or "health" not in document.get("agent", {}):
-        return document
-    agent = {k: v for k, v in document["agent"].items() if k != "health"}
-    return {**document, "agent": agent}
 
 
 @pytest.fixture
@@ -549,15 +539,13 @@ def test_config_files_load_with_resofleets_own_loader(name: str, loader_env: Non
     assert files
     for (cm, key), document in files.items():
         try:
-            parse_config(without_unmerged_keys(document), source=f"{cm}/{key}")
+            parse_config(document, source=f"{cm}/{key}")
         except ConfigError as exc:
             pytest.fail(str(exc))
 
 
 def test_agent_health_setting_is_known(loader_env: None) -> None:
     """`[agent] health` (the agent's probe endpoint) is a key resofleet's loader knows."""
-    if "health" not in AgentSettings.__struct_fields__:
-        pytest.xfail("the agent's health endpoint ([agent] health) is not in this checkout yet")
     (document,) = [d for (cm, k), d in toml_files(render("base")).items() if k == "resofleet-headless-0.toml"]
     assert parse_config(document).agent.health == document["agent"]["health"]
 
@@ -582,7 +570,7 @@ def test_one_agent_config_per_headless_pod(name: str, loader_env: None) -> None:
     assert set(files) == expected
     ids = []
     for key, document in files.items():
-        config = parse_config(without_unmerged_keys(document), source=key)
+        config = parse_config(document, source=key)
         assert config.servers and all(s.runtime == "process" for s in config.servers)
         ids += [s.id for s in config.servers]
     assert len(ids) == len(set(ids)), f"a server id is served by two pods: {ids}"
