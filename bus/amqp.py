@@ -65,7 +65,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Final
 
 import aio_pika
 import aiormq
