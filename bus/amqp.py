@@ -2,8 +2,9 @@
 
 Topology (names from :class:`resofleet.contracts.Topology`):
 
-- ``resofleet.commands`` (direct). Each served server has an exclusive queue bound with
-  the server id, with ``x-max-length`` and ``reject-publish`` so a flood is refused, not
+- ``resofleet.requests`` (topic, keys matched exactly; topic so that the broker can check
+  an agent's binding keys against its user's topic permissions). Each served server has
+  an exclusive queue ``resofleet.commands.<server>`` bound with the server id, with ``x-max-length`` and ``reject-publish`` so a flood is refused, not
   buffered. Requests go out with ``mandatory=True`` on a channel with publisher confirms,
   so an unroutable request (no agent) is returned by the broker and answered
   ``server_offline`` within a round trip. Each request carries ``expiration`` = its
@@ -313,7 +314,7 @@ class AmqpBus(Bus):
 
         self._rpc = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         self._commands = await self._rpc.declare_exchange(
-            self.topology.commands, aio_pika.ExchangeType.DIRECT, durable=True
+            self.topology.commands, aio_pika.ExchangeType.TOPIC, durable=True
         )
         reply_queue = await self._rpc.declare_queue(_REPLY_TO, passive=True)
         await reply_queue.consume(self._on_reply, no_ack=True)
@@ -414,7 +415,7 @@ class AmqpBus(Bus):
         served.channel = channel
         await channel.set_qos(prefetch_count=max(1, concurrency))
         commands = await channel.declare_exchange(
-            self.topology.commands, aio_pika.ExchangeType.DIRECT, durable=True
+            self.topology.commands, aio_pika.ExchangeType.TOPIC, durable=True
         )
         try:
             queue = await channel.declare_queue(

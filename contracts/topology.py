@@ -37,7 +37,11 @@ def is_server_id(value: object) -> bool:
 class Topology:
     """Exchange and routing-key names, optionally under a ``prefix``.
 
-    - ``commands`` (direct): one exclusive queue per served server, bound with the id.
+    - ``commands`` (``resofleet.requests``, topic): one exclusive queue per served server
+      (``resofleet.commands.<server>``), bound with the server id as its key. A topic
+      exchange, though ids are matched exactly, because RabbitMQ checks binding keys
+      against a user's topic permissions only on topic exchanges: a broker user per agent
+      can then be refused binding another server's id (and reading its requests).
     - ``events`` (topic): routing key ``<server>.<kind>``.
     - ``presence`` (fanout): agent announcements, gateway discover requests, revocations.
     """
@@ -46,7 +50,7 @@ class Topology:
 
     @property
     def commands(self) -> str:
-        return f"{self.prefix}resofleet.commands"
+        return f"{self.prefix}resofleet.requests"
 
     @property
     def events(self) -> str:

@@ -244,21 +244,16 @@ async def test_the_gateway_user_cannot_serve_any_server(stack: Stack) -> None:
         await bus.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resofleet.commands is a direct exchange, and RabbitMQ authorises binding keys only "
-    "on topic exchanges: an agent may bind its own queue with another server's id and get "
-    "copies of its requests. Declaring resofleet.commands as a topic exchange (bus/amqp.py) "
-    "lets the topic permissions in deploy/rabbitmq/definitions.json.in refuse it.",
-)
 async def test_host_a_cannot_bind_its_own_queue_to_b1s_requests(stack: Stack) -> None:
-    """host-a may not bind even its own queue to the commands exchange with b1's id."""
+    """host-a may not bind even its own queue to the requests exchange with b1's id: the
+    exchange is a topic one, so the broker checks the binding key against host-a's topic
+    permissions (a1 and a2 only)."""
     connection = await aio_pika.connect(broker_url(stack, "host-a"))
     try:
         channel = await connection.channel()
         own = await own_queue(channel)
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
-            await own.bind("resofleet.commands", routing_key="b1")
+            await own.bind("resofleet.requests", routing_key="b1")
     finally:
         await connection.close()
 

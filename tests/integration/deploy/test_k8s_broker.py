@@ -273,7 +273,7 @@ async def test_agent_user_cannot_send_requests(imported: dict[str, str]) -> None
         async with asyncio.timeout(STEP_TIMEOUT):
             channel = await connection.channel(publisher_confirms=True)
             with pytest.raises(Exception, match="ACCESS_REFUSED"):
-                exchange = await channel.get_exchange("resofleet.commands", ensure=False)
+                exchange = await channel.get_exchange("resofleet.requests", ensure=False)
                 await exchange.publish(aio_pika.Message(b"{}"), routing_key="k8s-1", mandatory=True)
     finally:
         await connection.close()

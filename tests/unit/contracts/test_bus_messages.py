@@ -72,7 +72,7 @@ def test_a_request_past_the_client_bounds_is_refused(body, field):
 
 def test_topology_names_are_prefixed():
     t = Topology(prefix="t1.")
-    assert (t.commands, t.events, t.presence) == ("t1.resofleet.commands", "t1.resofleet.events", "t1.resofleet.presence")
+    assert (t.commands, t.events, t.presence) == ("t1.resofleet.requests", "t1.resofleet.events", "t1.resofleet.presence")
     assert Topology().event_key("eu-1", "output") == "eu-1.output"
 
 
