@@ -163,8 +163,12 @@ class AmqpBus(Bus):
         topology: Topology | None = None,
         name: str = "resofleet",
         clock_skew: float = MAX_CLOCK_SKEW,
+        requesters: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
+        #: Broker users whose requests the servers served here accept (checked against the
+        #: broker-verified ``user_id`` of each request); ``None``: anyone's.
+        self.requesters = frozenset(requesters) if requesters is not None else None
         #: The brokers, in the order they are tried.
         self.urls = broker_urls(url)
         self.topology = topology or Topology()
@@ -376,6 +380,7 @@ class AmqpBus(Bus):
             message_id=correlation_id,
             reply_to=_REPLY_TO,
             expiration=str(int(_queue_ttl(request.timeout) * 1000)),
+            user_id=self._user(),  # verified by the broker: see ``requesters``
         )
         try:
             async with asyncio.timeout(request.timeout):
@@ -395,6 +400,11 @@ class AmqpBus(Bus):
             raise RequestTimeout(request.server, request.timeout) from None
         finally:
             self._pending.pop(correlation_id, None)
+
+    def _user(self) -> str | None:
+        """The connection's broker user when its URL names one (the broker refuses any
+        other ``user_id``; with EXTERNAL authentication the URL names none)."""
+        return (self._connection.url.user or None) if self._connection is not None else None
 
     async def serve(self, server: str, handler: Handler, *, concurrency: int = 1) -> Served:
         self._check()
@@ -432,6 +442,12 @@ class AmqpBus(Bus):
 
         async def on_request(message: AbstractIncomingMessage) -> None:
             arrived = loop.time()
+            if self.requesters is not None and message.user_id not in self.requesters:
+                # e.g. another host's agent writing into this queue through the default exchange
+                log.warning("server=%s: dropped a request from broker user %r, not one of "
+                            "[bus] requesters", server, message.user_id)
+                await message.ack()
+                return
             try:
                 request = decode_request(message.body)
             except ContractError as exc:

@@ -120,11 +120,16 @@ class ConfigError(ValueError):
     """A configuration problem, phrased as one line naming the file and the key."""
 
 
+_Requester = Annotated[str, msgspec.Meta(min_length=1, max_length=255, description="a broker user name")]
+
+
 class _Bus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[bus]``: which broker (one URL, or a cluster's nodes), and the prefix of every name on it."""
 
     url: _AmqpUrl | _AmqpUrls | None = None
     prefix: _Prefix | None = None
+    #: Broker users whose requests an agent runs (the gateways' users); absent: anyone's.
+    requesters: tuple[_Requester, ...] | None = None
 
 
 class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -149,6 +154,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     #: Prefix of every exchange and queue name on the broker (``[bus] prefix`` or
     #: ``$RESOFLEET_BUS_PREFIX``): several deployments, or test runs, share one broker.
     bus_prefix: str = ""
+    #: ``[bus] requesters``: the broker users whose requests an agent runs; ``None``: anyone's.
+    bus_requesters: tuple[str, ...] | None = None
     servers: tuple[ServerConfig, ...] = ()
 
     @property
@@ -245,6 +252,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         agent=file.agent,
         bus_url=url,
         bus_prefix=prefix or "",
+        bus_requesters=file.bus.requesters,
         servers=file.servers,
     )
 

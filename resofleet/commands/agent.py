@@ -72,7 +72,8 @@ async def _serve(config: Config, url: str) -> int:
         health_endpoint(config.agent.health, lambda: started[0] if started else None),
         opened_audit(config.agent.audit_log, source="agent", command=COMMAND) as audit,
         started_bus(
-            url, prefix=config.bus_prefix, name=f"resofleet-agent {config.agent.name}", command=COMMAND
+            url, prefix=config.bus_prefix, name=f"resofleet-agent {config.agent.name}", command=COMMAND,
+            requesters=config.bus_requesters,
         ) as bus,
     ):
         agent = Agent(bus, servers=config.servers, settings=config.agent, audit=audit)

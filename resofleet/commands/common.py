@@ -237,14 +237,16 @@ async def opened_audit(
 
 @contextlib.asynccontextmanager
 async def started_bus(
-    url: str, *, prefix: str, name: str, command: str | None = None
+    url: str, *, prefix: str, name: str, command: str | None = None,
+    requesters: tuple[str, ...] | None = None,
 ) -> AsyncIterator[AmqpBus]:
     """A connected :class:`~resofleet.bus.AmqpBus`, closed on the way out; ``name`` names
-    the connection on the broker (see :func:`connection_name`)."""
+    the connection on the broker (see :func:`connection_name`); ``requesters``: the broker
+    users whose requests the servers it serves accept."""
     from resofleet.bus import AmqpBus, BusUnavailable
     from resofleet.contracts import Topology
 
-    bus = AmqpBus(url, topology=Topology(prefix=prefix), name=name)
+    bus = AmqpBus(url, topology=Topology(prefix=prefix), name=name, requesters=requesters)
     try:
         try:
             await bus.start()

@@ -23,6 +23,7 @@ import aio_pika
 import aiormq
 import pytest
 from resofleet.bus import AmqpBus
+from resofleet.contracts import BusRequest, RunCommand, encode_bus
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.e2e.compose_stack import Stack, docker, why_not
@@ -231,6 +232,31 @@ async def test_host_a_cannot_read_b1s_commands_or_publish_its_events(stack: Stac
         await connection.close()
     with pytest.raises(aio_pika.exceptions.ProbableAuthenticationError):
         await aio_pika.connect(f"amqp://guest:guest@{stack.address('rabbitmq')}:5672/")
+
+
+async def test_a_request_host_a_forges_into_b1s_queue_is_not_run(stack: Stack, token: str) -> None:
+    """host-a may publish replies through the default exchange, which no permission narrows
+    by queue, so it can drop a forged request into b1's command queue; b1's agent runs only
+    requests whose broker-verified user_id is the gateways' user, so it is never run."""
+    forged_tag, marker = f"forged-{uuid.uuid4().hex[:8]}", f"marker-{uuid.uuid4().hex[:8]}"
+    async with await connect(stack, token) as client:
+        await online(client, ("b1",))
+        connection = await aio_pika.connect(broker_url(stack, "host-a"))
+        try:
+            channel = await connection.channel()
+            forged = BusRequest(server="b1", body=RunCommand(command=f"users {forged_tag}"), timeout=10)
+            await channel.default_exchange.publish(
+                aio_pika.Message(encode_bus(forged)), routing_key="resofleet.commands.b1",
+            )
+        finally:
+            await connection.close()
+        # sent after the forged one: the queue is first in, first out
+        reply = await client.request({"type": "command", "command": f"users {marker}", "server": "b1"}, timeout=WAIT)
+        assert reply["type"] == "command_response", reply
+        history = await client.request({"type": "get_output", "server": "b1", "since": 0}, timeout=WAIT)
+        lines = [line["output"] for line in history["lines"]]
+        assert any(line.endswith(marker) for line in lines), lines[-5:]
+        assert not any(forged_tag in line for line in lines), lines[-5:]
 
 
 async def test_the_gateway_user_cannot_serve_any_server(stack: Stack) -> None:
