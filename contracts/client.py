@@ -510,6 +510,8 @@ def decode_client(frame: bytes | str) -> ClientMessage:
 _JSON_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 #: Everything but brackets, to delete.
 _NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
+#: More consecutive opening brackets than :data:`MAX_NESTING` (what a flood looks like).
+_DEEP_RUN: Final = re.compile(r"[\[{]{%d}" % (MAX_NESTING + 1))
 #: Brackets as signed bytes: an opening one +1, a closing one -1.
 _DEPTH_STEP: Final = str.maketrans({"[": "\x01", "{": "\x01", "]": "\xff", "}": "\xff"})
 
@@ -521,6 +523,8 @@ def _nesting(frame: bytes | str) -> int:
     if text.count("[") + text.count("{") <= MAX_NESTING:
         return 0  # cannot nest deeper: the common case costs two counts
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if _DEEP_RUN.search(brackets):
+        return MAX_NESTING + 1  # a run of openers alone is too deep: no need to sum
     steps = array("b", brackets.translate(_DEPTH_STEP).encode("latin-1"))
     return max(itertools.accumulate(steps), default=0)
 
