@@ -316,6 +316,8 @@ class Edge:
         )
         self._releases.add(release)
         release.add_done_callback(self._releases.discard)
+        if principal is None:  # small frames until it authenticates (the session lifts it)
+            connection.protocol.max_message_size = guard.security.limits.pre_auth_frame
         self._accepted[connection] = Admission(target, principal, client, source)
         return None  # go on with the WebSocket handshake
 

@@ -50,10 +50,18 @@ established, or with none (the gateway has a secret and the client presented no 
 - when the principal's token expires without renewal the connection is closed with 4401
   "token expired"; when it is revoked, with 4403 "token revoked" (by the gateway).
 
-Rate limit. Sessions of a viewer, moderator or operator, and sessions not authenticated
-yet, have a token bucket (:mod:`resofleet.gateway.ratelimit`): every frame but ``auth`` spends one;
-an empty bucket answers ``error rate_limited`` saying the limit and when to retry. Nothing
-is dropped silently: every request gets its reply or an error.
+Rate limit. Sessions of a viewer, moderator or operator have a token bucket
+(:mod:`resofleet.gateway.ratelimit`); sessions not authenticated yet have their own, smaller
+one (``pre_auth_rate``/``pre_auth_burst``), replaced by the principal's at the first good
+``auth``. Every frame spends one, ``auth`` included; an empty bucket answers ``error
+rate_limited`` saying the limit and when to retry. Nothing is dropped silently: every
+request gets its reply or an error.
+
+Before authentication frames are also small: the edge sets ``pre_auth_frame`` (8 KiB + 256)
+as the connection's limit, and a good ``auth`` lifts it to 64 KiB. Refusals of an
+unauthenticated connection are audited per client address (alike ones share a record
+per second, across reconnections) with only a prefix of what it sent
+(:meth:`~resofleet.gateway.guard.Guard.refuse_unauthenticated`).
 
 Audit. Every refused attempt is recorded through the :class:`~resofleet.gateway.guard.Guard`:
 unauthenticated requests, forbidden ones, requests naming a server outside the client's
@@ -117,6 +125,7 @@ from .identity import Principal
 from .liveness import Liveness
 from .ratelimit import TokenBucket
 from .registry import Registry
+from .server import MAX_FRAME
 from .routing import Timeouts, Watch, answered, route, server_list, states_outcome, watch_for
 from .tokens import TokenError
 
@@ -222,6 +231,8 @@ class Session:
             client = str(address[0]) if isinstance(address, tuple) and address else ""
         self.client = client
         self._bucket: TokenBucket | None = None
+        #: The bucket is the pre-authentication one (replaced, not kept, at the first auth).
+        self._pre_auth = False
         self._limit()
         #: Per server, the epoch of the last output_history sent (see the module docstring).
         self._epochs: dict[str, str] = {}
@@ -279,12 +290,16 @@ class Session:
     def _limit(self) -> None:
         """Give the session a token bucket when its principal is rate-limited. A renewal
         keeps the bucket it had: re-authenticating must not refill it."""
-        limited = self.principal is None or self.principal.rate_limited
-        if not limited:
-            self._bucket = None
-        elif self._bucket is None:
-            limits = self.guard.security.limits
+        limits = self.guard.security.limits
+        if self.principal is None:  # before authentication: its own small bucket
+            if self._bucket is None:
+                self._bucket = TokenBucket(limits.pre_auth_rate, limits.pre_auth_burst)
+                self._pre_auth = True
+        elif not self.principal.rate_limited:
+            self._bucket, self._pre_auth = None, False
+        elif self._bucket is None or self._pre_auth:
             self._bucket = TokenBucket(limits.command_rate, limits.command_burst)
+            self._pre_auth = False
 
     def _refuse(
         self,
@@ -298,6 +313,12 @@ class Session:
     ) -> None:
         """Audit a refusal; ``coalesce``: alike ones (same outcome on this connection) share
         a record per :data:`~resofleet.gateway.guard.AUDIT_WINDOW` (a flood of rate-limited requests)."""
+        if self.principal is None:  # anyone: alike refusals per address, a prefix of the text
+            self.guard.refuse_unauthenticated(
+                outcome, client=self.client, reason=reason, server=server, command=command,
+                conn=self.conn_id, detail=detail,
+            )
+            return
         self.guard.refuse(
             outcome, client=self.client, reason=reason, principal=self.principal,
             server=server, command=command, conn=self.conn_id, detail=detail,
@@ -362,6 +383,7 @@ class Session:
         )
         # Reply first, then switch: the client sees `authenticated` before any event.
         self.principal = principal
+        self._connection.protocol.max_message_size = MAX_FRAME
         self._limit()
         self._identity.set()
         await self.fanout.changed()
@@ -438,10 +460,10 @@ class Session:
             self._refuse(Outcome.REJECTED_INPUT, exc.code.value, command=what, detail=exc.message)
             await self.send(error_for(exc, conn=self.conn_id, outcome=_refused_outcome(exc)))
             return
+        if await self._limited(message.id, _what(message), _not_run(message)):
+            return  # `auth` too: bad tokens cost a bucket like any frame
         if isinstance(message, Auth):
             await self._auth(message)
-            return
-        if await self._limited(message.id, _what(message), _not_run(message)):
             return
         principal = self.principal
         if principal is None:
