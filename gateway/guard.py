@@ -136,6 +136,19 @@ class Guard:
 
     # -- connections per address -----------------------------------------------------
 
+    def accept(self, address: str) -> int:
+        """Count one more TCP connection from ``address`` (a direct peer, at accept, before
+        its handshake), whatever the limit; how many it holds now, this one included. The
+        caller refuses one over the limit (429 at its handshake, or at once far over)."""
+        count = self._connections.get(address, 0) + 1
+        self._connections[address] = count
+        return count
+
+    def connections(self, address: str) -> int:
+        """Connections ``address`` holds (counted from accept, or from the handshake behind
+        a trusted proxy)."""
+        return self._connections.get(address, 0)
+
     def admit(self, address: str) -> bool:
         """Count one more connection from ``address``, unless it holds the limit already."""
         count = self._connections.get(address, 0)

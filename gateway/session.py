@@ -57,11 +57,9 @@ one (``pre_auth_rate``/``pre_auth_burst``), replaced by the principal's at the f
 rate_limited`` saying the limit and when to retry. Nothing is dropped silently: every
 request gets its reply or an error.
 
-Before authentication frames are also small: the edge sets ``pre_auth_frame`` (8 KiB + 256)
-as the connection's limit, and a good ``auth`` lifts it to 64 KiB. Refusals of an
-unauthenticated connection are audited per client address (alike ones share a record
-per second, across reconnections) with only a prefix of what it sent
-(:meth:`~resofleet.gateway.guard.Guard.refuse_unauthenticated`).
+Before authentication frames are small (the edge sets ``pre_auth_frame``; a good ``auth``
+lifts it to 64 KiB), and refusals are audited per client address with a prefix of the
+text (:meth:`~resofleet.gateway.guard.Guard.refuse_unauthenticated`).
 
 Audit. Every refused attempt is recorded through the :class:`~resofleet.gateway.guard.Guard`:
 unauthenticated requests, forbidden ones, requests naming a server outside the client's

@@ -17,7 +17,9 @@ from resofleet.contracts import Role
 from resofleet.gateway.security import Security
 from resofleet.gateway.settings import DEFAULT_PRE_AUTH_FRAME, Limits
 from resofleet.gateway.tokens import Keyring, new_secret
-from tests.integration.gateway.client import Client, RecordingClient
+from resofleet.gateway.server import OPEN_TIMEOUT
+from tests.integration.gateway.client import Client, RecordingClient, handshake_status
+from tests.support.timing import AT_ONCE
 
 from .conftest import servers_online
 
@@ -148,3 +150,55 @@ async def test_a_marker_record_survives_an_unauthenticated_flood(tmp_path, fleet
               f"{len(kept)} files, marker kept; {len(unauth)} unauthenticated records")
     finally:
         await audit.close()
+
+
+async def test_half_open_connections_count_against_the_address_until_the_handshake_deadline(audit_file, fleet):
+    """TCP connections that never finish their handshake hold their address's slots: with
+    the cap reached by silent sockets a handshake gets 429; the gateway drops each silent
+    socket at the handshake deadline, and then a client gets in."""
+    audit = await audit_file("gateway")
+    keyring = Keyring((new_secret(),))
+    await fleet.agent("l-1")
+    cap = 3
+    gateway = await fleet.gateway(
+        security=Security(keyring=keyring, limits=Limits(connections_per_address=cap)), audit=audit.log
+    )
+    token = keyring.issue(role=Role.VIEWER, sub="vic", ttl=600)
+    silent = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(cap)]
+    opened = asyncio.get_running_loop().time()
+    try:
+        assert await handshake_status(gateway.url, **bearer(token)) == 429
+
+        async def dropped(reader: asyncio.StreamReader) -> None:
+            assert await reader.read() == b""  # EOF: the gateway closed it
+
+        async with asyncio.timeout(OPEN_TIMEOUT + AT_ONCE):
+            await asyncio.gather(*(dropped(reader) for reader, _ in silent))
+        waited = asyncio.get_running_loop().time() - opened
+        assert waited >= OPEN_TIMEOUT * 0.9, waited
+        client = await fleet.client(gateway.url, cls=RecordingClient, **bearer(token))
+        await servers_online(client, ["l-1"])
+    finally:
+        for _, writer in silent:
+            writer.close()
+    refused = await audit.refusals("handshake_refused", 1)
+    assert refused[0]["reason"] == "too many connections"
+    print(f"\n{cap} silent sockets held the address's slots; dropped after {waited:.1f} s (open timeout {OPEN_TIMEOUT:g} s)")
+
+
+async def test_far_over_the_cap_tcp_connections_are_closed_at_accept(fleet):
+    """Past twice the per-address cap, a new TCP connection from that address is closed at
+    once, before it may send a byte: a flood of half-open sockets costs no handshake."""
+    keyring = Keyring((new_secret(),))
+    cap = 2
+    gateway = await fleet.gateway(security=Security(keyring=keyring, limits=Limits(connections_per_address=cap)))
+    silent = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(2 * cap)]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        async with asyncio.timeout(AT_ONCE):
+            assert await reader.read() == b""
+        writer.close()
+        assert gateway.guard.connections("127.0.0.1") == 2 * cap
+    finally:
+        for _, w in silent:
+            w.close()
