@@ -124,7 +124,8 @@ from .liveness import Liveness
 from .ratelimit import TokenBucket
 from .registry import Registry
 from .server import MAX_FRAME
-from .routing import Timeouts, Watch, answered, route, server_list, states_outcome, watch_for
+from .routing import Timeouts, Watch, answered, in_scope, route, server_list, states_outcome
+from .routing import viewed, watch_for
 from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
@@ -229,8 +230,7 @@ class Session:
             client = str(address[0]) if isinstance(address, tuple) and address else ""
         self.client = client
         self._bucket: TokenBucket | None = None
-        #: The bucket is the pre-authentication one (replaced, not kept, at the first auth).
-        self._pre_auth = False
+        self._pre_auth = False  # the bucket is the pre-authentication one
         self._limit()
         #: Per server, the epoch of the last output_history sent (see the module docstring).
         self._epochs: dict[str, str] = {}
@@ -272,7 +272,7 @@ class Session:
             while self._push_next is not None and self.principal is not None:
                 infos, self._push_next = self._push_next, None
                 listed = server_list(infos, pinned=self.pinned, principal=self.principal)
-                await self.send(ServersUpdate(servers=listed))
+                await self.send(viewed(ServersUpdate(servers=listed), self.principal))
         finally:
             self._push = None
 
@@ -289,15 +289,12 @@ class Session:
         """Give the session a token bucket when its principal is rate-limited. A renewal
         keeps the bucket it had: re-authenticating must not refill it."""
         limits = self.guard.security.limits
-        if self.principal is None:  # before authentication: its own small bucket
-            if self._bucket is None:
-                self._bucket = TokenBucket(limits.pre_auth_rate, limits.pre_auth_burst)
-                self._pre_auth = True
+        if self.principal is None:  # before authentication (only at the start): a small one
+            self._bucket, self._pre_auth = TokenBucket(limits.pre_auth_rate, limits.pre_auth_burst), True
         elif not self.principal.rate_limited:
             self._bucket, self._pre_auth = None, False
         elif self._bucket is None or self._pre_auth:
-            self._bucket = TokenBucket(limits.command_rate, limits.command_burst)
-            self._pre_auth = False
+            self._bucket, self._pre_auth = TokenBucket(limits.command_rate, limits.command_burst), False
 
     def _refuse(
         self,
@@ -312,11 +309,9 @@ class Session:
         """Audit a refusal; ``coalesce``: alike ones (same outcome on this connection) share
         a record per :data:`~resofleet.gateway.guard.AUDIT_WINDOW` (a flood of rate-limited requests)."""
         if self.principal is None:  # anyone: alike refusals per address, a prefix of the text
-            self.guard.refuse_unauthenticated(
+            return self.guard.refuse_unauthenticated(
                 outcome, client=self.client, reason=reason, server=server, command=command,
-                conn=self.conn_id, detail=detail,
-            )
-            return
+                conn=self.conn_id, detail=detail)
         self.guard.refuse(
             outcome, client=self.client, reason=reason, principal=self.principal,
             server=server, command=command, conn=self.conn_id, detail=detail,
@@ -487,7 +482,7 @@ class Session:
                 infos = server_list(
                     self.registry.snapshot(), pinned=self.pinned, principal=principal
                 )
-                await self.send(ServersUpdate(servers=infos, id=id))
+                await self.send(viewed(ServersUpdate(servers=infos, id=id), principal))
             case Subscribe():
                 await self._subscribe(message, principal)
             case _:
@@ -587,9 +582,13 @@ class Session:
             outcome = outcome_for(exc, handed=handed) if states else None
             reply = error_for(exc, id=id, server=request.server, conn=self.conn_id, outcome=outcome)
             log.info("conn=%s server=%s: %s: %s", self.conn_id, request.server, reply.code, exc)
+        principal = self.principal  # an `auth` since the request may have narrowed it
+        if principal is None or not in_scope(request.server, pinned=self.pinned, principal=principal):
+            log.info("conn=%s server=%s: reply dropped: out of scope", self.conn_id, request.server)
+            return
         if isinstance(reply, OutputHistory):
             self._epochs[request.server] = reply.epoch
-        await self.send(reply)
+        await self.send(viewed(reply, principal))
 
     async def send(self, message: ServerMessage) -> None:
         """Encode ``message`` once and send it; a closed connection is not an error."""
