@@ -26,7 +26,9 @@ request or raises :class:`~resofleet.contracts.errors.ContractError` with a code
 from __future__ import annotations
 
 import enum
+import itertools
 import re
+from array import array
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -106,6 +108,11 @@ _MAX_EPOCH = 64
 #: Most lines one ``get_output`` may ask for: ten rings' worth, so any ``limit`` a client
 #: needs fits, and one reply stays a few MB at most.
 _MAX_LIMIT = 100_000
+
+#: Deepest nesting of arrays and objects a frame may have. Every request is an object whose
+#: values are at most one list deep (2); 32 leaves room for any later field and is refused
+#: before the decoder sees it, so a frame of thousands of brackets costs one scan.
+MAX_NESTING: Final = 32
 
 ServerId = Annotated[str, Meta(max_length=_MAX_NAME)]
 #: ``world`` in a request: a name, or an index counted from 0 (shared with the bus).
@@ -473,8 +480,11 @@ def decode_client(frame: bytes | str) -> ClientMessage:
     """Decode one client frame into a request, or raise :class:`ContractError`.
 
     Errors carry ``unknown_type`` when the frame is a JSON object whose ``type`` is not a
-    request type, else ``bad_request``; the message names the offending field.
+    request type, else ``bad_request``; the message names the offending field. A frame
+    nested deeper than :data:`MAX_NESTING` is refused before it is decoded.
     """
+    if _nesting(frame) > MAX_NESTING:
+        raise ContractError(f"The message is nested too deeply (at most {MAX_NESTING} levels).")
     try:
         message = _decoder.decode(frame)
     except msgspec.ValidationError as exc:
@@ -494,6 +504,29 @@ def decode_client(frame: bytes | str) -> ClientMessage:
             exc.id, exc.request_type, exc.command = message.id, "command", message.command
             raise
     return message
+
+
+#: A JSON string (escapes included): brackets inside one do not nest.
+_JSON_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+#: Everything but brackets, to delete.
+_NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
+#: More consecutive opening brackets than :data:`MAX_NESTING` (what a flood looks like).
+_DEEP_RUN: Final = re.compile(r"[\[{]{%d}" % (MAX_NESTING + 1))
+#: Brackets as signed bytes: an opening one +1, a closing one -1.
+_DEPTH_STEP: Final = str.maketrans({"[": "\x01", "{": "\x01", "]": "\xff", "}": "\xff"})
+
+
+def _nesting(frame: bytes | str) -> int:
+    """How deep ``frame``'s arrays and objects nest (at most; a cheap scan, no decoding):
+    brackets outside strings are summed in C (``itertools.accumulate`` over signed bytes)."""
+    text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return 0  # cannot nest deeper: the common case costs two counts
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if _DEEP_RUN.search(brackets):
+        return MAX_NESTING + 1  # a run of openers alone is too deep: no need to sum
+    steps = array("b", brackets.translate(_DEPTH_STEP).encode("latin-1"))
+    return max(itertools.accumulate(steps), default=0)
 
 
 def _explain(frame: bytes | str, exc: msgspec.ValidationError) -> ContractError:

@@ -34,7 +34,14 @@ from .tokens import Revocations, TokenError
 if TYPE_CHECKING:
     from resofleet.contracts import AuditSink
 
-__all__ = ["GOSSIP_LIMIT", "Guard", "Outcome", "UNKNOWN_WHO"]
+__all__ = [
+    "GOSSIP_LIMIT",
+    "Guard",
+    "Outcome",
+    "UNAUTHENTICATED_DETAIL",
+    "UNAUTHENTICATED_ECHO",
+    "UNKNOWN_WHO",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,11 @@ UNKNOWN_WHO: Final = "-"
 #: record after the first: a client flooding at thousands per second would otherwise
 #: rotate every other record out of the audit log within a minute.
 AUDIT_WINDOW: Final = 1.0
+#: Characters kept of what a client that presented no token sent (a command, a type),
+#: in its audit records: enough to recognise a probe, too few to fill the log with it.
+UNAUTHENTICATED_ECHO: Final = 64
+#: Characters kept of the sentence such a client read (it may quote what it sent).
+UNAUTHENTICATED_DETAIL: Final = 256
 #: Kinds of refusals held back at once; beyond it (a flood from very many addresses or
 #: connections) each is recorded on its own, never dropped.
 MAX_HELD: Final = 10_000
@@ -124,6 +136,19 @@ class Guard:
 
     # -- connections per address -----------------------------------------------------
 
+    def accept(self, address: str) -> int:
+        """Count one more TCP connection from ``address`` (a direct peer, at accept, before
+        its handshake), whatever the limit; how many it holds now, this one included. The
+        caller refuses one over the limit (429 at its handshake, or at once far over)."""
+        count = self._connections.get(address, 0) + 1
+        self._connections[address] = count
+        return count
+
+    def connections(self, address: str) -> int:
+        """Connections ``address`` holds (counted from accept, or from the handshake behind
+        a trusted proxy)."""
+        return self._connections.get(address, 0)
+
     def admit(self, address: str) -> bool:
         """Count one more connection from ``address``, unless it holds the limit already."""
         count = self._connections.get(address, 0)
@@ -181,6 +206,27 @@ class Guard:
                 except RuntimeError:  # no running loop: nothing can be held back
                     pass
         self._record(**fields)
+
+    def refuse_unauthenticated(
+        self,
+        outcome: str,
+        *,
+        client: str,
+        reason: str,
+        server: str | None = None,
+        command: str | None = None,
+        conn: str = "-",
+        detail: str | None = None,
+    ) -> None:
+        """:meth:`refuse` for a connection without a principal: anyone can make these, so
+        alike ones share a record per client address (not per connection: reconnecting
+        does not open a new window), and only a prefix of what was sent is kept."""
+        self.refuse(
+            outcome, client=client, reason=reason, server=server,
+            command=None if command is None else command[:UNAUTHENTICATED_ECHO],
+            conn=conn, detail=None if detail is None else detail[:UNAUTHENTICATED_DETAIL],
+            coalesce=("unauthenticated", client, reason),
+        )
 
     def _release(self, key: tuple[str, Hashable]) -> None:
         """End a window: write the summary of what it held, if anything."""

@@ -39,6 +39,7 @@ __all__ = [
     "client_address",
     "find_token",
     "host_allowed",
+    "is_trusted",
     "login_cookie",
     "login_page",
     "logout_cookie",
@@ -83,6 +84,12 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Sequence[Network]) -> bool:
     return any(ip.version == net.version and ip in net for net in proxies)
+
+
+def is_trusted(peer: str, trusted_proxies: Sequence[Network]) -> bool:
+    """Whether ``peer`` (an address as the socket gives it) is a trusted proxy."""
+    ip = _ip(peer)
+    return ip is not None and bool(trusted_proxies) and _trusted(ip, trusted_proxies)
 
 
 def client_address(

@@ -27,6 +27,12 @@ request goes as it came and the agent answers ``reset`` (see
 
 Authorisation is checked here too, in :func:`authorize`, and nowhere else.
 
+Views: what a reply shows depends on who reads it (:func:`viewed`). Below
+:data:`HOSTS_ROLE` a client sees no agent host name or agent name (``servers_update``), no
+process id and no host memory total (``status_update``); below :data:`MACHINE_IDS_ROLE` no
+machine ids of bans (``bans_update``). The fields stay, emptied: the published messages
+keep their shape.
+
 Outcome: replies to the requests that change something (:data:`STATING_TYPES`, commands
 and container actions) say whether they ran. An agent states it in its replies;
 :func:`answered` fills it in for an agent from before the field (its ``command_response``
@@ -45,6 +51,7 @@ import msgspec
 
 from resofleet.contracts import (
     CONTAINER_ROLE,
+    BansUpdate,
     BusRequest,
     ClientMessage,
     Command,
@@ -65,7 +72,9 @@ from resofleet.contracts import (
     Role,
     RunCommand,
     ServerInfo,
+    ServersUpdate,
     StatusRequest,
+    StatusUpdate,
     Subscribe,
     WorldsRequest,
     command_name,
@@ -88,6 +97,8 @@ from .identity import Principal
 __all__ = [
     "BUS_TYPES",
     "CONTAINER_TIMEOUT",
+    "HOSTS_ROLE",
+    "MACHINE_IDS_ROLE",
     "COMMAND_TIMEOUT",
     "OUTPUT_TIMEOUT",
     "QUERY_TIMEOUT",
@@ -99,11 +110,13 @@ __all__ = [
     "answered",
     "authorize",
     "check_server",
+    "in_scope",
     "output_lines",
     "pick_server",
     "route",
     "server_list",
     "states_outcome",
+    "viewed",
     "visible_servers",
     "watch_for",
     "with_id",
@@ -348,3 +361,49 @@ def server_list(
 ) -> list[ServerInfo]:
     """The entries of ``servers_update`` this client may see."""
     return [i for i in infos if _in_scope(i.server, pinned=pinned, principal=principal)]
+
+
+# --------------------------------------------------------------------------------------
+# views
+
+
+#: Least role that sees where servers run: host and agent names, process ids, host memory
+#: totals (operators run the hosts; a viewer of a hosting provider is a tenant).
+HOSTS_ROLE: Final = Role.OPERATOR
+#: Least role that sees the machine ids of bans (moderators ban and unban by them).
+MACHINE_IDS_ROLE: Final = Role.MODERATOR
+
+
+def in_scope(server: str, *, pinned: str | None, principal: Principal) -> bool:
+    """Whether this client may see ``server`` (its scope and its pinned server)."""
+    return _in_scope(server, pinned=pinned, principal=principal)
+
+
+def viewed(message: M, principal: Principal) -> M:
+    """``message`` as ``principal`` may see it (see *Views* above): the same object when
+    nothing is hidden from it, else a copy with the hidden fields emptied."""
+    if isinstance(message, ServersUpdate):
+        if principal.may(HOSTS_ROLE):
+            return message
+        return msgspec.structs.replace(  # type: ignore[return-value]
+            message, servers=[_hide_host(i) for i in message.servers]
+        )
+    if isinstance(message, StatusUpdate):
+        if principal.may(HOSTS_ROLE):
+            return message
+        status = msgspec.structs.replace(
+            message.status, id="", memory_total="", memory_total_bytes=0
+        )
+        return msgspec.structs.replace(message, status=status)  # type: ignore[return-value]
+    if isinstance(message, BansUpdate):
+        if principal.may(MACHINE_IDS_ROLE) or not any(b.machineIds for b in message.bans):
+            return message
+        bans = [msgspec.structs.replace(b, machineIds=[]) for b in message.bans]
+        return msgspec.structs.replace(message, bans=bans)  # type: ignore[return-value]
+    return message
+
+
+def _hide_host(info: ServerInfo) -> ServerInfo:
+    if not info.host and not info.agent:
+        return info
+    return msgspec.structs.replace(info, host="", agent="")

@@ -26,6 +26,14 @@ Before a WebSocket handshake is accepted (:mod:`resofleet.gateway.handshake` dec
    expired, signed with an unknown secret, revoked ...): 401 with the reason;
 4. the client address already holds ``connections_per_address`` connections: 429.
 
+Connections are counted from the TCP accept, not from the handshake: a socket that opens
+and never sends its request holds its address's slot until the handshake deadline
+(:data:`OPEN_TIMEOUT`) closes it, so half-open sockets cannot go around the limit. A direct
+peer is counted at accept; past the limit its handshake is answered 429, past
+:data:`ACCEPT_FACTOR` times the limit the TCP connection is closed at once, before a byte
+is read. Behind a trusted proxy the proxy's address is not limited (it carries many
+clients); each forwarded client is counted at its handshake instead.
+
 A connection with no token at all is accepted unauthenticated when the gateway has a
 secret: it must send ``auth`` within the auth timeout (see :mod:`resofleet.gateway.session`).
 Every refusal is audited with outcome ``handshake_refused``.
@@ -58,6 +66,7 @@ from .handshake import (
     client_address,
     find_token,
     host_allowed,
+    is_trusted,
     login_cookie,
     login_page,
     logout_cookie,
@@ -69,6 +78,7 @@ from .redact import RedactingLogger
 from .tokens import TokenError
 
 __all__ = [
+    "ACCEPT_FACTOR",
     "CLOSE_TIMEOUT",
     "Edge",
     "MAX_FRAME",
@@ -92,8 +102,14 @@ PING_TIMEOUT: Final = 20.0
 #: Seconds the closing handshake may take before the TCP connection is dropped. Bounds how
 #: long a client cut off for slowness keeps its buffer, and how long shutdown waits on one.
 CLOSE_TIMEOUT: Final = 5.0
-#: Seconds a client has to complete the opening handshake.
+#: Seconds a client has to complete the opening handshake (TLS included) from the TCP
+#: accept: a real client needs one round trip; a silent socket holds its address's slot no
+#: longer than this.
 OPEN_TIMEOUT: Final = 10.0
+#: Connections from one direct peer, as a multiple of ``connections_per_address``, past
+#: which a new TCP connection is closed at accept: up to it an over-limit client reads a
+#: 429 saying why, past it a flood of sockets costs nothing but the accept.
+ACCEPT_FACTOR: Final = 2
 #: Frames received and not yet handled that one connection may buffer before websockets
 #: stops reading its socket (TCP backpressure on a client that floods).
 MAX_QUEUE: Final = 16
@@ -132,6 +148,30 @@ class Admission:
 
 
 SessionHandler = Callable[[ServerConnection, Admission], Awaitable[None]]
+
+
+class _Counted(ServerConnection):
+    """A connection counted against its peer's address from the TCP accept to the end of
+    the TCP connection (see the module docstring)."""
+
+    #: Set on the class by each :class:`Edge` (its own subclass): the edge to report to.
+    edge: Edge
+    #: The peer address counted at accept; ``None``: not counted (a trusted proxy).
+    counted: str | None = None
+    #: Whether the peer was over its limit when this one was accepted.
+    over_limit: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.edge._on_accept(self, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            if self.counted is not None:
+                self.edge.guard.release(self.counted)
+                self.counted = None
 
 
 class Edge:
@@ -176,6 +216,7 @@ class Edge:
         return f"{scheme}://{host}:{self.port}/ws"
 
     async def start(self) -> None:
+        counted = type("Counted", (_Counted,), {"edge": self})
         self._server = await serve(
             self._on_connection,
             self.host,
@@ -194,6 +235,7 @@ class Edge:
             compression="deflate" if self._compression else None,
             server_header="resofleet",
             logger=RedactingLogger(logging.getLogger("websockets.server")),
+            create_connection=counted,
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
 
@@ -207,6 +249,28 @@ class Edge:
     async def wait_closed(self) -> None:
         if self._server is not None:
             await self._server.wait_closed()
+
+    # -- TCP -------------------------------------------------------------------------
+
+    def _on_accept(self, connection: _Counted, transport: asyncio.BaseTransport) -> None:
+        """Count a new TCP connection against its peer, unless the peer is a trusted proxy;
+        far over the limit, close it at once (audited, alike ones summed per second)."""
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        security = self.guard.security
+        if not address or is_trusted(address, security.trusted_proxies):
+            return
+        address = client_address(address, (), security.trusted_proxies)  # as _client() says
+        count = self.guard.accept(address)
+        connection.counted = address
+        limit = security.limits.connections_per_address
+        connection.over_limit = count > limit
+        if count > ACCEPT_FACTOR * limit:
+            self.guard.refuse(
+                Outcome.HANDSHAKE_REFUSED, client=address, reason="too many connections",
+                command="accept", coalesce=(address, "accept"),
+            )
+            transport.abort()
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -303,7 +367,12 @@ class Edge:
             return refuse(
                 HTTPStatus.UNAUTHORIZED, problem.reason, f"unauthorized: {problem.message}"
             )
-        if not guard.admit(client):
+        counted = connection.counted if isinstance(connection, _Counted) else None
+        if counted is not None:  # a direct peer, counted at accept: client is the peer
+            over = connection.over_limit if isinstance(connection, _Counted) else False
+        else:  # behind a trusted proxy: count the forwarded client now
+            over = not guard.admit(client)
+        if over:
             limit = guard.security.limits.connections_per_address
             return refuse(
                 HTTPStatus.TOO_MANY_REQUESTS,
@@ -311,11 +380,14 @@ class Edge:
                 f"too many connections: at most {limit} per client address; close some "
                 "(or raise [gateway.limits] connections_per_address)",
             )
-        release = asyncio.get_running_loop().create_task(
-            self._release_when_closed(connection, client), name=f"release:{client}"
-        )
-        self._releases.add(release)
-        release.add_done_callback(self._releases.discard)
+        if counted is None:
+            release = asyncio.get_running_loop().create_task(
+                self._release_when_closed(connection, client), name=f"release:{client}"
+            )
+            self._releases.add(release)
+            release.add_done_callback(self._releases.discard)
+        if principal is None:  # small frames until it authenticates (the session lifts it)
+            connection.protocol.max_message_size = guard.security.limits.pre_auth_frame
         self._accepted[connection] = Admission(target, principal, client, source)
         return None  # go on with the WebSocket handshake
 

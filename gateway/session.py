@@ -50,10 +50,16 @@ established, or with none (the gateway has a secret and the client presented no 
 - when the principal's token expires without renewal the connection is closed with 4401
   "token expired"; when it is revoked, with 4403 "token revoked" (by the gateway).
 
-Rate limit. Sessions of a viewer, moderator or operator, and sessions not authenticated
-yet, have a token bucket (:mod:`resofleet.gateway.ratelimit`): every frame but ``auth`` spends one;
-an empty bucket answers ``error rate_limited`` saying the limit and when to retry. Nothing
-is dropped silently: every request gets its reply or an error.
+Rate limit. Sessions of a viewer, moderator or operator have a token bucket
+(:mod:`resofleet.gateway.ratelimit`); sessions not authenticated yet have their own, smaller
+one (``pre_auth_rate``/``pre_auth_burst``), replaced by the principal's at the first good
+``auth``. Every frame spends one, ``auth`` included; an empty bucket answers ``error
+rate_limited`` saying the limit and when to retry. Nothing is dropped silently: every
+request gets its reply or an error.
+
+Before authentication frames are small (the edge sets ``pre_auth_frame``; a good ``auth``
+lifts it to 64 KiB), and refusals are audited per client address with a prefix of the
+text (:meth:`~resofleet.gateway.guard.Guard.refuse_unauthenticated`).
 
 Audit. Every refused attempt is recorded through the :class:`~resofleet.gateway.guard.Guard`:
 unauthenticated requests, forbidden ones, requests naming a server outside the client's
@@ -117,7 +123,9 @@ from .identity import Principal
 from .liveness import Liveness
 from .ratelimit import TokenBucket
 from .registry import Registry
-from .routing import Timeouts, Watch, answered, route, server_list, states_outcome, watch_for
+from .server import MAX_FRAME
+from .routing import Timeouts, Watch, answered, in_scope, route, server_list, states_outcome
+from .routing import viewed, watch_for
 from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
@@ -222,6 +230,7 @@ class Session:
             client = str(address[0]) if isinstance(address, tuple) and address else ""
         self.client = client
         self._bucket: TokenBucket | None = None
+        self._pre_auth = False  # the bucket is the pre-authentication one
         self._limit()
         #: Per server, the epoch of the last output_history sent (see the module docstring).
         self._epochs: dict[str, str] = {}
@@ -263,7 +272,7 @@ class Session:
             while self._push_next is not None and self.principal is not None:
                 infos, self._push_next = self._push_next, None
                 listed = server_list(infos, pinned=self.pinned, principal=self.principal)
-                await self.send(ServersUpdate(servers=listed))
+                await self.send(viewed(ServersUpdate(servers=listed), self.principal))
         finally:
             self._push = None
 
@@ -279,12 +288,13 @@ class Session:
     def _limit(self) -> None:
         """Give the session a token bucket when its principal is rate-limited. A renewal
         keeps the bucket it had: re-authenticating must not refill it."""
-        limited = self.principal is None or self.principal.rate_limited
-        if not limited:
-            self._bucket = None
-        elif self._bucket is None:
-            limits = self.guard.security.limits
-            self._bucket = TokenBucket(limits.command_rate, limits.command_burst)
+        limits = self.guard.security.limits
+        if self.principal is None:  # before authentication (only at the start): a small one
+            self._bucket, self._pre_auth = TokenBucket(limits.pre_auth_rate, limits.pre_auth_burst), True
+        elif not self.principal.rate_limited:
+            self._bucket, self._pre_auth = None, False
+        elif self._bucket is None or self._pre_auth:
+            self._bucket, self._pre_auth = TokenBucket(limits.command_rate, limits.command_burst), False
 
     def _refuse(
         self,
@@ -298,6 +308,10 @@ class Session:
     ) -> None:
         """Audit a refusal; ``coalesce``: alike ones (same outcome on this connection) share
         a record per :data:`~resofleet.gateway.guard.AUDIT_WINDOW` (a flood of rate-limited requests)."""
+        if self.principal is None:  # anyone: alike refusals per address, a prefix of the text
+            return self.guard.refuse_unauthenticated(
+                outcome, client=self.client, reason=reason, server=server, command=command,
+                conn=self.conn_id, detail=detail)
         self.guard.refuse(
             outcome, client=self.client, reason=reason, principal=self.principal,
             server=server, command=command, conn=self.conn_id, detail=detail,
@@ -362,6 +376,7 @@ class Session:
         )
         # Reply first, then switch: the client sees `authenticated` before any event.
         self.principal = principal
+        self._connection.protocol.max_message_size = MAX_FRAME
         self._limit()
         self._identity.set()
         await self.fanout.changed()
@@ -438,10 +453,10 @@ class Session:
             self._refuse(Outcome.REJECTED_INPUT, exc.code.value, command=what, detail=exc.message)
             await self.send(error_for(exc, conn=self.conn_id, outcome=_refused_outcome(exc)))
             return
+        if await self._limited(message.id, _what(message), _not_run(message)):
+            return  # `auth` too: bad tokens cost a bucket like any frame
         if isinstance(message, Auth):
             await self._auth(message)
-            return
-        if await self._limited(message.id, _what(message), _not_run(message)):
             return
         principal = self.principal
         if principal is None:
@@ -467,7 +482,7 @@ class Session:
                 infos = server_list(
                     self.registry.snapshot(), pinned=self.pinned, principal=principal
                 )
-                await self.send(ServersUpdate(servers=infos, id=id))
+                await self.send(viewed(ServersUpdate(servers=infos, id=id), principal))
             case Subscribe():
                 await self._subscribe(message, principal)
             case _:
@@ -567,9 +582,13 @@ class Session:
             outcome = outcome_for(exc, handed=handed) if states else None
             reply = error_for(exc, id=id, server=request.server, conn=self.conn_id, outcome=outcome)
             log.info("conn=%s server=%s: %s: %s", self.conn_id, request.server, reply.code, exc)
+        principal = self.principal  # an `auth` since the request may have narrowed it
+        if principal is None or not in_scope(request.server, pinned=self.pinned, principal=principal):
+            log.info("conn=%s server=%s: reply dropped: out of scope", self.conn_id, request.server)
+            return
         if isinstance(reply, OutputHistory):
             self._epochs[request.server] = reply.epoch
-        await self.send(reply)
+        await self.send(viewed(reply, principal))
 
     async def send(self, message: ServerMessage) -> None:
         """Encode ``message`` once and send it; a closed connection is not an error."""

@@ -27,6 +27,9 @@ __all__ = [
     "DEFAULT_CONNECTIONS_PER_ADDRESS",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "DEFAULT_PRE_AUTH_BURST",
+    "DEFAULT_PRE_AUTH_FRAME",
+    "DEFAULT_PRE_AUTH_RATE",
     "GatewaySettings",
     "Limits",
     "MIN_SECRET_LENGTH",
@@ -48,6 +51,16 @@ DEFAULT_COMMAND_BURST: Final = 50
 #: WebSocket connections one client address may hold on one gateway: a dashboard opens a
 #: few; a NAT of many users stays under it; one host cannot exhaust the gateway's sockets.
 DEFAULT_CONNECTIONS_PER_ADDRESS: Final = 256
+#: Frames per second a connection not authenticated yet may send, ``auth`` included, and
+#: the burst above it: a client authenticates in its first frame or two; anything more
+#: before a token is a probe, answered ``rate_limited`` at almost no cost.
+DEFAULT_PRE_AUTH_RATE: Final = 1.0
+DEFAULT_PRE_AUTH_BURST: Final = 5
+#: Largest frame, in bytes, a connection not authenticated yet may send (over it: 1009):
+#: an ``auth`` frame carrying the longest token accepted (8 KiB, ``handshake.MAX_TOKEN``;
+#: a token scoped to 64 long patterns is about 6 KiB) with room for its id. Authenticated
+#: connections get the full 64 KiB; a typical token is 300 bytes.
+DEFAULT_PRE_AUTH_FRAME: Final = 8 * 1024 + 256
 #: Shortest secret accepted, in characters: HS256 wants a key of at least 256 bits, which
 #: ``secrets.token_urlsafe(32)`` (43 characters) gives.
 MIN_SECRET_LENGTH: Final = 32
@@ -89,6 +102,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     command_rate: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_COMMAND_RATE
     command_burst: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_COMMAND_BURST
     connections_per_address: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_CONNECTIONS_PER_ADDRESS
+    #: Frames per second (``auth`` included) before authentication, per connection.
+    pre_auth_rate: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_PRE_AUTH_RATE
+    pre_auth_burst: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_PRE_AUTH_BURST
+    #: Largest frame before authentication, in bytes (at most the 64 KiB of every frame).
+    pre_auth_frame: Annotated[int, msgspec.Meta(ge=256, le=64 * 1024)] = DEFAULT_PRE_AUTH_FRAME
 
 
 class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

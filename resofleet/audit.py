@@ -37,6 +37,13 @@ Why the writer is built this way:
   larger); ``path`` becomes ``path.1``, ``path.1`` becomes ``path.2`` and so on, keeping
   ``backups`` old files.
 
+- Budgets: a source (a token's ``who``; every unauthenticated client, ``"-"``, together)
+  writes at most ``budget_bytes`` per :data:`BUDGET_WINDOW`; past it its records are
+  counted, and one ``{"outcome": "audit_suppressed", "who": ..., "count": N}`` record per
+  source says so when the window ends (or at flush and close). A flood from one source
+  thus cannot rotate the others' records away. Admins are not budgeted (nothing they do
+  is a flood to contain, and their commands are the ones an audit is for).
+
 "No audit log" is ``None``: code that takes an audit log accepts ``AuditLog | None`` and
 records only when it has one. Whoever creates an :class:`AuditLog` starts and closes it.
 """
@@ -61,6 +68,8 @@ __all__ = [
     "AuditLog",
     "AuditLogUnavailable",
     "BACKUPS",
+    "BUDGET_BYTES",
+    "BUDGET_WINDOW",
     "CLOSE_TIMEOUT",
     "FIELD_LIMIT",
     "FLUSH_INTERVAL",
@@ -89,6 +98,16 @@ MAX_PENDING: Final = 10_000
 #: command is a few hundred characters; anything longer is an attempt, and its start is
 #: enough to recognise it.
 FIELD_LIMIT: Final = 1024
+#: Bytes one source may write per :data:`BUDGET_WINDOW`: a few thousand records, far more
+#: than a person's commands in ten minutes; at this rate one source needs ten hours to
+#: fill the :data:`MAX_BYTES` x (:data:`BACKUPS` + 1) kept on disk.
+BUDGET_BYTES: Final = 1024 * 1024
+#: Seconds a budget lasts before every source's starts again.
+BUDGET_WINDOW: Final = 600.0
+#: Sources budgeted at once; past it, new ones share one budget (``"*"``).
+MAX_SOURCES: Final = 10_000
+#: The role whose records are never budgeted.
+UNBUDGETED_ROLE: Final = "admin"
 #: Seconds :meth:`AuditLog.flush` and :meth:`AuditLog.close` wait for the disk: a healthy
 #: fsync takes milliseconds; past this the disk is failing and shutdown must go on.
 CLOSE_TIMEOUT: Final = 10.0
@@ -161,6 +180,8 @@ class AuditLog:
         backups: int = BACKUPS,
         flush_interval: float = FLUSH_INTERVAL,
         max_pending: int = MAX_PENDING,
+        budget_bytes: int | None = BUDGET_BYTES,
+        budget_window: float = BUDGET_WINDOW,
     ) -> None:
         if max_bytes < 1 or backups < 0 or flush_interval < 0 or max_pending < 1:
             raise ValueError("max_bytes and max_pending must be positive, backups and flush_interval not negative")
@@ -170,6 +191,14 @@ class AuditLog:
         self.backups = backups
         self.flush_interval = flush_interval
         self.max_pending = max_pending
+        #: Bytes per source per window (``None``: no budget; see the module docstring).
+        self.budget_bytes = budget_bytes
+        self.budget_window = budget_window
+        self._spent: dict[str, int] = {}
+        self._suppressed: dict[str, int] = {}
+        self._window_end = time.monotonic() + budget_window
+        #: Records counted instead of written because their source was over its budget.
+        self.suppressed = 0
         #: Records lost: to a full queue, a failed write, or a call after :meth:`close`.
         self.dropped = 0
         #: Records written and fsynced so far (the ``audit_dropped`` markers not counted).
@@ -249,7 +278,10 @@ class AuditLog:
                     truncated = True
             if truncated:
                 entry["truncated"] = True
-            self._pending.append(encode_record(entry))
+            data = encode_record(entry)
+            if self.budget_bytes is not None and role != UNBUDGETED_ROLE and self._over(who, len(data)):
+                return
+            self._pending.append(data)
             self._recorded += 1
             self._arrived.set()
             if len(self._pending) >= self.max_pending // 2:
@@ -258,6 +290,39 @@ class AuditLog:
             self.dropped += 1
             self._unreported += 1
             log.exception("audit log %s: a record could not be encoded", self.path)
+
+    def _over(self, who: str, size: int) -> bool:
+        """Charge ``size`` bytes to ``who``'s budget; True (and counted) if over it."""
+        now = time.monotonic()
+        if now >= self._window_end:
+            self._end_window(now)
+        if who not in self._spent and len(self._spent) >= MAX_SOURCES:
+            who = "*"
+        spent = self._spent.get(who, 0) + size
+        if self.budget_bytes is not None and spent > self.budget_bytes:
+            self._suppressed[who] = self._suppressed.get(who, 0) + 1
+            self.suppressed += 1
+            return True
+        self._spent[who] = spent
+        return False
+
+    def _end_window(self, now: float) -> None:
+        """Start every source's budget again, after the summaries of what it held back."""
+        self._report_suppressed()
+        self._spent.clear()
+        self._window_end = now + self.budget_window
+
+    def _report_suppressed(self) -> None:
+        """Queue one ``audit_suppressed`` record per source held back since the last one."""
+        for who, count in self._suppressed.items():
+            self._pending.append(encode_record({
+                "time": utc_now(), "source": self.source, "who": who, "role": "", "client": "",
+                "server": None, "command": None, "outcome": "audit_suppressed", "duration": None,
+                "count": count, "window": self.budget_window,
+            }))
+            self._recorded += 1
+            self._arrived.set()
+        self._suppressed.clear()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -278,6 +343,8 @@ class AuditLog:
         """Write and fsync everything recorded so far (within :data:`CLOSE_TIMEOUT`)."""
         if self._writer is None or self._writer.done():
             return
+        if self._suppressed:  # say now what the window held back so far (budgets go on)
+            self._report_suppressed()
         if self._settled >= self._recorded and not self._unreported:
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -291,6 +358,8 @@ class AuditLog:
         """Flush, fsync and close the file; idempotent. Records made after it are lost."""
         if self._closed:
             return
+        if self._suppressed:
+            self._report_suppressed()
         self._closing = True
         writer = self._writer
         if writer is None and self._pending:

@@ -258,3 +258,30 @@ async def test_half_line_left_by_a_crash_is_ended_first(tmp_path: Path):
     await log.close()
     broken, line = lines(path)
     assert broken.startswith(b'{"time"') and json.loads(line)["command"] == "kick Bob0"
+
+
+async def test_one_source_past_its_budget_is_summed_and_cannot_rotate_the_others_away(tmp_path: Path):
+    """A source (a token's sub, or every unauthenticated client together) writes at most
+    its budget per window: the rest is counted in one `audit_suppressed` record, so a
+    flood from one source leaves another's earlier record in the files. Admins are exempt."""
+    path = tmp_path / "gateway.jsonl"
+    log = AuditLog(path, source="gateway", max_bytes=8 * 1024, backups=1, budget_bytes=4 * 1024)
+    await log.start()
+    try:
+        log.record(who="alice", role="viewer", client="10.0.0.1", server="eu-1", command="marker",
+                   outcome="forbidden")
+        for i in range(2_000):
+            log.record(who="-", role="", client=f"10.9.{i // 250}.{i % 250}", server=None,
+                       command="kick " + "A" * 200, outcome="unauthenticated")
+        for _ in range(20):
+            log.record(who="root", role="admin", client="10.0.0.2", server="eu-1",
+                       command="save", outcome="ok")
+        await log.flush()
+    finally:
+        await log.close()
+    kept = [r for p in sorted(tmp_path.glob("gateway.jsonl*")) for r in records(p)]
+    assert any(r["command"] == "marker" for r in kept)
+    flood = [r for r in kept if r["outcome"] == "unauthenticated"]
+    summary = [r for r in kept if r["outcome"] == "audit_suppressed"]
+    assert summary and summary[0]["who"] == "-" and summary[0]["count"] == 2_000 - len(flood)
+    assert len([r for r in kept if r["who"] == "root"]) == 20

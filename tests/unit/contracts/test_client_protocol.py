@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from resofleet import contracts
+from resofleet.contracts.client import MAX_NESTING
 from resofleet.contracts import (
     Ban,
     BansUpdate,
@@ -25,6 +26,7 @@ from resofleet.contracts import (
     World,
     WorldsUpdate,
     decode_client,
+    Subscribe,
     encode_server,
 )
 
@@ -284,3 +286,30 @@ def test_integers_at_the_bound_decode():
     message = decode_client(f'{{"type":"get_output","since":{top},"id":{top}}}')
     assert (message.since, message.id) == (top, top)
     assert decode_client(f'{{"type":"command","command":"users","world":{top}}}').world == top
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"ping","x":' + "[" * 40 + "]" * 40 + "}",
+        '{"type":"ping","x":' + '{"a":' * 40 + "1" + "}" * 40 + "}",
+        "[" * 60_000,  # never closed: refused on depth alone
+        '{"type":"subscribe","servers":' + "[" * 5_000 + '"a"' + "]" * 5_000 + "}",
+    ],
+    ids=["arrays", "objects", "unclosed", "in-a-field"],
+)
+def test_frames_nested_past_the_bound_are_refused_before_decoding(frame):
+    """A frame nested deeper than MAX_NESTING is bad_request, saying so, whatever it holds."""
+    with pytest.raises(ContractError) as info:
+        decode_client(frame)
+    assert info.value.code == ErrorCode.BAD_REQUEST
+    assert f"at most {MAX_NESTING} levels" in info.value.message
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    """Brackets inside a string (a command, an escaped quote before them) are text, not depth."""
+    command = 'say "[[[[' + "[" * 100 + '\\"' + "{" * 100
+    message = decode_client(json.dumps({"type": "command", "command": command, "server": "eu-1"}))
+    assert isinstance(message, Command) and message.command == command
+    nested = {"type": "subscribe", "servers": ["a", "b"]}
+    assert decode_client(json.dumps(nested)) == Subscribe(servers=["a", "b"])

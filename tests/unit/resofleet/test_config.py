@@ -187,7 +187,8 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
         ({"gateway": {"secrte": SECRET}}, "gateway.secrte is not a known key (known: host, port, secret, "
          "old_secrets, origins, trusted_proxies, revoked, hosts, limits, audit_log, compression)"),
         ({"gateway": {"limits": {"rate": 1}}},
-         "gateway.limits.rate is not a known key (known: command_rate, command_burst, connections_per_address)"),
+         "gateway.limits.rate is not a known key (known: command_rate, command_burst, connections_per_address, "
+         "pre_auth_rate, pre_auth_burst, pre_auth_frame)"),
         ({"agent": {"status": 1}}, "agent.status is not a known key (known: name, status_interval, "
          "worlds_interval, bans_interval, audit_log, health)"),
         ({"bus": {"uri": "amqp://x/"}}, "bus.uri is not a known key (known: url, prefix, requesters)"),
