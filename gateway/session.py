@@ -37,6 +37,9 @@ restarted. Only answers count, not the live stream: a ``since`` is read in an ep
 connection answered for, never guessed from lines that may belong to a later epoch than
 the one the client counts in. At most one entry per server that answered.
 
+Backpressure (:mod:`resofleet.gateway.backpressure`): a client that does not read has no
+more requests read, and no more replies written (1013), past its bound of unsent bytes.
+
 Identity. A session starts with the :class:`~resofleet.gateway.identity.Principal` its handshake
 established, or with none (the gateway has a secret and the client presented no token):
 
@@ -51,7 +54,8 @@ established, or with none (the gateway has a secret and the client presented no 
   "token expired"; when it is revoked, with 4403 "token revoked" (by the gateway).
 
 Rate limit. Sessions of a viewer, moderator or operator, and sessions not authenticated
-yet, have a token bucket (:mod:`resofleet.gateway.ratelimit`): every frame but ``auth`` spends one;
+yet, have a token bucket (:mod:`resofleet.gateway.ratelimit`): every frame but ``auth`` spends one
+(a long ``subscribe`` more, :func:`~resofleet.gateway.ratelimit.cost`);
 an empty bucket answers ``error rate_limited`` saying the limit and when to retry. Nothing
 is dropped silently: every request gets its reply or an error.
 
@@ -99,6 +103,7 @@ from resofleet.contracts import (
     encode_server,
 )
 
+from .backpressure import close, room, unsent
 from .errors import (
     CLOSE_TOO_SLOW,
     CLOSE_UNAUTHENTICATED,
@@ -111,13 +116,14 @@ from .errors import (
     error_for,
     outcome_for,
 )
-from .fanout import Fanout
+from .fanout import SUBSCRIBE_BIND_WAIT, Fanout
 from .guard import Guard, Outcome
 from .identity import Principal
 from .liveness import Liveness
-from .ratelimit import TokenBucket
+from .ratelimit import TokenBucket, cost
 from .registry import Registry
-from .routing import Timeouts, Watch, answered, route, server_list, states_outcome, watch_for
+from .routing import Timeouts, Watch, answered, page, route, server_list, states_outcome
+from .routing import watch_for
 from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
@@ -271,7 +277,7 @@ class Session:
         """Close the connection with ``code`` (once), without waiting for it."""
         if self._closer is None:
             self._closer = asyncio.get_running_loop().create_task(
-                self._connection.close(code, reason), name=f"close:{self.conn_id}"
+                close(self._connection, code, reason), name=f"close:{self.conn_id}"
             )
 
     # -- identity --------------------------------------------------------------------
@@ -364,20 +370,21 @@ class Session:
         self.principal = principal
         self._limit()
         self._identity.set()
-        await self.fanout.changed()
+        await self.fanout.changed(self)
         log.info(
             "conn=%s server=%s: %s as %s (%s)", self.conn_id, self.pinned or "*",
             "renewed" if renewed else "authenticated", principal.sub, principal.role.label,
         )
 
     async def _limited(
-        self, id: RequestId | None, what: str | None, outcome: CommandOutcome | None = None
+        self, id: RequestId | None, what: str | None, outcome: CommandOutcome | None = None,
+        *, cost: float = 1.0,
     ) -> bool:
-        """Spend one request from the bucket; False if allowed, else answer rate_limited
+        """Spend ``cost`` tokens from the bucket; False if allowed, else answer rate_limited
         (with ``outcome``, for a request that states one)."""
         if self._bucket is None:
             return False
-        retry = self._bucket.take()
+        retry = self._bucket.take(cost)
         if retry <= 0.0:
             return False
         self._refuse(Outcome.RATE_LIMITED, "over the request rate", command=what, coalesce=True)
@@ -391,13 +398,18 @@ class Session:
     async def run(self) -> None:
         """Serve the connection until it closes."""
         watchdog = asyncio.create_task(self._watch_identity(), name=f"identity:{self.conn_id}")
-        await self.fanout.add(self)
+        self.fanout.add(self)  # at once: the broker's bindings follow in the background
         try:
-            async for frame in self._connection:
-                await self._on_frame(frame)
+            while True:  # past its bound unsent, a client has no more requests read
+                if (over := await room(self._connection, self.fanout.slow_client_buffer)) > 0:
+                    self.fanout.cut(self, over)
+                frame = await self._connection.recv()
+                if self._closer is None:  # closing: what still arrives is not answered
+                    await self._on_frame(frame)
         except ConnectionClosed:
             pass
         finally:
+            self.fanout.remove(self)  # first: whatever happens below, nothing stays bound
             watchdog.cancel()
             if self._push is not None:
                 self._push.cancel()
@@ -405,7 +417,6 @@ class Session:
                 task.cancel()
             if self._tasks:
                 await asyncio.wait(self._tasks)
-            await self.fanout.remove(self)
             sent = self._connection.protocol.close_sent
             if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self._refuse(Outcome.REJECTED_INPUT, "frame too big")
@@ -441,7 +452,7 @@ class Session:
         if isinstance(message, Auth):
             await self._auth(message)
             return
-        if await self._limited(message.id, _what(message), _not_run(message)):
+        if await self._limited(message.id, _what(message), _not_run(message), cost=cost(message)):
             return
         principal = self.principal
         if principal is None:
@@ -546,7 +557,8 @@ class Session:
             await self.send(error_for(exc, id=message.id, conn=self.conn_id))
             return
         self.watch, self.batch = watch, message.batch
-        await self.fanout.changed()
+        self.fanout.update(self)
+        await self.fanout.settled(SUBSCRIBE_BIND_WAIT)  # a slow broker: this reply only
         await self.send(Subscribed(servers=watch.listed(), batch=message.batch, id=message.id))
 
     async def _ask(self, request: BusRequest, id: RequestId | None, *, states: bool) -> None:
@@ -569,10 +581,18 @@ class Session:
             log.info("conn=%s server=%s: %s: %s", self.conn_id, request.server, reply.code, exc)
         if isinstance(reply, OutputHistory):
             self._epochs[request.server] = reply.epoch
+            reply = page(reply)  # an agent from before the bound may answer more
         await self.send(reply)
 
     async def send(self, message: ServerMessage) -> None:
-        """Encode ``message`` once and send it; a closed connection is not an error."""
+        """Encode ``message`` once and send it; a closed connection is not an error, and
+        one with more than its bound unsent is cut off instead (see Backpressure)."""
+        if self._closer is not None:
+            return
+        waiting = unsent(self._connection)
+        if waiting > self.fanout.slow_client_buffer:
+            self.fanout.cut(self, waiting)  # closes it with 1013 (cut_off)
+            return
         try:
             await self._connection.send(encode_server(message), text=True)
         except ConnectionClosed:
