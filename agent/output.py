@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from resofleet.contracts import ContainerOutputBatch, OutputHistory, OutputLine
+from resofleet.contracts.client import MAX_OUTPUT_BYTES
 
-__all__ = ["BATCH_DELAY", "BATCH_LINES", "OutputLog", "RING_LINES"]
+__all__ = ["BATCH_DELAY", "BATCH_LINES", "LINE_JSON", "OutputLog", "RING_LINES", "page_size"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,20 @@ BATCH_LINES: Final = 256
 #: Lines waiting for the bus at most; past it, the oldest are not published (they stay in
 #: the ring for get_output), and the next flush logs how many were skipped.
 PUBLISH_BACKLOG: Final = 50_000
+#: Bytes of JSON around one line in an ``output_history`` (``{"seq":123456,"output":""},``),
+#: counted with its text against :data:`~resofleet.contracts.client.MAX_OUTPUT_BYTES`.
+LINE_JSON: Final = 32
+
+
+def page_size(lines: list[OutputLine], max_bytes: int = MAX_OUTPUT_BYTES) -> int:
+    """How many of ``lines``, from the first, fit in ``max_bytes`` (their UTF-8 text plus
+    :data:`LINE_JSON` each); always at least one, so a page never comes back empty."""
+    total = 0
+    for n, line in enumerate(lines):
+        total += len(line.output.encode("utf-8", "surrogatepass")) + LINE_JSON
+        if total > max_bytes:
+            return max(n, 1)
+    return len(lines)
 
 
 class OutputLog:
@@ -111,7 +126,9 @@ class OutputLog:
                 return
 
     def history(self, since: int | None, epoch: str | None, limit: int | None) -> OutputHistory:
-        """The ring's lines for ``get_output``, at most ``limit`` of them, oldest first.
+        """The ring's lines for ``get_output``, at most ``limit`` of them and at most
+        :data:`~resofleet.contracts.client.MAX_OUTPUT_BYTES` of text (one line at least),
+        oldest first; ``complete`` false when lines are left for the client to ask for.
 
         - ``since`` in this ``epoch``: the lines after it (``complete`` false when some of
           them already fell out of the ring);
@@ -139,6 +156,10 @@ class OutputLog:
             lines = [line for line in lines if line.seq > since]
         if limit is not None and len(lines) > limit:
             lines = lines[:limit]
+            complete = False
+        fits = page_size(lines)
+        if fits < len(lines):  # a page: the client asks again `since` its last line
+            lines = lines[:fits]
             complete = False
         return OutputHistory(
             server=self.server, epoch=self.epoch, lines=lines, complete=complete, reset=reset

@@ -56,7 +56,9 @@ __all__ = [
     "GetStatus",
     "GetWorlds",
     "MAX_COMMAND_LENGTH",
+    "MAX_OUTPUT_BYTES",
     "MAX_SAFE_INTEGER",
+    "MAX_SUBSCRIBE_SERVERS",
     "OutputHistory",
     "OutputLine",
     "Ping",
@@ -101,12 +103,26 @@ RequestId = (
 #: attack, and would only sit in the console's input buffer.
 MAX_COMMAND_LENGTH: Final = 4096
 
+#: Bytes of console text (UTF-8, plus a few bytes per line for the JSON around it) one
+#: ``output_history`` carries at most, whatever its ``limit``: 1 MiB, a few thousand lines,
+#: what a browser takes in one message without a hitch. Past it the reply is a page,
+#: ``complete: false``, and the client asks again with ``since`` set to its last ``seq``.
+#: The agent bounds its replies and the gateway bounds what it passes on, so one request
+#: never makes either hold more (a client asking 32 times for 10,000 4 KB lines once made
+#: a gateway hold 1.3 GiB).
+MAX_OUTPUT_BYTES: Final = 1024 * 1024
+#: Server ids one ``subscribe`` may list. A dashboard watching a subset names a few dozen;
+#: ``"*"`` covers everything in scope at no cost per id. Each listed id is checked and
+#: counted on every subscribe (and costs rate-limit tokens), so the bound keeps one frame's
+#: work small: 256 (it was 1,024).
+MAX_SUBSCRIBE_SERVERS: Final = 256
+
 #: Longest server id or world name accepted inside a request, in characters.
 _MAX_NAME = 256
 #: Longest ``epoch`` accepted, in characters (agents draw 12 hex digits).
 _MAX_EPOCH = 64
 #: Most lines one ``get_output`` may ask for: ten rings' worth, so any ``limit`` a client
-#: needs fits, and one reply stays a few MB at most.
+#: needs fits; one reply stays within :data:`MAX_OUTPUT_BYTES` whatever the limit.
 _MAX_LIMIT = 100_000
 
 #: Deepest nesting of arrays and objects a frame may have. Every request is an object whose
@@ -167,6 +183,9 @@ class GetOutput(_Message, tag="get_output"):
     in no known epoch, so ``reset: true`` (``since: 0`` excepted: everything comes after 0).
     A client that never sends ``epoch`` thus gets the ring once, then exactly what follows,
     and the ring again with ``reset: true`` after the agent restarted.
+
+    One answer carries at most :data:`MAX_OUTPUT_BYTES` of lines (at least one line): a
+    longer one is a page, ``complete: false``; ask again with ``since`` its last ``seq``.
     """
 
     server: ServerId | None = None
@@ -177,10 +196,11 @@ class GetOutput(_Message, tag="get_output"):
 
 
 class Subscribe(_Message, tag="subscribe"):
-    """Choose which servers' events arrive (``"*"`` or a list) and whether output comes
-    one line per message (the seed's way) or batched."""
+    """Choose which servers' events arrive (``"*"`` or a list of at most
+    :data:`MAX_SUBSCRIBE_SERVERS` ids) and whether output comes one line per message (the
+    seed's way) or batched."""
 
-    servers: Literal["*"] | Annotated[list[ServerId], Meta(max_length=1024)] = "*"
+    servers: Literal["*"] | Annotated[list[ServerId], Meta(max_length=MAX_SUBSCRIBE_SERVERS)] = "*"
     batch: bool = False
     id: RequestId | None = None
 

@@ -37,6 +37,17 @@ Order: per server, lines in ``seq`` order, updates in their place among them, an
 ``seq`` twice (:class:`~resofleet.gateway.rounds.Sequencer`). Scope: a session gets a server's bytes
 only if :meth:`Listener.watches` it.
 
+Bindings. The subscription is bound to the union of what the listeners watch, kept as a
+count per pattern: a listener that comes, goes or changes what it watches costs the
+servers it names, never all listeners' (a subscribe, a connect, a disconnect is O(its own
+ids)). Only a count leaving or reaching zero changes a binding, and no session waits for
+the broker: changes are applied by one background task, in passes (whatever changed
+meanwhile goes into the next pass, so bursts are batched), binding before unbinding so a
+watcher never misses events; a pass the broker fails is retried after
+:data:`REBIND_RETRY`. :meth:`Fanout.settled` lets a ``subscribe`` wait, within a bound,
+until its bindings are in place. A listener holds nothing once removed, and a session
+removes itself first thing when it ends, so nothing leaks.
+
 Servers coming and going. The gateway's own news goes out here too: when a server's agent
 is lost, :meth:`Fanout.server_offline` sends everyone watching it a ``status_update`` whose
 status is ``offline`` (the last status seen, its live figures zeroed), in its place in
@@ -48,6 +59,7 @@ listing what that session may see.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Iterable
@@ -65,7 +77,8 @@ from .registry import Registry
 from .rounds import Piece, Sequencer, weight
 
 __all__ = [
-    "EVENT_QUEUE", "Fanout", "Listener", "MAX_ROUND_INTERVAL", "ROUND_INTERVAL", "ROUND_WRITES",
+    "EVENT_QUEUE", "Fanout", "Listener", "MAX_ROUND_INTERVAL", "REBIND_RETRY", "ROUND_INTERVAL",
+    "ROUND_WRITES", "SUBSCRIBE_BIND_WAIT",
     "SLOW_CLIENT_BUFFER",
     "SLOW_CLIENTS_BUDGET",
 ]
@@ -82,6 +95,15 @@ SLOW_CLIENT_BUFFER: Final = 1024 * 1024
 #: gigabyte; past this budget the clients furthest behind are cut off first, until the
 #: rest fit. 256 MiB: a few hundred clients can lag by a fair amount at the same time.
 SLOW_CLIENTS_BUDGET: Final = 256 * 1024 * 1024
+#: Seconds before the bindings are tried again after the broker failed a bind or unbind
+#: (a slow or restarting broker): soon enough that watchers get their events shortly
+#: after it recovers, rarely enough not to add to its trouble.
+REBIND_RETRY: Final = 1.0
+#: Seconds a ``subscribe`` waits for the broker to bind what it newly watches before it is
+#: answered anyway (:meth:`Fanout.settled`): a healthy broker takes milliseconds; a slow
+#: one delays only that client's reply, never a session's life, and events start flowing
+#: as soon as the bindings are in place.
+SUBSCRIBE_BIND_WAIT: Final = 2.0
 #: Events the gateway's own subscription may fall behind by before the oldest are
 #: dropped (by the broker, ``x-max-length``/``drop-head``, and in process).
 EVENT_QUEUE: Final = 10_000
@@ -126,7 +148,8 @@ class _Class:
 
     batch: bool
     servers: frozenset[str]
-    listeners: list[Listener]
+    #: An ordered set: a listener leaves its class in O(1).
+    listeners: dict[Listener, None]
 
 
 class Fanout:
@@ -159,10 +182,21 @@ class Fanout:
         self._known: set[str] = set()
         #: The last status each server published, for the one sent when it goes offline.
         self._statuses: dict[str, Status] = {}
-        self._classes: list[_Class] | None = None
+        #: Listeners by what they watch among the known servers and their form, kept as
+        #: each listener changes (cost: the known servers, never every listener).
+        self._classes: dict[tuple[bool, frozenset[str]], _Class] = {}
+        self._class_of: dict[Listener, tuple[bool, frozenset[str]]] = {}
+        #: Patterns each listener holds, and how many listeners hold each one.
+        self._held: dict[Listener, frozenset[str]] = {}
+        self._refs: collections.Counter[str] = collections.Counter()
+        #: Bumped when the wanted bindings change; :attr:`_applied`: the generation the
+        #: bindings last matched; :attr:`_progress` is set (and replaced) after each pass.
+        self._generation = 0
+        self._applied = 0
+        self._progress = asyncio.Event()
+        self._binder: asyncio.Task[None] | None = None
         self._sub: EventSubscription | None = None
         self._task: asyncio.Task[None] | None = None
-        self._bind_lock = asyncio.Lock()
         self._closed = False
 
     @property
@@ -175,11 +209,18 @@ class Fanout:
     async def start(self) -> None:
         self._sub = await self.bus.subscribe((), maxsize=self.queue)
         self._task = asyncio.create_task(self._run(self._sub), name="gateway:fanout")
+        if self._refs:  # listeners came before the subscription
+            self._schedule()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._progress.set()
+        if self._binder is not None:
+            self._binder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._binder
         if self._sub is not None:
             await self._sub.close()
         if self._task is not None:
@@ -189,53 +230,126 @@ class Fanout:
 
     # -- listeners -------------------------------------------------------------------
 
-    async def add(self, listener: Listener) -> None:
+    def add(self, listener: Listener) -> None:
+        """Register ``listener`` (at once: the bindings it needs follow in the background)."""
         self.listeners.add(listener)
-        await self.changed()
+        self.update(listener)
 
-    async def remove(self, listener: Listener) -> None:
-        # Always rebind: a listener cut off for slowness left the set without unbinding.
+    def remove(self, listener: Listener) -> None:
+        """Forget ``listener`` (idempotent; a listener cut off for slowness is gone already)."""
         self.listeners.discard(listener)
-        await self.changed()
+        self._unplace(listener)
+        self._hold(listener, frozenset())
 
-    async def changed(self) -> None:
-        """A listener came, went or changed what it watches: rebuild classes and bindings."""
-        self._classes = None
-        await self._rebind()
+    def update(self, listener: Listener | None = None) -> None:
+        """``listener`` changed what it watches, its form or its principal (None: every
+        listener, at a cost per listener): re-place it and schedule the bindings."""
+        for one in (listener,) if listener is not None else tuple(self.listeners):
+            if one in self.listeners:
+                self._place(one)
+                self._hold(one, frozenset(one.patterns()))
 
-    async def _rebind(self) -> None:
-        if self._sub is None or self._closed:
+    async def changed(self, listener: Listener | None = None) -> None:
+        """:meth:`update`, for callers that await it; it never waits for the broker."""
+        self.update(listener)
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait until the bindings match what every listener watched when this was called,
+        at most ``timeout`` seconds; whether they do."""
+        target = self._generation
+        try:
+            async with asyncio.timeout(timeout):
+                while self._applied < target and not self._closed and self._sub is not None:
+                    await self._progress.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _hold(self, listener: Listener, patterns: frozenset[str]) -> None:
+        """Count ``listener``'s patterns (replacing what it held); a pattern whose count
+        leaves or reaches zero needs a binding change: schedule it."""
+        held = self._held.get(listener, frozenset())
+        if patterns == held:
             return
-        async with self._bind_lock:
-            wanted: set[str] = set()
-            for listener in self.listeners:
-                wanted.update(listener.patterns())
-            if "#" in wanted:
-                wanted = {"#"}
-            current = set(self._sub.patterns)
-            try:
-                for pattern in wanted - current:  # bind first: never a gap for a watcher
-                    await self._sub.bind(pattern)
-                for pattern in current - wanted:
-                    await self._sub.unbind(pattern)
-            except BusError as exc:
-                log.warning("fanout: could not update event bindings: %s", exc)
-            except Exception as exc:  # a broker hiccup here must not end a session
-                log.warning("fanout: could not update event bindings: %r", exc)
+        refs = self._refs
+        dirty = False
+        for pattern in patterns - held:
+            refs[pattern] += 1
+            dirty |= refs[pattern] == 1
+        for pattern in held - patterns:
+            refs[pattern] -= 1
+            if refs[pattern] <= 0:
+                del refs[pattern]
+                dirty = True
+        if patterns:
+            self._held[listener] = patterns
+        else:
+            self._held.pop(listener, None)
+        if dirty:
+            self._generation += 1
+            self._schedule()
 
-    def _classes_now(self) -> list[_Class]:
-        classes = self._classes
-        if classes is None:
-            groups: dict[tuple[bool, frozenset[str]], list[Listener]] = {}
-            for listener in self.listeners:
-                watched = frozenset(s for s in self._known if listener.watches(s))
-                if watched:
-                    groups.setdefault((listener.batch, watched), []).append(listener)
-            classes = self._classes = [
-                _Class(batch, servers, listeners)
-                for (batch, servers), listeners in groups.items()
-            ]
-        return classes
+    def _wanted(self, pattern: str) -> bool:
+        """Whether the subscription should be bound to ``pattern`` now (``#`` alone when
+        anyone watches everything)."""
+        if "#" in self._refs:
+            return pattern == "#"
+        return pattern in self._refs
+
+    def _schedule(self) -> None:
+        if self._binder is None and self._sub is not None and not self._closed:
+            self._binder = asyncio.get_running_loop().create_task(
+                self._bind(self._sub), name="gateway:fanout-bindings"
+            )
+
+    async def _bind(self, sub: EventSubscription) -> None:
+        """Bring the bindings to what the listeners want, in passes, until a pass ends with
+        nothing changed meanwhile (see the module docstring)."""
+        try:
+            while not self._closed and self._applied < self._generation:
+                generation = self._generation
+                wanted = {"#"} if "#" in self._refs else set(self._refs)
+                current = set(sub.patterns)
+                try:
+                    for pattern in wanted - current:  # bind first: never a gap for a watcher
+                        if self._wanted(pattern):
+                            await sub.bind(pattern)
+                    for pattern in current - wanted:
+                        if not self._wanted(pattern):
+                            await sub.unbind(pattern)
+                except Exception as exc:  # the broker is slow or away: try again, never end
+                    log.warning("fanout: could not update event bindings: %r; retrying in %g s",
+                                exc, REBIND_RETRY)
+                    await asyncio.sleep(REBIND_RETRY)
+                    continue
+                self._applied = generation
+                progress, self._progress = self._progress, asyncio.Event()
+                progress.set()
+        finally:
+            self._binder = None
+
+    def _place(self, listener: Listener) -> None:
+        """Put ``listener`` in the class of what it watches among the known servers."""
+        watched = frozenset(s for s in self._known if listener.watches(s))
+        key = (listener.batch, watched)
+        if self._class_of.get(listener) == key:
+            return
+        self._unplace(listener)
+        if watched:
+            cls = self._classes.get(key)
+            if cls is None:
+                cls = self._classes[key] = _Class(listener.batch, watched, {})
+            cls.listeners[listener] = None
+            self._class_of[listener] = key
+
+    def _unplace(self, listener: Listener) -> None:
+        key = self._class_of.pop(listener, None)
+        if key is None:
+            return
+        cls = self._classes[key]
+        cls.listeners.pop(listener, None)
+        if not cls.listeners:
+            del self._classes[key]
 
     # -- rounds ----------------------------------------------------------------------
 
@@ -286,10 +400,11 @@ class Fanout:
         servers = round_.servers
         if not servers <= self._known:
             self._known |= servers
-            self._classes = None
+            for listener in tuple(self.listeners):  # rare: a server's first events
+                self._place(listener)
         slow: list[tuple[Listener, int]] = []
         behind: list[tuple[Listener, int]] = []
-        for cls in self._classes_now():
+        for cls in list(self._classes.values()):
             pieces = [
                 p for p in (round_.pieces if cls.batch else round_.events)
                 if p.server in cls.servers
@@ -386,10 +501,13 @@ class Fanout:
 
     def _cut(self, slow: list[tuple[Listener, int]]) -> None:
         for listener, size in slow:
-            if listener not in self.listeners:
-                continue  # already cut off (it was in several classes' writes)
-            self.listeners.discard(listener)
-            self._classes = None
+            self.cut(listener, size)
+
+    def cut(self, listener: Listener, size: int) -> None:
+        """Cut ``listener`` off (1013): ``size`` bytes wait to be sent to it, over the bound
+        (a round's write found it so, or a reply's: see the session)."""
+        if listener in self.listeners:  # else already cut off (several writes found it)
+            self.remove(listener)
             self.cut_off += 1
             log.warning(
                 "conn=%s: cut off: %d bytes waiting to be sent (bound %d)",

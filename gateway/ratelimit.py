@@ -6,7 +6,9 @@ waiting. The session keeps one bucket per connection whose principal is rate-lim
 loopback mode have none.
 
 The bucket holds up to ``burst`` requests and refills at ``rate`` per second. A request
-that finds it empty is refused with ``error rate_limited`` saying how long to wait: never
+costs by the work it makes (:func:`cost`): one token, and a ``subscribe`` one more per
+:data:`SUBSCRIBE_IDS_PER_TOKEN` server ids it lists (each id is checked and counted), never
+more than the burst. A request that finds too few tokens is refused with ``error rate_limited`` saying how long to wait: never
 dropped, never delayed (a delayed request would hold a slot and hide the limit from the
 client).
 """
@@ -15,8 +17,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Final
 
-__all__ = ["TokenBucket"]
+from resofleet.contracts import ClientMessage, Subscribe
+
+__all__ = ["SUBSCRIBE_IDS_PER_TOKEN", "TokenBucket", "cost"]
+
+#: Server ids a ``subscribe`` may list per extra token: checking and counting 32 ids costs
+#: about what one ordinary request does. The longest list (256 ids) costs 9 tokens, so a
+#: limited client can resubscribe a full list about twice a second (20 tokens/s), and the
+#: churn of many such lists stays a small share of the gateway's time.
+SUBSCRIBE_IDS_PER_TOKEN: Final = 32
+
+
+def cost(message: ClientMessage) -> float:
+    """Tokens ``message`` costs (see the module docstring)."""
+    if isinstance(message, Subscribe) and not isinstance(message.servers, str):
+        return 1.0 + len(message.servers) / SUBSCRIBE_IDS_PER_TOKEN
+    return 1.0
 
 
 class TokenBucket:
@@ -33,19 +51,22 @@ class TokenBucket:
         self._tokens = float(burst)
         self._at = clock()
 
-    def take(self) -> float:
-        """Spend one request: 0.0 when allowed, else the seconds until one would be."""
+    def take(self, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens (at most the burst, so any request can pass): 0.0 when
+        allowed, else the seconds until it would be."""
+        cost = min(cost, float(self.burst))
         now = self._clock()
         self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= cost:
+            self._tokens -= cost
             return 0.0
-        return (1.0 - self._tokens) / self.rate
+        return (cost - self._tokens) / self.rate
 
     def describe(self, retry: float) -> str:
         """The sentence a refused client reads."""
         return (
-            f"Too many requests: at most {self.rate:g} requests/s, bursts of {self.burst}; "
+            f"Too many requests: at most {self.rate:g} requests/s, bursts of {self.burst} (a "
+            f"subscribe costs one more per {SUBSCRIBE_IDS_PER_TOKEN} ids); "
             f"retry in {max(retry, 0.05):.1f} s."
         )

@@ -25,6 +25,10 @@ after ``since``, another one (the agent restarted) is a ``reset``. With none kno
 request goes as it came and the agent answers ``reset`` (see
 :meth:`resofleet.agent.output.OutputLog.history`).
 
+Replies: an ``output_history`` passes on at most
+:data:`~resofleet.contracts.client.MAX_OUTPUT_BYTES` of lines (:func:`page`): agents bound
+their own, and the gateway bounds what it forwards whatever agent answered.
+
 Authorisation is checked here too, in :func:`authorize`, and nowhere else.
 
 Views: what a reply shows depends on who reads it (:func:`viewed`). Below
@@ -66,6 +70,7 @@ from resofleet.contracts import (
     GetOutput,
     GetStatus,
     GetWorlds,
+    OutputHistory,
     OutputRequest,
     RequestBody,
     RequestId,
@@ -82,6 +87,7 @@ from resofleet.contracts import (
     required_role,
 )
 
+from resofleet.contracts.client import MAX_OUTPUT_BYTES
 from resofleet.contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES
 
 from .errors import (
@@ -112,6 +118,7 @@ __all__ = [
     "check_server",
     "in_scope",
     "output_lines",
+    "page",
     "pick_server",
     "route",
     "server_list",
@@ -346,6 +353,23 @@ def answered(body: M, id: RequestId | None, *, states: bool) -> M:
         assert isinstance(body, (CommandResponse, ContainerResponse, Error))
         return msgspec.structs.replace(body, **changes)  # type: ignore[return-value]
     return with_id(body, id)
+
+
+#: Bytes of JSON around one line of ``output_history`` (``{"seq":123456,"output":""},``),
+#: counted with its text against the reply bound (the agent counts the same way).
+LINE_JSON: Final = 32
+
+
+def page(reply: OutputHistory, max_bytes: int = MAX_OUTPUT_BYTES) -> OutputHistory:
+    """``reply`` cut to the lines, from the first, whose UTF-8 text (plus :data:`LINE_JSON`
+    each) fits in ``max_bytes``, ``complete`` false when any were left (the client asks
+    again ``since`` the last one); at least one line. ``reply`` itself when it fits."""
+    total = 0
+    for n, line in enumerate(reply.lines):
+        total += len(line.output.encode("utf-8", "surrogatepass")) + LINE_JSON
+        if total > max_bytes:
+            return msgspec.structs.replace(reply, lines=reply.lines[: max(n, 1)], complete=False)
+    return reply
 
 
 def output_lines(batch: ContainerOutputBatch) -> list[ContainerOutput]:

@@ -37,6 +37,9 @@ restarted. Only answers count, not the live stream: a ``since`` is read in an ep
 connection answered for, never guessed from lines that may belong to a later epoch than
 the one the client counts in. At most one entry per server that answered.
 
+Backpressure (:mod:`resofleet.gateway.backpressure`): a client that does not read has no
+more requests read, and no more replies written (1013), past its bound of unsent bytes.
+
 Identity. A session starts with the :class:`~resofleet.gateway.identity.Principal` its handshake
 established, or with none (the gateway has a secret and the client presented no token):
 
@@ -53,7 +56,8 @@ established, or with none (the gateway has a secret and the client presented no 
 Rate limit. Sessions of a viewer, moderator or operator have a token bucket
 (:mod:`resofleet.gateway.ratelimit`); sessions not authenticated yet have their own, smaller
 one (``pre_auth_rate``/``pre_auth_burst``), replaced by the principal's at the first good
-``auth``. Every frame spends one, ``auth`` included; an empty bucket answers ``error
+``auth``. Every frame spends one, ``auth`` included (a long ``subscribe``
+more: :func:`~resofleet.gateway.ratelimit.cost`); an empty bucket answers ``error
 rate_limited`` saying the limit and when to retry. Nothing is dropped silently: every
 request gets its reply or an error.
 
@@ -86,9 +90,7 @@ from resofleet.contracts import (
     Authenticated,
     BusRequest,
     ClientMessage,
-    Command,
     CommandOutcome,
-    Container,
     ContractError,
     GetServers,
     OutputHistory,
@@ -105,27 +107,28 @@ from resofleet.contracts import (
     encode_server,
 )
 
+from .backpressure import close, room, unsent
 from .errors import (
     CLOSE_TOO_SLOW,
     CLOSE_UNAUTHENTICATED,
     Forbidden,
     GatewayError,
     RateLimited,
-    ScopeRefusal,
     Unauthenticated,
     UnknownServer,
     error_for,
     outcome_for,
 )
-from .fanout import Fanout
+from .fanout import SUBSCRIBE_BIND_WAIT, Fanout
 from .guard import Guard, Outcome
 from .identity import Principal
 from .liveness import Liveness
-from .ratelimit import TokenBucket
+from .ratelimit import TokenBucket, cost
+from .refusals import SCOPE_AUDIT, not_run, refused_outcome, refused_what, what_of
 from .registry import Registry
-from .server import MAX_FRAME
-from .routing import Timeouts, Watch, answered, in_scope, route, server_list, states_outcome
+from .routing import Timeouts, Watch, answered, in_scope, page, route, server_list, states_outcome
 from .routing import viewed, watch_for
+from .server import MAX_FRAME
 from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
@@ -141,44 +144,6 @@ MAX_IN_FLIGHT: Final = 32
 #: Reasons of the 4401 closes (clients and tests read them).
 AUTH_REQUIRED: Final = "authentication required"
 TOKEN_EXPIRED: Final = "token expired"
-
-#: How each reason routing gives for ``unknown_server`` is audited: the outcome and the
-#: reason an operator reads (the client reads ``unknown_server`` for all three).
-_SCOPE_AUDIT: Final = {
-    ScopeRefusal.MALFORMED: (Outcome.REJECTED_INPUT, "malformed server id"),
-    ScopeRefusal.OUT_OF_SCOPE: (Outcome.OUT_OF_SCOPE, "outside the token's servers"),
-    ScopeRefusal.PINNED_ELSEWHERE: (Outcome.OUT_OF_SCOPE, "pinned to another server"),
-}
-
-
-def _what(message: ClientMessage) -> str:
-    """What a request asked for, as the audit log names it: the command text, else the type."""
-    if isinstance(message, Command):
-        return message.command
-    if isinstance(message, Container):
-        return f"container {message.action}"
-    return str(message.__struct_config__.tag)
-
-
-#: Request ``type`` values whose errors state an outcome, as a refused frame names them.
-_STATING_TAGS: Final = frozenset({"command", "container"})
-
-
-def _refused_outcome(exc: ContractError) -> CommandOutcome | None:
-    """``not_executed`` for a refused frame that asked to run something, else nothing."""
-    return CommandOutcome.NOT_EXECUTED if exc.request_type in _STATING_TAGS else None
-
-
-def _not_run(message: ClientMessage) -> CommandOutcome | None:
-    """``not_executed`` for a request that states outcomes and was refused before the bus."""
-    return CommandOutcome.NOT_EXECUTED if states_outcome(message) else None
-
-
-def _refused_what(exc: ContractError) -> str | None:
-    """What a rejected frame asked for, as far as the decoder could read it: the command
-    text, else the type."""
-    return exc.command if exc.command is not None else exc.request_type
-
 
 class Session:
     """One client connection (see the module docstring).
@@ -280,7 +245,7 @@ class Session:
         """Close the connection with ``code`` (once), without waiting for it."""
         if self._closer is None:
             self._closer = asyncio.get_running_loop().create_task(
-                self._connection.close(code, reason), name=f"close:{self.conn_id}"
+                close(self._connection, code, reason), name=f"close:{self.conn_id}"
             )
 
     # -- identity --------------------------------------------------------------------
@@ -379,20 +344,21 @@ class Session:
         self._connection.protocol.max_message_size = MAX_FRAME
         self._limit()
         self._identity.set()
-        await self.fanout.changed()
+        await self.fanout.changed(self)
         log.info(
             "conn=%s server=%s: %s as %s (%s)", self.conn_id, self.pinned or "*",
             "renewed" if renewed else "authenticated", principal.sub, principal.role.label,
         )
 
     async def _limited(
-        self, id: RequestId | None, what: str | None, outcome: CommandOutcome | None = None
+        self, id: RequestId | None, what: str | None, outcome: CommandOutcome | None = None,
+        *, cost: float = 1.0,
     ) -> bool:
-        """Spend one request from the bucket; False if allowed, else answer rate_limited
+        """Spend ``cost`` tokens from the bucket; False if allowed, else answer rate_limited
         (with ``outcome``, for a request that states one)."""
         if self._bucket is None:
             return False
-        retry = self._bucket.take()
+        retry = self._bucket.take(cost)
         if retry <= 0.0:
             return False
         self._refuse(Outcome.RATE_LIMITED, "over the request rate", command=what, coalesce=True)
@@ -406,13 +372,18 @@ class Session:
     async def run(self) -> None:
         """Serve the connection until it closes."""
         watchdog = asyncio.create_task(self._watch_identity(), name=f"identity:{self.conn_id}")
-        await self.fanout.add(self)
+        self.fanout.add(self)  # at once: the broker's bindings follow in the background
         try:
-            async for frame in self._connection:
-                await self._on_frame(frame)
+            while True:  # past its bound unsent, a client has no more requests read
+                if (over := await room(self._connection, self.fanout.slow_client_buffer)) > 0:
+                    self.fanout.cut(self, over)
+                frame = await self._connection.recv()
+                if self._closer is None:  # closing: what still arrives is not answered
+                    await self._on_frame(frame)
         except ConnectionClosed:
             pass
         finally:
+            self.fanout.remove(self)  # first: whatever happens below, nothing stays bound
             watchdog.cancel()
             if self._push is not None:
                 self._push.cancel()
@@ -420,7 +391,6 @@ class Session:
                 task.cancel()
             if self._tasks:
                 await asyncio.wait(self._tasks)
-            await self.fanout.remove(self)
             sent = self._connection.protocol.close_sent
             if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self._refuse(Outcome.REJECTED_INPUT, "frame too big")
@@ -446,14 +416,14 @@ class Session:
         try:
             message = decode_client(frame)
         except ContractError as exc:
-            what = _refused_what(exc)
-            if await self._limited(exc.id, what, _refused_outcome(exc)):
+            what = refused_what(exc)
+            if await self._limited(exc.id, what, refused_outcome(exc)):
                 return
             log.info("conn=%s: refused input: %s", self.conn_id, exc.message)
             self._refuse(Outcome.REJECTED_INPUT, exc.code.value, command=what, detail=exc.message)
-            await self.send(error_for(exc, conn=self.conn_id, outcome=_refused_outcome(exc)))
+            await self.send(error_for(exc, conn=self.conn_id, outcome=refused_outcome(exc)))
             return
-        if await self._limited(message.id, _what(message), _not_run(message)):
+        if await self._limited(message.id, what_of(message), not_run(message), cost=cost(message)):
             return  # `auth` too: bad tokens cost a bucket like any frame
         if isinstance(message, Auth):
             await self._auth(message)
@@ -463,7 +433,7 @@ class Session:
             if isinstance(message, Ping):
                 await self.send(Pong(id=message.id))
                 return
-            self._refuse(Outcome.UNAUTHENTICATED, "no token", command=_what(message))
+            self._refuse(Outcome.UNAUTHENTICATED, "no token", command=what_of(message))
             await self.send(
                 error_for(
                     Unauthenticated(
@@ -471,7 +441,7 @@ class Session:
                         "with an Authorization: Bearer header or ?token=)."
                     ),
                     id=message.id,
-                    outcome=_not_run(message),
+                    outcome=not_run(message),
                 )
             )
             return
@@ -505,12 +475,12 @@ class Session:
                     )
                     self._audit_refusal(exc, message)
                     await self.send(
-                        error_for(exc, id=message.id, conn=self.conn_id, outcome=_not_run(message))
+                        error_for(exc, id=message.id, conn=self.conn_id, outcome=not_run(message))
                     )
                     return
                 except Exception as exc:  # a routing bug answers `internal`, the session lives
                     await self.send(
-                        error_for(exc, id=message.id, conn=self.conn_id, outcome=_not_run(message))
+                        error_for(exc, id=message.id, conn=self.conn_id, outcome=not_run(message))
                     )
                     return
                 if not await self._take_slot():
@@ -527,12 +497,12 @@ class Session:
         routing decided: the role needed, the server refused and why."""
         if isinstance(exc, Forbidden):
             self._refuse(
-                Outcome.FORBIDDEN, f"needs {exc.needed.label}", command=_what(message),
+                Outcome.FORBIDDEN, f"needs {exc.needed.label}", command=what_of(message),
                 server=exc.server, detail=exc.message,
             )
         elif isinstance(exc, UnknownServer):
-            outcome, reason = _SCOPE_AUDIT[exc.reason]
-            self._refuse(outcome, reason, command=_what(message), server=exc.refused)
+            outcome, reason = SCOPE_AUDIT[exc.reason]
+            self._refuse(outcome, reason, command=what_of(message), server=exc.refused)
 
     async def _take_slot(self) -> bool:
         """Wait for a free in-flight slot, or for the connection to close (False)."""
@@ -561,7 +531,8 @@ class Session:
             await self.send(error_for(exc, id=message.id, conn=self.conn_id))
             return
         self.watch, self.batch = watch, message.batch
-        await self.fanout.changed()
+        self.fanout.update(self)
+        await self.fanout.settled(SUBSCRIBE_BIND_WAIT)  # a slow broker: this reply only
         await self.send(Subscribed(servers=watch.listed(), batch=message.batch, id=message.id))
 
     async def _ask(self, request: BusRequest, id: RequestId | None, *, states: bool) -> None:
@@ -588,10 +559,18 @@ class Session:
             return
         if isinstance(reply, OutputHistory):
             self._epochs[request.server] = reply.epoch
+            reply = page(reply)  # an agent from before the bound may answer more
         await self.send(viewed(reply, principal))
 
     async def send(self, message: ServerMessage) -> None:
-        """Encode ``message`` once and send it; a closed connection is not an error."""
+        """Encode ``message`` once and send it; a closed connection is not an error, and
+        one with more than its bound unsent is cut off instead (see Backpressure)."""
+        if self._closer is not None:
+            return
+        waiting = unsent(self._connection)
+        if waiting > self.fanout.slow_client_buffer:
+            self.fanout.cut(self, waiting)  # closes it with 1013 (cut_off)
+            return
         try:
             await self._connection.send(encode_server(message), text=True)
         except ConnectionClosed:

@@ -16,6 +16,10 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.refuse = False
+        #: Cleared by :meth:`hold`: bytes stop flowing both ways (a frozen link), until
+        #: :meth:`release`.
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -35,6 +39,7 @@ class TcpProxy:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(Exception):
@@ -47,6 +52,14 @@ class TcpProxy:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def hold(self) -> None:
+        """Stop forwarding (both ways) without closing anything, as a frozen broker would."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        """Forward again what :meth:`hold` kept back, and everything after it."""
+        self._flowing.set()
+
     def cut(self) -> None:
         """Drop every connection now, as a network failure would (RST, no goodbye)."""
         for writer in list(self._writers):
@@ -56,6 +69,7 @@ class TcpProxy:
         self._writers.clear()
 
     async def close(self) -> None:
+        self._flowing.set()
         self.cut()
         if self._server is not None:
             self._server.close()
