@@ -75,6 +75,7 @@ from resofleet.contracts import BusEvent, ServerInfo, Status, StatusUpdate
 
 from .registry import Registry
 from .rounds import Piece, Sequencer, weight
+from .routing import View
 
 __all__ = [
     "EVENT_QUEUE", "Fanout", "Listener", "MAX_ROUND_INTERVAL", "REBIND_RETRY", "ROUND_INTERVAL",
@@ -130,6 +131,10 @@ class Listener(Protocol):
     batch: bool
 
     @property
+    def view(self) -> View:
+        """What the client may see of host details (see :func:`~.routing.view_of`)."""
+
+    @property
     def connection(self) -> ServerConnection: ...
 
     def watches(self, server: str) -> bool: ...
@@ -148,6 +153,9 @@ class _Class:
 
     batch: bool
     servers: frozenset[str]
+    #: What its clients may see: a restricted view gets status and ban updates with the
+    #: hidden fields emptied, encoded once per view and round.
+    view: View
     #: An ordered set: a listener leaves its class in O(1).
     listeners: dict[Listener, None]
 
@@ -184,8 +192,8 @@ class Fanout:
         self._statuses: dict[str, Status] = {}
         #: Listeners by what they watch among the known servers and their form, kept as
         #: each listener changes (cost: the known servers, never every listener).
-        self._classes: dict[tuple[bool, frozenset[str]], _Class] = {}
-        self._class_of: dict[Listener, tuple[bool, frozenset[str]]] = {}
+        self._classes: dict[tuple[bool, View, frozenset[str]], _Class] = {}
+        self._class_of: dict[Listener, tuple[bool, View, frozenset[str]]] = {}
         #: Patterns each listener holds, and how many listeners hold each one.
         self._held: dict[Listener, frozenset[str]] = {}
         self._refs: collections.Counter[str] = collections.Counter()
@@ -331,14 +339,15 @@ class Fanout:
     def _place(self, listener: Listener) -> None:
         """Put ``listener`` in the class of what it watches among the known servers."""
         watched = frozenset(s for s in self._known if listener.watches(s))
-        key = (listener.batch, watched)
+        view = listener.view
+        key = (listener.batch, view, watched)
         if self._class_of.get(listener) == key:
             return
         self._unplace(listener)
         if watched:
             cls = self._classes.get(key)
             if cls is None:
-                cls = self._classes[key] = _Class(listener.batch, watched, {})
+                cls = self._classes[key] = _Class(listener.batch, watched, view, {})
             cls.listeners[listener] = None
             self._class_of[listener] = key
 
@@ -406,7 +415,7 @@ class Fanout:
         behind: list[tuple[Listener, int]] = []
         for cls in list(self._classes.values()):
             pieces = [
-                p for p in (round_.pieces if cls.batch else round_.events)
+                p.viewed(cls.view) for p in (round_.pieces if cls.batch else round_.events)
                 if p.server in cls.servers
             ]
             if pieces:

@@ -49,7 +49,7 @@ from resofleet.contracts import (
     encode_server,
 )
 
-from .routing import output_lines
+from .routing import FULL_VIEW, View, output_lines, viewed_as
 
 __all__ = ["LINE_OVERHEAD", "UPDATE_WEIGHT", "Piece", "Round", "Sequencer", "text_frame", "weight"]
 
@@ -88,6 +88,7 @@ class Piece:
     body: ContainerOutputBatch | Update
     _messages: dict[bool, list[bytes]] = field(default_factory=dict)
     _frames: dict[bool, list[bytes]] = field(default_factory=dict)
+    _views: dict[View, Piece] = field(default_factory=dict)
 
     def messages(self, batch: bool) -> list[bytes]:
         """The JSON messages for a client in batch mode (``True``) or line mode."""
@@ -102,6 +103,17 @@ class Piece:
                 messages = [encode_server(message) for message in output_lines(body)]
             self._messages[batch] = messages
         return messages
+
+    def viewed(self, view: View) -> Piece:
+        """This piece as clients with ``view`` may see it: itself, or a copy with the
+        hidden fields emptied, made (and encoded) once per view."""
+        if view == FULL_VIEW or isinstance(self.body, ContainerOutputBatch):
+            return self
+        piece = self._views.get(view)
+        if piece is None:
+            body = viewed_as(self.body, view)
+            piece = self._views[view] = self if body is self.body else Piece(self.server, body)
+        return piece
 
     def frames(self, batch: bool) -> list[bytes]:
         """:meth:`messages` framed with :func:`text_frame`."""

@@ -103,8 +103,10 @@ from .identity import Principal
 __all__ = [
     "BUS_TYPES",
     "CONTAINER_TIMEOUT",
+    "FULL_VIEW",
     "HOSTS_ROLE",
     "MACHINE_IDS_ROLE",
+    "View",
     "COMMAND_TIMEOUT",
     "OUTPUT_TIMEOUT",
     "QUERY_TIMEOUT",
@@ -123,7 +125,9 @@ __all__ = [
     "route",
     "server_list",
     "states_outcome",
+    "view_of",
     "viewed",
+    "viewed_as",
     "visible_servers",
     "watch_for",
     "with_id",
@@ -403,24 +407,43 @@ def in_scope(server: str, *, pinned: str | None, principal: Principal) -> bool:
     return _in_scope(server, pinned=pinned, principal=principal)
 
 
+#: What a client may see of host details: (hosts, pids and host memory; ban machine ids).
+View = tuple[bool, bool]
+#: The view of operators and admins: nothing hidden.
+FULL_VIEW: Final[View] = (True, True)
+
+
+def view_of(principal: Principal | None) -> View:
+    """What ``principal`` may see (nothing of either without a principal)."""
+    if principal is None:
+        return (False, False)
+    return (principal.may(HOSTS_ROLE), principal.may(MACHINE_IDS_ROLE))
+
+
 def viewed(message: M, principal: Principal) -> M:
     """``message`` as ``principal`` may see it (see *Views* above): the same object when
     nothing is hidden from it, else a copy with the hidden fields emptied."""
+    return viewed_as(message, view_of(principal))
+
+
+def viewed_as(message: M, view: View) -> M:
+    """``message`` as a client with ``view`` may see it (see :func:`viewed`)."""
+    hosts, machine_ids = view
     if isinstance(message, ServersUpdate):
-        if principal.may(HOSTS_ROLE):
+        if hosts:
             return message
         return msgspec.structs.replace(  # type: ignore[return-value]
             message, servers=[_hide_host(i) for i in message.servers]
         )
     if isinstance(message, StatusUpdate):
-        if principal.may(HOSTS_ROLE):
+        if hosts:
             return message
         status = msgspec.structs.replace(
             message.status, id="", memory_total="", memory_total_bytes=0
         )
         return msgspec.structs.replace(message, status=status)  # type: ignore[return-value]
     if isinstance(message, BansUpdate):
-        if principal.may(MACHINE_IDS_ROLE) or not any(b.machineIds for b in message.bans):
+        if machine_ids or not any(b.machineIds for b in message.bans):
             return message
         bans = [msgspec.structs.replace(b, machineIds=[]) for b in message.bans]
         return msgspec.structs.replace(message, bans=bans)  # type: ignore[return-value]

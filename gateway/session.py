@@ -127,7 +127,7 @@ from .ratelimit import TokenBucket, cost
 from .refusals import SCOPE_AUDIT, not_run, refused_outcome, refused_what, what_of
 from .registry import Registry
 from .routing import Timeouts, Watch, answered, in_scope, page, route, server_list, states_outcome
-from .routing import viewed, watch_for
+from .routing import View, view_of, viewed, watch_for
 from .server import MAX_FRAME
 from .tokens import TokenError
 
@@ -207,6 +207,10 @@ class Session:
         return self._connection
 
     # -- for the fan-out -------------------------------------------------------------
+
+    @property
+    def view(self) -> View:
+        return view_of(self.principal)
 
     def watches(self, server: str) -> bool:
         return self.principal is not None and self.watch.covers(server, self.principal)

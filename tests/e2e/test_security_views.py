@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from resofleet.agent.settings import AgentSettings
 from resofleet.contracts import Role
 from resofleet.gateway.security import Security
 from resofleet.gateway.tokens import Keyring, new_secret
@@ -89,3 +90,38 @@ async def test_after_auth_narrows_the_scope_replies_for_servers_left_out_are_dro
     assert (await client.request({"type": "get_status", "server": "k-1"}))["type"] == "status_update"
     assert not client.received(lambda m: m.get("id") == "old-scope")
     assert not any("old-scope" in f for f in client.frames)
+
+
+async def test_pushed_updates_hide_the_same_fields_from_viewers(fleet):
+    """The `bans_update` a ban pushes to every watcher carries machine ids for a moderator
+    and none for a viewer; the `status_update` each status poll pushes carries no process id or memory total for a
+    viewer."""
+    keyring = Keyring((new_secret(),))
+    await fleet.agent("v-2", settings=AgentSettings(name="views", status_interval=0.2))
+    gateway = await fleet.gateway(security=Security(keyring=keyring))
+    viewer = await fleet.client(gateway.url, cls=RecordingClient, **bearer(keyring.issue(role=Role.VIEWER, sub="vic", ttl=600)))
+    moderator = await fleet.client(gateway.url, cls=RecordingClient, **bearer(keyring.issue(role=Role.MODERATOR, sub="mo", ttl=600)))
+    operator = await fleet.client(gateway.url, cls=RecordingClient, **bearer(keyring.issue(role=Role.OPERATOR, sub="olga", ttl=600)))
+    await servers_online(moderator, ["v-2"])
+    for client in (viewer, moderator, operator):
+        assert (await client.request({"type": "subscribe", "servers": ["v-2"]}))["type"] == "subscribed"
+
+    reply = await moderator.request({"type": "command", "command": "ban Mira", "server": "v-2", "world": 0})
+    assert reply["type"] == "command_response", reply
+
+    def pushed_bans(message) -> bool:
+        return message["type"] == "bans_update" and "id" not in message and any(b["username"] == "Mira" for b in message["bans"])
+
+    full = await moderator.seen(pushed_bans)
+    assert any(b["machineIds"] for b in full["bans"]), full
+    hidden = await viewer.seen(pushed_bans)
+    assert [b["username"] for b in hidden["bans"]] == [b["username"] for b in full["bans"]]
+    assert all(b["machineIds"] == [] for b in hidden["bans"]), hidden
+
+    def pushed_status(message) -> bool:
+        return message["type"] == "status_update" and "id" not in message
+
+    seen = await operator.seen(pushed_status)
+    assert seen["status"]["id"] and seen["status"]["memory_total_bytes"], seen
+    hidden = await viewer.seen(pushed_status)
+    assert hidden["status"]["id"] == "" and hidden["status"]["memory_total_bytes"] == 0, hidden
