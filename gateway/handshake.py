@@ -19,6 +19,12 @@ and answers. Each is tested without I/O.
   query parameter, the ``resofleet_token`` cookie.
 - :func:`login_cookie`, :func:`logout_cookie`, :func:`login_page`: ``GET /login?token=``
   for browser pages that cannot add a query (the seed's own page).
+- :func:`fetch_allowed`: ``/login`` and ``/logout`` change the browser's cookie, so only
+  the user (an address typed, a bookmark) or the gateway's own pages may ask for them, as
+  the browser's ``Sec-Fetch-Site`` and ``Origin`` headers tell: another site's page that
+  loads ``/login?token=<its own>`` would otherwise sign the victim in as the attacker
+  (login CSRF). They are GET routes because the WebSocket server in front reads GET
+  requests only; these checks take the place of POST with a CSRF token.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ __all__ = [
     "COOKIE",
     "TokenSource",
     "client_address",
+    "fetch_allowed",
     "find_token",
     "host_allowed",
     "is_trusted",
@@ -171,6 +178,22 @@ def host_allowed(host: str | None, *, open_mode: bool, hosts: Iterable[str]) -> 
     if _loopback_name(name) or name in configured:
         return True
     return not open_mode and not configured
+
+
+#: ``Sec-Fetch-Site`` values of a request the user or the gateway's own pages made.
+_OWN_FETCH: Final = frozenset({"same-origin", "none"})
+
+
+def fetch_allowed(
+    sec_fetch_site: str | None, origin: str | None, host: str | None, allowed: Iterable[str]
+) -> bool:
+    """Whether a browser request that changes the session (``/login``, ``/logout``) comes
+    from the user or from the gateway's own origin (see the module docstring). Clients that
+    send neither header (scripts, old browsers) are allowed: they are not a victim's
+    browser driven by another site."""
+    if sec_fetch_site is not None and sec_fetch_site.strip().lower() not in _OWN_FETCH:
+        return False
+    return origin_allowed(origin, host, allowed)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str]) -> bool:

@@ -64,6 +64,7 @@ from .guard import Guard, Outcome
 from .handshake import (
     TokenSource,
     client_address,
+    fetch_allowed,
     find_token,
     host_allowed,
     is_trusted,
@@ -292,9 +293,20 @@ class Edge:
                 "misdirected: this gateway answers to loopback host names only, and to those "
                 "listed in [gateway] hosts",
             )
-        if path == "/login":
-            return self._login(connection, request, query)
-        if path == "/logout":
+        if path in ("/login", "/logout"):
+            origins = request.headers.get_all("Origin")
+            if len(origins) > 1 or not fetch_allowed(
+                _one(request, "Sec-Fetch-Site"), origins[0] if origins else None,
+                _one(request, "Host"), security.origins,
+            ):
+                log.info("conn=- server=-: %s from another site refused", path)
+                return _text(
+                    connection, HTTPStatus.FORBIDDEN,
+                    f"forbidden: {path} may be asked for only by typing it or from this "
+                    "gateway's own pages, not by another site",
+                )
+            if path == "/login":
+                return self._login(connection, request, query)
             return self._logout(connection)
         target = parse_path(path)
         if target is None:

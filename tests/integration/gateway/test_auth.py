@@ -381,3 +381,37 @@ async def test_a_token_that_just_expired_is_refused_at_auth(secured):
         assert (reply["type"], reply["code"], reply["id"]) == ("error", "unauthenticated", 1)
         assert "expired" in reply["message"]
         assert (await client.request({"type": "ping"}))["type"] == "pong"  # still open, unauthenticated
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example.test"},
+        {"Origin": "null"},
+    ],
+    ids=["cross-site", "same-site", "foreign-origin", "null-origin"],
+)
+async def test_login_and_logout_from_another_site_are_refused(secured, headers):
+    """Login CSRF: a page of another site that makes the browser load /login?token=<the
+    attacker's> (an image, a link, a form) must not set (or, with /logout, clear) the
+    victim's cookie; the browser's own Sec-Fetch-Site and Origin headers say who asked."""
+    gateway = await secured()
+    for path in (f"/login?token={token(Role.ADMIN)}", "/logout"):
+        status, body = await http_get(gateway.port, path, headers=headers)
+        assert status == 403 and "another site" in body, (path, status, body)
+
+
+async def test_login_typed_or_from_the_gateways_own_pages_sets_the_cookie(secured):
+    """An address typed or bookmarked (Sec-Fetch-Site: none), a page of the gateway's own
+    origin, and clients that send neither header (scripts) still log in."""
+    gateway = await secured()
+    port = gateway.port
+    for headers in (
+        {"Sec-Fetch-Site": "none"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": f"http://127.0.0.1:{port}"},
+        {},
+    ):
+        status, _ = await http_get(port, f"/login?token={token(Role.ADMIN)}", headers=headers)
+        assert status == 200, headers
