@@ -28,6 +28,7 @@ import asyncio
 import itertools
 import logging
 import ssl
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from websockets.asyncio.server import ServerConnection
@@ -39,6 +40,7 @@ from .errors import CLOSE_REVOKED
 from .fanout import SLOW_CLIENT_BUFFER, SLOW_CLIENTS_BUDGET, Fanout
 from .guard import Guard
 from .liveness import Liveness
+from .metrics import GatewayMetrics
 from .registry import Registry
 from .routing import Timeouts
 from .security import Security
@@ -47,6 +49,8 @@ from .session import MAX_IN_FLIGHT, Session
 from .settings import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from resofleet.contracts import AuditSink
 
 __all__ = ["DRAIN_TIMEOUT", "Gateway"]
@@ -76,18 +80,25 @@ class Gateway:
         security: Security = Security(),
         audit: AuditSink | None = None,
         compression: bool = False,
+        scraped: Sequence[CollectorRegistry] = (),
     ) -> None:
         self.bus = bus
+        #: This gateway's metrics; ``/metrics`` serves them, then ``scraped`` (the agent's,
+        #: in ``resofleet up``).
+        self.metrics = GatewayMetrics()
+        self.metrics.watch(connections=self._connections, ready=lambda: self._not_ready() is None)
         self.timeouts = timeouts
         self.max_in_flight = max_in_flight
         self.security = security
-        self.guard = Guard(security, audit=audit, tls=ssl_context is not None)
+        self.guard = Guard(
+            security, audit=audit, tls=ssl_context is not None, metrics=self.metrics
+        )
         self.registry = Registry(bus, gateway=name)
         self.registry.on_revoke = self._on_revoke
         self.registry.on_discover = self._on_discover
         self.fanout = Fanout(
             bus, self.registry, slow_client_buffer=slow_client_buffer,
-            slow_clients_budget=slow_clients_budget,
+            slow_clients_budget=slow_clients_budget, metrics=self.metrics,
         )
         self.liveness = Liveness(bus, self.registry)
         self.liveness.on_lost = self.fanout.server_offline
@@ -96,7 +107,9 @@ class Gateway:
         self.edge = Edge(
             self._session, host=host, port=port, ready=self._not_ready, guard=self.guard,
             ssl_context=ssl_context, compression=compression,
+            registries=(self.metrics.registry, *scraped),
         )
+        self._unlink: Callable[[], None] | None = None
         self._gossip: asyncio.Task[None] | None = None
         self.sessions: set[Session] = set()
         self._ids = itertools.count(1)
@@ -117,6 +130,15 @@ class Gateway:
         """``ws://host:port/ws``, with the real port once started."""
         return self.edge.url
 
+    def _connections(self) -> tuple[int, int]:
+        """Sessions (unauthenticated, authenticated), for the metrics."""
+        authenticated = sum(1 for s in self.sessions if s.principal is not None)
+        return len(self.sessions) - authenticated, authenticated
+
+    def _on_link(self, up: bool) -> None:
+        if up:
+            self.metrics.bus_reconnects.inc()
+
     def _not_ready(self) -> str | None:
         if self._closing is not None:
             return "shutting down"
@@ -125,6 +147,7 @@ class Gateway:
         return self.bus.problem
 
     async def start(self) -> None:
+        self._unlink = self.bus.on_link(self._on_link)
         await self.registry.start()
         await self.fanout.start()
         await self.edge.start()
@@ -150,6 +173,7 @@ class Gateway:
         for session in list(self.sessions):
             principal = session.principal
             if principal is not None and principal.jti == message.jti:
+                self.metrics.cut_off["revoked"].inc()
                 session.end(CLOSE_REVOKED, "token revoked")
                 closed += 1
         log.info(
@@ -231,6 +255,8 @@ class Gateway:
             if self._gossip is not None:
                 self._gossip.cancel()
         finally:
+            if self._unlink is not None:
+                self._unlink()
             self.guard.flush_held()
             self._closed.set()
             log.info("gateway %s: closed", self.name)

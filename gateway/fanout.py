@@ -73,6 +73,7 @@ from websockets.protocol import OPEN
 from resofleet.bus import Bus, BusError, EventSubscription
 from resofleet.contracts import BusEvent, ServerInfo, Status, StatusUpdate
 
+from .metrics import GatewayMetrics
 from .registry import Registry
 from .rounds import Piece, Sequencer, weight
 from .routing import View
@@ -172,8 +173,12 @@ class Fanout:
         slow_clients_budget: int = SLOW_CLIENTS_BUDGET,
         queue: int = EVENT_QUEUE,
         round_interval: float = ROUND_INTERVAL,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.bus = bus
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self._events = self.metrics.events
+        self._sent = self.metrics.sent_bytes
         self.registry = registry
         self.slow_client_buffer = slow_client_buffer
         self.slow_clients_budget = slow_clients_budget
@@ -394,6 +399,7 @@ class Fanout:
 
     def deliver(self, events: list[BusEvent]) -> None:
         """Merge ``events`` into a round and write it to every session watching its servers."""
+        self._events.inc(len(events))
         round_ = self._sequencer.round(events)
         for state in round_.states:
             self.registry.note_state(state)
@@ -420,7 +426,8 @@ class Fanout:
             ]
             if pieces:
                 self._write(cls, pieces, slow, behind)
-        self._cut(slow + self._over_budget(behind))
+        self._cut(slow, "slow")
+        self._cut(self._over_budget(behind), "budget")
 
     # -- the gateway's own news ------------------------------------------------------
 
@@ -480,6 +487,7 @@ class Fanout:
     ) -> None:
         data = b"".join([frame for piece in pieces for frame in piece.frames(cls.batch)])
         bound = self.slow_client_buffer
+        written = 0
         for listener in cls.listeners:
             connection = listener.connection
             protocol = connection.protocol
@@ -496,9 +504,12 @@ class Fanout:
                     for piece in pieces:
                         for message in piece.messages(cls.batch):
                             protocol.send_text(message)
-                    transport.write(b"".join(protocol.data_to_send()))
+                    compressed = b"".join(protocol.data_to_send())
+                    transport.write(compressed)
+                    written += len(compressed)
                 else:
                     transport.write(data)
+                    written += len(data)
             except Exception as exc:
                 log.warning("conn=%s: failed to write a round: %r", listener.conn_id, exc)
                 continue
@@ -507,17 +518,20 @@ class Fanout:
                 slow.append((listener, size))
             elif size:
                 behind.append((listener, size))
+        if written:
+            self._sent.inc(written)
 
-    def _cut(self, slow: list[tuple[Listener, int]]) -> None:
+    def _cut(self, slow: list[tuple[Listener, int]], reason: str) -> None:
         for listener, size in slow:
-            self.cut(listener, size)
+            self.cut(listener, size, reason=reason)
 
-    def cut(self, listener: Listener, size: int) -> None:
+    def cut(self, listener: Listener, size: int, *, reason: str = "slow") -> None:
         """Cut ``listener`` off (1013): ``size`` bytes wait to be sent to it, over the bound
         (a round's write found it so, or a reply's: see the session)."""
         if listener in self.listeners:  # else already cut off (several writes found it)
             self.remove(listener)
             self.cut_off += 1
+            self.metrics.cut_off[reason].inc()
             log.warning(
                 "conn=%s: cut off: %d bytes waiting to be sent (bound %d)",
                 listener.conn_id, size, self.slow_client_buffer,

@@ -28,6 +28,7 @@ from resofleet.contracts import Revoke
 
 from .handshake import MAX_TOKEN
 from .identity import OPEN_ADMIN, Principal
+from .metrics import GatewayMetrics
 from .security import Security
 from .tokens import Revocations, TokenError
 
@@ -87,8 +88,11 @@ class Guard:
         audit: AuditSink | None = None,
         tls: bool = False,
         wall: Callable[[], float] = time.time,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.security = security
+        #: Where refusals and revocations are counted (the sessions count there too).
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.audit = audit
         self.tls = tls
         self._wall = wall
@@ -122,7 +126,10 @@ class Guard:
 
     def revoke(self, jti: str, until: float) -> bool:
         """Refuse ``jti`` until ``until``; True if that is news."""
-        return self.revocations.add(jti, until, now=self._wall())
+        news = self.revocations.add(jti, until, now=self._wall())
+        if news:
+            self.metrics.revocations.inc()
+        return news
 
     def is_revoked(self, jti: str | None) -> bool:
         return self.revocations.revoked(jti, now=self._wall())
@@ -188,6 +195,7 @@ class Guard:
         record (``refusals``: how many, with the first of them's fields) when it ends.
         """
         self.refused[outcome] = self.refused.get(outcome, 0) + 1
+        self.metrics.refused(outcome)
         fields: dict[str, Any] = {
             "outcome": outcome, "client": client, "reason": reason, "principal": principal,
             "server": server, "command": command, "conn": conn, "detail": detail,

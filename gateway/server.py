@@ -10,6 +10,9 @@ Routes (answered in ``process_request``, before any WebSocket handshake):
   cut off), noticed within 3 s (:mod:`resofleet.bus.amqp`).
 - ``/ws``: a WebSocket session that sees every server the client may see.
 - ``/ws/<server>``: a session pinned to one server (a malformed id is a 404).
+- ``GET /metrics``: the Prometheus metrics (:mod:`resofleet.gateway.metrics`, which says
+  who may read them: anyone in open mode, else an admin token in ``Authorization:
+  Bearer``), OpenMetrics when the ``Accept`` header asks for it.
 - ``GET /login?token=T``: checks the token and stores it in an HttpOnly, SameSite=Strict
   cookie (``resofleet_token``) for browser pages that cannot add a query or a header;
   200 with a small page naming who is logged in, 401 when the token is refused. ``GET
@@ -45,19 +48,21 @@ and is never logged; websockets' own logger is wrapped in a redacting adapter.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from resofleet.contracts import is_server_id
+from resofleet.contracts import Role, is_server_id
 
 from .errors import CLOSE_GOING_AWAY
 from .guard import Guard, Outcome
@@ -75,6 +80,7 @@ from .handshake import (
     origin_allowed,
 )
 from .identity import OPEN_ADMIN, Principal
+from .metrics import exposition
 from .redact import RedactingLogger
 from .tokens import TokenError
 
@@ -188,8 +194,10 @@ class Edge:
         guard: Guard,
         ssl_context: ssl.SSLContext | None = None,
         compression: bool = False,
+        registries: Sequence[CollectorRegistry] = (),
     ) -> None:
         self._handler = handler
+        self._registries = tuple(registries)
         self._compression = compression
         self.guard = guard
         self.host = host
@@ -293,6 +301,8 @@ class Edge:
                 "misdirected: this gateway answers to loopback host names only, and to those "
                 "listed in [gateway] hosts",
             )
+        if path == "/metrics":
+            return self._metrics(connection, request)
         if path in ("/login", "/logout"):
             origins = request.headers.get_all("Origin")
             if len(origins) > 1 or not fetch_allowed(
@@ -408,6 +418,36 @@ class Edge:
             await connection.wait_closed()
         finally:
             self.guard.release(client)
+
+    def _metrics(self, connection: ServerConnection, request: Request) -> Response:
+        """The scrape (see :mod:`resofleet.gateway.metrics` for who may read it)."""
+        guard = self.guard
+        if not guard.open:
+            header = _one(request, "Authorization") or ""
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return _text(connection, HTTPStatus.UNAUTHORIZED,
+                             "unauthorized: /metrics needs Authorization: Bearer <admin token>")
+            try:
+                principal = guard.check(token.strip())
+            except TokenError as exc:
+                client = self._client(connection, request)
+                guard.refuse(
+                    Outcome.HANDSHAKE_REFUSED, client=client, reason=exc.reason,
+                    command="metrics", coalesce=(client, "metrics", exc.reason),
+                )
+                return _text(connection, HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc.message}")
+            if principal.role < Role.ADMIN:
+                return _text(connection, HTTPStatus.FORBIDDEN,
+                             "forbidden: /metrics needs an admin token")
+        body, content_type = exposition(self._registries, _one(request, "Accept"))
+        response = connection.respond(HTTPStatus.OK, "")
+        del response.headers["Content-Type"]
+        del response.headers["Content-Length"]
+        response.headers["Content-Type"] = content_type
+        response.headers["Content-Length"] = str(len(body))
+        response.headers["Cache-Control"] = "no-store"
+        return dataclasses.replace(response, body=body)
 
     def _login(self, connection: ServerConnection, request: Request, query: str) -> Response:
         guard = self.guard

@@ -77,6 +77,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from time import perf_counter
 from collections.abc import Iterable
 from typing import Final
 
@@ -92,6 +93,7 @@ from resofleet.contracts import (
     ClientMessage,
     CommandOutcome,
     ContractError,
+    ErrorCode,
     GetServers,
     OutputHistory,
     Ping,
@@ -123,6 +125,7 @@ from .fanout import SUBSCRIBE_BIND_WAIT, Fanout
 from .guard import Guard, Outcome
 from .identity import Principal
 from .liveness import Liveness
+from .metrics import INVALID_TYPE, Asked
 from .ratelimit import TokenBucket, cost
 from .refusals import SCOPE_AUDIT, not_run, refused_outcome, refused_what, what_of
 from .registry import Registry
@@ -320,28 +323,29 @@ class Session:
             else:
                 reason = TOKEN_EXPIRED
             log.info("conn=%s server=%s: closing: %s", self.conn_id, self.pinned or "*", reason)
+            self.guard.metrics.cut_off["auth_timeout" if principal is None else "token_expired"].inc()
             self.end(CLOSE_UNAUTHENTICATED, reason)
             return
 
-    async def _auth(self, message: Auth) -> None:
+    async def _auth(self, message: Auth, asked: Asked) -> None:
         if self.guard.open:  # open mode: the session is an admin already; tokens are ignored
             p = self.principal
             assert p is not None
-            await self.send(Authenticated(sub=p.sub, role=p.role.label, expires=p.expires, id=message.id))
-            return
+            reply = Authenticated(sub=p.sub, role=p.role.label, expires=p.expires, id=message.id)
+            return await self.send(reply, asked=asked)
         try:
             principal = self.guard.check(message.token)
         except TokenError as exc:
             log.info("conn=%s: auth refused: %s", self.conn_id, exc.reason)
             self._refuse(Outcome.UNAUTHENTICATED, exc.reason, command="auth")
-            await self.send(error_for(exc, id=message.id, conn=self.conn_id))
-            return
+            return await self.send(error_for(exc, id=message.id, conn=self.conn_id), asked=asked)
         renewed = self.principal is not None
         await self.send(
             Authenticated(
                 sub=principal.sub, role=principal.role.label, expires=principal.expires,
                 id=message.id,
-            )
+            ),
+            asked=asked,
         )
         # Reply first, then switch: the client sees `authenticated` before any event.
         self.principal = principal
@@ -356,7 +360,7 @@ class Session:
 
     async def _limited(
         self, id: RequestId | None, what: str | None, outcome: CommandOutcome | None = None,
-        *, cost: float = 1.0,
+        *, cost: float = 1.0, asked: Asked | None = None,
     ) -> bool:
         """Spend ``cost`` tokens from the bucket; False if allowed, else answer rate_limited
         (with ``outcome``, for a request that states one)."""
@@ -367,7 +371,8 @@ class Session:
             return False
         self._refuse(Outcome.RATE_LIMITED, "over the request rate", command=what, coalesce=True)
         await self.send(
-            error_for(RateLimited(self._bucket.describe(retry)), id=id, outcome=outcome)
+            error_for(RateLimited(self._bucket.describe(retry)), id=id, outcome=outcome),
+            asked=asked,
         )
         return True
 
@@ -404,41 +409,45 @@ class Session:
             )
 
     async def _on_frame(self, frame: str | bytes) -> None:
+        started = perf_counter()
         if isinstance(frame, bytes):
-            if await self._limited(None, None):
+            asked: Asked = (INVALID_TYPE, started)
+            if await self._limited(None, None, asked=asked):
                 return
             self._refuse(Outcome.REJECTED_INPUT, "binary frame")
-            await self.send(
+            return await self.send(
                 error_for(
                     ContractError(
                         "Binary frames are not accepted: send each request as one JSON text "
                         "frame."
                     )
-                )
+                ),
+                asked=asked,
             )
-            return
         try:
             message = decode_client(frame)
         except ContractError as exc:
             what = refused_what(exc)
-            if await self._limited(exc.id, what, refused_outcome(exc)):
+            asked = (exc.request_type or INVALID_TYPE, started)  # bounded where counted
+            if await self._limited(exc.id, what, refused_outcome(exc), asked=asked):
                 return
             log.info("conn=%s: refused input: %s", self.conn_id, exc.message)
             self._refuse(Outcome.REJECTED_INPUT, exc.code.value, command=what, detail=exc.message)
-            await self.send(error_for(exc, conn=self.conn_id, outcome=refused_outcome(exc)))
-            return
-        if await self._limited(message.id, what_of(message), not_run(message), cost=cost(message)):
+            reply = error_for(exc, conn=self.conn_id, outcome=refused_outcome(exc))
+            return await self.send(reply, asked=asked)
+        asked = (message.__struct_config__.tag, started)  # type: ignore[assignment]
+        what = what_of(message)
+        if await self._limited(message.id, what, not_run(message), cost=cost(message), asked=asked):
             return  # `auth` too: bad tokens cost a bucket like any frame
         if isinstance(message, Auth):
-            await self._auth(message)
+            await self._auth(message, asked)
             return
         principal = self.principal
         if principal is None:
             if isinstance(message, Ping):
-                await self.send(Pong(id=message.id))
-                return
+                return await self.send(Pong(id=message.id), asked=asked)
             self._refuse(Outcome.UNAUTHENTICATED, "no token", command=what_of(message))
-            await self.send(
+            return await self.send(
                 error_for(
                     Unauthenticated(
                         'Authenticate first: send {"type": "auth", "token": "..."} (or connect '
@@ -446,19 +455,19 @@ class Session:
                     ),
                     id=message.id,
                     outcome=not_run(message),
-                )
+                ),
+                asked=asked,
             )
-            return
         match message:
             case Ping(id=id):
-                await self.send(Pong(id=id))
+                await self.send(Pong(id=id), asked=asked)
             case GetServers(id=id):
                 infos = server_list(
                     self.registry.snapshot(), pinned=self.pinned, principal=principal
                 )
-                await self.send(viewed(ServersUpdate(servers=infos, id=id), principal))
+                await self.send(viewed(ServersUpdate(servers=infos, id=id), principal), asked=asked)
             case Subscribe():
-                await self._subscribe(message, principal)
+                await self._subscribe(message, principal, asked)
             case _:
                 try:
                     request = route(
@@ -478,19 +487,19 @@ class Session:
                         message.__struct_config__.tag, exc,
                     )
                     self._audit_refusal(exc, message)
-                    await self.send(
-                        error_for(exc, id=message.id, conn=self.conn_id, outcome=not_run(message))
+                    return await self.send(
+                        error_for(exc, id=message.id, conn=self.conn_id, outcome=not_run(message)),
+                        asked=asked,
                     )
-                    return
                 except Exception as exc:  # a routing bug answers `internal`, the session lives
-                    await self.send(
-                        error_for(exc, id=message.id, conn=self.conn_id, outcome=not_run(message))
+                    return await self.send(
+                        error_for(exc, id=message.id, conn=self.conn_id, outcome=not_run(message)),
+                        asked=asked,
                     )
-                    return
                 if not await self._take_slot():
                     return  # the connection closed while the client waited for a slot
                 task = asyncio.create_task(
-                    self._ask(request, message.id, states=states_outcome(message)),
+                    self._ask(request, message.id, states=states_outcome(message), asked=asked),
                     name=f"ask:{self.conn_id}:{request.server}",
                 )
                 self._tasks.add(task)
@@ -527,19 +536,21 @@ class Session:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _subscribe(self, message: Subscribe, principal: Principal) -> None:
+    async def _subscribe(self, message: Subscribe, principal: Principal, asked: Asked) -> None:
         try:
             watch = watch_for(message, pinned=self.pinned, principal=principal)
         except GatewayError as exc:
             self._audit_refusal(exc, message)
-            await self.send(error_for(exc, id=message.id, conn=self.conn_id))
-            return
+            return await self.send(error_for(exc, id=message.id, conn=self.conn_id), asked=asked)
         self.watch, self.batch = watch, message.batch
         self.fanout.update(self)
         await self.fanout.settled(SUBSCRIBE_BIND_WAIT)  # a slow broker: this reply only
-        await self.send(Subscribed(servers=watch.listed(), batch=message.batch, id=message.id))
+        reply = Subscribed(servers=watch.listed(), batch=message.batch, id=message.id)
+        await self.send(reply, asked=asked)
 
-    async def _ask(self, request: BusRequest, id: RequestId | None, *, states: bool) -> None:
+    async def _ask(
+        self, request: BusRequest, id: RequestId | None, *, states: bool, asked: Asked
+    ) -> None:
         """Send ``request`` over the bus and its reply to the client; ``states``: the
         request is one whose replies say whether it ran."""
         log.debug(
@@ -560,22 +571,29 @@ class Session:
         principal = self.principal  # an `auth` since the request may have narrowed it
         if principal is None or not in_scope(request.server, pinned=self.pinned, principal=principal):
             log.info("conn=%s server=%s: reply dropped: out of scope", self.conn_id, request.server)
+            self.guard.metrics.request(asked[0], ErrorCode.UNKNOWN_SERVER, asked[1])
             return
         if isinstance(reply, OutputHistory):
             self._epochs[request.server] = reply.epoch
             reply = page(reply)  # an agent from before the bound may answer more
-        await self.send(viewed(reply, principal))
+        await self.send(viewed(reply, principal), asked=asked)
 
-    async def send(self, message: ServerMessage) -> None:
+    async def send(self, message: ServerMessage, *, asked: Asked | None = None) -> None:
         """Encode ``message`` once and send it; a closed connection is not an error, and
-        one with more than its bound unsent is cut off instead (see Backpressure)."""
+        one with more than its bound unsent is cut off instead (see Backpressure).
+        ``asked``: the request this answers, counted in the metrics (its outcome: ``ok``,
+        or the error's code), whether or not the answer could be written."""
+        if asked is not None:
+            self.guard.metrics.answered(asked, message)
         if self._closer is not None:
             return
         waiting = unsent(self._connection)
         if waiting > self.fanout.slow_client_buffer:
             self.fanout.cut(self, waiting)  # closes it with 1013 (cut_off)
             return
+        data = encode_server(message)
         try:
-            await self._connection.send(encode_server(message), text=True)
+            await self._connection.send(data, text=True)
         except ConnectionClosed:
-            pass
+            return
+        self.guard.metrics.sent_bytes.inc(len(data))
