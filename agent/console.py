@@ -41,12 +41,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from resofleet.contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
 
 from .errors import ConsoleClosed, ConsoleNotReady, ConsoleTimeout
 from .reader import Answer, CallAt, Closed, ConsoleReader, Line, StartupEnded
+
+if TYPE_CHECKING:
+    from .metrics import ServerMetrics
 
 __all__ = [
     "COMMAND_DEADLINE",
@@ -108,8 +111,11 @@ class ConsoleDriver:
         *,
         on_line: Callable[[str], None] | None = None,
         name: str = "console",
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._write = write
+        #: Where timeouts and resynchronisations are counted (``None``: nowhere).
+        self._metrics = metrics
         self._on_line = on_line or _discard
         self.name = name
         self._reader = ConsoleReader()
@@ -242,6 +248,8 @@ class ConsoleDriver:
                 answer = await waiter
         except TimeoutError:
             self._needs_sync = True
+            if self._metrics is not None:
+                self._metrics.timeouts.inc()
             raise ConsoleTimeout(
                 f"{self.name}: {(command.split(maxsplit=1) or [''])[0]!r} got no complete answer "
                 f"within {timeout:g} s"
@@ -285,6 +293,8 @@ class ConsoleDriver:
         self, command: str, *, timeout: float, stream: bool, sent: Sent | None = None
     ) -> Reply:
         if self._needs_sync:
+            if self._metrics is not None:
+                self._metrics.resyncs.inc()
             await self._sync(timeout=timeout)
         answer = await self._command(command, timeout=timeout, stream=stream, sent=sent)
         if not answer.settled:

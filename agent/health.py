@@ -1,4 +1,4 @@
-"""The agent's health endpoint: ``GET /healthz`` and ``GET /readyz`` over minimal HTTP/1.1.
+"""The agent's HTTP endpoint: ``/healthz``, ``/readyz`` and ``/metrics`` over minimal HTTP/1.1.
 
 Off unless ``[agent] health = "HOST:PORT"``; container health checks, load balancers and
 Kubernetes probes ask it, nothing else. It speaks just enough HTTP/1.1 for them, with
@@ -9,6 +9,11 @@ Kubernetes probes ask it, nothing else. It speaks just enough HTTP/1.1 for them,
   its bus is connected and each server's console has answered (synchronised) since its
   headless last started; else 503 ``not ready: <reasons>``, for example
   ``not ready: bus not connected; a2 starting``.
+- ``GET /metrics``: the agent's Prometheus metrics (:mod:`resofleet.agent.metrics`),
+  OpenMetrics when the ``Accept`` header asks for it; only on an endpoint given them
+  (``[agent] metrics = "HOST:PORT"``; the same address as ``health`` serves both), else
+  404. No token: like the health checks, it listens where the operator says (loopback or a
+  cluster-only address), and a scrape reads nothing but counts.
 - ``HEAD`` works like ``GET`` without the body; another method is 405, another path 404,
   a request line that is not HTTP is 400. One request per connection
   (``Connection: close``), which is how every probe asks anyway.
@@ -34,6 +39,9 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from .service import Agent
 
+#: What serves ``/metrics``: the ``Accept`` header in, the body and its type out.
+Scrape = Callable[[str | None], tuple[bytes, str]]
+
 __all__ = [
     "MAX_PROBES",
     "MAX_REQUEST_HEAD",
@@ -57,6 +65,7 @@ MAX_PROBES: Final = 32
 _ADDRESS: Final = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):(?P<port>[0-9]{1,5})")
 #: ``METHOD TARGET HTTP/1.x`` (HTTP/1.0 probes, such as some load balancers', too).
 _REQUEST_LINE: Final = re.compile(rb"(?P<method>[A-Z]{1,16}) (?P<target>/\S*) HTTP/1\.[01]")
+_ACCEPT: Final = re.compile(rb"^accept:[ \t]*(?P<value>[^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
 def split_address(text: str) -> tuple[str, int]:
@@ -80,19 +89,24 @@ def problems(agent: Agent) -> list[str]:
     return found
 
 
-def answer(head: bytes, unready: Callable[[], Sequence[str]]) -> bytes:
+def answer(head: bytes, unready: Callable[[], Sequence[str]], metrics: Scrape | None = None) -> bytes:
     """The whole response to one request head (request line and headers). ``unready`` is
-    asked only for ``/readyz``, and gives the readiness problems (empty: ready)."""
+    asked only for ``/readyz``, and gives the readiness problems (empty: ready);
+    ``metrics`` only for ``/metrics`` (``None``: not served here)."""
     match = _REQUEST_LINE.match(head.split(b"\r\n", 1)[0].rstrip(b"\n"))
     if match is None:
         return _response(HTTPStatus.BAD_REQUEST, "bad request: this is an HTTP/1.1 health endpoint")
     method = match["method"].decode("ascii")
     path = match["target"].decode("ascii", "replace").partition("?")[0]
-    if path not in ("/healthz", "/readyz"):
+    if path not in ("/healthz", "/readyz") and not (path == "/metrics" and metrics is not None):
         return _response(HTTPStatus.NOT_FOUND, "not found: the agent answers /healthz and /readyz")
     if method not in ("GET", "HEAD"):
         return _response(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed: use GET", allow=True)
     head_only = method == "HEAD"
+    if path == "/metrics" and metrics is not None:
+        accept = _ACCEPT.search(head)
+        body, content_type = metrics(accept["value"].decode("latin-1") if accept else None)
+        return _response(HTTPStatus.OK, body, head_only=head_only, content_type=content_type)
     if path == "/healthz":
         return _response(HTTPStatus.OK, "ok", head_only=head_only)
     reasons = list(unready())
@@ -103,11 +117,14 @@ def answer(head: bytes, unready: Callable[[], Sequence[str]]) -> bytes:
     )
 
 
-def _response(status: HTTPStatus, text: str, *, head_only: bool = False, allow: bool = False) -> bytes:
-    body = f"{text}\n".encode()
+def _response(
+    status: HTTPStatus, text: str | bytes, *, head_only: bool = False, allow: bool = False,
+    content_type: str = "text/plain; charset=utf-8",
+) -> bytes:
+    body = text if isinstance(text, bytes) else f"{text}\n".encode()
     lines = [
         f"HTTP/1.1 {status.value} {status.phrase}",
-        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Type: {content_type}",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",
         "Connection: close",
@@ -124,8 +141,12 @@ class HealthServer:
     drops the connections being answered; both are idempotent. :attr:`port` is the port
     it listens on (the real one when asked for port 0)."""
 
-    def __init__(self, unready: Callable[[], Sequence[str]], *, host: str, port: int) -> None:
+    def __init__(
+        self, unready: Callable[[], Sequence[str]], *, host: str, port: int,
+        metrics: Scrape | None = None,
+    ) -> None:
         self._unready = unready
+        self._metrics = metrics
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
@@ -163,7 +184,7 @@ class HealthServer:
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
-            writer.write(answer(head, self._unready))
+            writer.write(answer(head, self._unready, self._metrics))
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass  # a probe that hung up, stalled or sent too much gets nothing more

@@ -72,6 +72,8 @@ class OutputLog:
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._skipped = 0  # lines pushed out of a full backlog since the last flush
+        #: Lines never published because the backlog was full, since start (metrics).
+        self.dropped = 0
 
     def add(self, line: str) -> None:
         self.seq += 1
@@ -80,6 +82,7 @@ class OutputLog:
         if len(self._unsent) >= PUBLISH_BACKLOG:
             self._unsent.popleft()
             self._skipped += 1
+            self.dropped += 1
         self._unsent.append(item)
         self._wake.set()
 

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
@@ -54,6 +55,7 @@ from resofleet.contracts import (
     RunCommand,
     ServerPresence,
     ServerState,
+    Status,
     StatusRequest,
     StatusUpdate,
     World,
@@ -67,6 +69,7 @@ from .settings import AgentSettings, ServerConfig
 
 from .console import COMMAND_DEADLINE, ConsoleDriver, deadline_for
 from .errors import AgentError, ConsoleClosed, ConsoleNotReady, ConsoleTimeout
+from .metrics import AgentMetrics, ServerMetrics
 from .output import OutputLog
 from .parsers import build_world, parse_bans, parse_status, parse_users, parse_worlds
 from .runtime import ProcessRuntime, Runtime, emulator_command
@@ -152,8 +155,13 @@ class ManagedServer:
         settings: AgentSettings,
         *,
         runtime_factory: Callable[[ServerConfig, object], Runtime] = make_runtime,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.id = config.id
+        #: Where this server's console and polls are counted (its own registry if none).
+        self.metrics = metrics if metrics is not None else AgentMetrics(dict).server(config.id)
+        #: The last status sample (the metrics read it; a scrape never asks the runtime).
+        self.last_status: Status | None = None
         self.config = config
         self.bus = bus
         self.settings = settings
@@ -218,7 +226,9 @@ class ManagedServer:
 
     def started(self) -> None:  # RuntimeListener
         self._ready.clear()
-        driver = ConsoleDriver(self.runtime.write, on_line=self.output_line, name=self.id)
+        driver = ConsoleDriver(
+            self.runtime.write, on_line=self.output_line, name=self.id, metrics=self.metrics
+        )
         self.driver = driver
         self._spawn(self._synchronise(driver))
         self._spawn(self._publish_state("starting"))
@@ -276,7 +286,8 @@ class ManagedServer:
             case RunCommand(command=command, world=world):
                 return await self._command(command, world, deadline, attempt)
             case StatusRequest():
-                return StatusUpdate(status=await self.runtime.stats(), server=self.id)
+                self.last_status = await self.runtime.stats()  # the freshest sample
+                return StatusUpdate(status=self.last_status, server=self.id)
             case WorldsRequest():
                 worlds = await self._collect_worlds(self._remaining(deadline), wait=self._remaining(deadline))
                 await self._maybe_publish_worlds(worlds)
@@ -332,7 +343,9 @@ class ManagedServer:
         async with driver.exclusive(wait=self._remaining(deadline)) as group:
             timeout = min(deadline_for(command), self._remaining(deadline))
             if world is None:
+                started = time.perf_counter()
                 reply = await group.run(command, timeout=timeout, sent=attempt.hand)
+                self.metrics.command(command, time.perf_counter() - started)
             else:
                 await group.worlds(timeout=timeout)  # the console's own list, inside the group
                 check_world(self.id, world, driver.world_names)
@@ -341,7 +354,9 @@ class ManagedServer:
                 if _NO_SUCH_WORLD.intersection(line.strip() for line in focused.lines):
                     # listed a moment ago, gone now (it closed): refuse, run nothing
                     raise _unknown_world(f"Server {self.id!r} no longer has the world {world!r}")
+                started = time.perf_counter()
                 reply = await group.run(command, timeout=timeout, sent=attempt.hand)
+                self.metrics.command(command, time.perf_counter() - started)
                 if before is not None and name not in ("focus", "close") and driver.focused_index != before:
                     await group.focus(before, timeout=COMMAND_DEADLINE)
         if name in _CHANGES_WORLDS:
@@ -395,32 +410,39 @@ class ManagedServer:
             await asyncio.sleep(self.settings.status_interval)
 
     async def _refresh_status(self) -> None:
+        started = time.perf_counter()
         try:
             status = await self.runtime.stats()
         except Exception as exc:
             log.warning("server=%s: status sample failed: %s", self.id, exc)
             return
+        finally:
+            self.metrics.polls["status"].observe(time.perf_counter() - started)
+        self.last_status = status
         encoded = msgspec.json.encode(status)
         if encoded != self._last_status:
             self._last_status = encoded
             await self._publish("status", StatusUpdate(status=status, server=self.id))
 
     async def _poll_worlds(self) -> None:
-        await self._poll(self._poke_worlds, self.settings.worlds_interval, self._poll_worlds_once)
+        await self._poll(self._poke_worlds, self.settings.worlds_interval, self._poll_worlds_once, "worlds")
 
     async def _poll_worlds_once(self) -> None:
         worlds = await self._collect_worlds(COMMAND_DEADLINE, wait=POLL_WAIT)
         await self._maybe_publish_worlds(worlds)
 
     async def _poll_bans(self) -> None:
-        await self._poll(self._poke_bans, self.settings.bans_interval, self._poll_bans_once)
+        await self._poll(self._poke_bans, self.settings.bans_interval, self._poll_bans_once, "bans")
 
     async def _poll_bans_once(self) -> None:
         driver = await self._console(asyncio.get_running_loop().time() + COMMAND_DEADLINE)
         reply = await driver.run("listbans", stream=False, wait=POLL_WAIT)
         await self._maybe_publish_bans(parse_bans(reply.text))
 
-    async def _poll(self, poke: asyncio.Event, interval: float, once: Callable[[], Awaitable[None]]) -> None:
+    async def _poll(
+        self, poke: asyncio.Event, interval: float, once: Callable[[], Awaitable[None]], name: str
+    ) -> None:
+        timing = self.metrics.polls[name]
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
@@ -428,8 +450,10 @@ class ManagedServer:
             poke.clear()
             if not self._ready.is_set():
                 continue
+            started = time.perf_counter()
             try:
                 await once()
+                timing.observe(time.perf_counter() - started)
             except AgentError as exc:
                 log.info("server=%s: poll skipped: %s", self.id, exc)
             except Exception:

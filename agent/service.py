@@ -25,6 +25,7 @@ from resofleet.bus import Bus, BusError, Served
 from resofleet.contracts import Announce, Discover
 
 from .audit import audited
+from .metrics import AgentMetrics
 from .server import ManagedServer
 from .settings import AgentSettings, ServerConfig
 
@@ -61,7 +62,12 @@ class Agent:
         self.host = socket.gethostname()
         self.announce_interval = announce_interval
         self.audit = audit
-        self.servers = {cfg.id: ManagedServer(cfg, bus, self.settings) for cfg in servers}
+        #: This agent's metrics (:mod:`resofleet.agent.metrics`), read from its servers.
+        self.metrics = AgentMetrics(lambda: self.servers)
+        self.servers = {
+            cfg.id: ManagedServer(cfg, bus, self.settings, metrics=self.metrics.server(cfg.id))
+            for cfg in servers
+        }
         self._served: list[Served] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False

@@ -74,6 +74,10 @@ class AgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: Where the health endpoint (``/healthz``, ``/readyz``; :mod:`resofleet.agent.health`)
     #: listens, ``HOST:PORT``; ``None``: it is off (nothing listens unless asked).
     health: _HealthAddress | None = None
+    #: Where ``/metrics`` (:mod:`resofleet.agent.metrics`) is served, ``HOST:PORT`` (the
+    #: health endpoint's address serves both); ``None``: off (``resofleet up`` serves the
+    #: agent's metrics on the gateway's port anyway).
+    metrics: _HealthAddress | None = None
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

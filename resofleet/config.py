@@ -27,6 +27,7 @@ worlds_interval = 15.0      # seconds between worlds+users polls
 bans_interval = 60.0        # seconds between listbans polls
 audit_log = "/var/log/resofleet/agent.jsonl"     # false: no audit log
 health = "127.0.0.1:8001"   # serve /healthz and /readyz there (absent: off)
+metrics = "127.0.0.1:8001"  # serve /metrics there (absent: off; `up` serves it on the gateway's port)
 [[servers]]
 id = "main"                 # [a-z0-9][a-z0-9-]{0,62}
 runtime = "docker"          # docker | process | emulator
@@ -224,11 +225,12 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         except ValueError:
             problem = f"must be an address or a network, not {proxy!r}"
             raise fail(f"gateway.trusted_proxies[{i}]", problem) from None
-    if file.agent.health is not None:
-        try:
-            split_address(file.agent.health)
-        except ValueError as exc:
-            raise fail("agent.health", f"{exc}, not {file.agent.health!r}") from None
+    for key, address in (("agent.health", file.agent.health), ("agent.metrics", file.agent.metrics)):
+        if address is not None:
+            try:
+                split_address(address)
+            except ValueError as exc:
+                raise fail(key, f"{exc}, not {address!r}") from None
     seen: set[str] = set()
     for i, server in enumerate(file.servers):
         if server.id in seen:

@@ -7,7 +7,9 @@ and the health endpoint last. Its error lines start with ``resofleet agent:``.
 
 With ``[agent] health = "HOST:PORT"`` it also serves ``/healthz`` and ``/readyz``
 (:mod:`resofleet.agent.health`) from before it connects to the broker, so a probe tells
-"starting" from "dead"; a port it cannot listen on stops it at once (exit status 1).
+"starting" from "dead"; a port it cannot listen on stops it at once (exit status 1). With
+``[agent] metrics = "HOST:PORT"`` it serves ``/metrics`` there (the health address may be
+the same: one endpoint serves both).
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ async def _serve(config: Config, url: str) -> int:
 
     started: list[Agent] = []  # the agent, once made: the endpoint answers for it
     async with (
-        health_endpoint(config.agent.health, lambda: started[0] if started else None),
+        health_endpoint(
+            config.agent.health, lambda: started[0] if started else None,
+            metrics=config.agent.metrics,
+        ),
         opened_audit(config.agent.audit_log, source="agent", command=COMMAND) as audit,
         started_bus(
             url, prefix=config.bus_prefix, name=f"resofleet-agent {config.agent.name}", command=COMMAND,
@@ -93,29 +98,47 @@ async def _serve(config: Config, url: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def health_endpoint(address: str | None, agent: Callable[[], Agent | None]) -> AsyncIterator[None]:
-    """``/healthz`` and ``/readyz`` on ``address`` (``None``: nothing), answering for
-    ``agent()`` (``None`` until the agent is made: "starting"); closed on the way out."""
-    if address is None:
-        yield
-        return
+async def health_endpoint(
+    address: str | None, agent: Callable[[], Agent | None], *, metrics: str | None = None
+) -> AsyncIterator[None]:
+    """``/healthz`` and ``/readyz`` on ``address``, ``/metrics`` on ``metrics`` (``None``:
+    nothing; the same address: one endpoint serves both), answering for ``agent()``
+    (``None`` until the agent is made: "starting", no metrics); closed on the way out."""
     from resofleet.agent.health import HealthServer, problems, split_address
+    from resofleet.agent.metrics import exposition
 
     def unready() -> list[str]:
         current = agent()
         return ["starting"] if current is None else problems(current)
 
-    host, port = split_address(address)  # checked when the config was read
-    server = HealthServer(unready, host=host, port=port)
+    def scrape(accept: str | None) -> tuple[bytes, str]:
+        current = agent()
+        if current is None:
+            return b"", "text/plain; version=0.0.4; charset=utf-8"
+        return exposition(current.metrics.registry, accept)
+
+    servers: list[HealthServer] = []
     try:
-        await server.start()
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        message = f"cannot listen on {address} for health checks: {reason}"
-        raise CommandError(message, status=FAILURE, command=COMMAND) from None
-    shown = address.rpartition(":")[0]
-    log.info("health checks on http://%s:%d/readyz and /healthz", shown, server.port)
-    try:
+        for where, what in ((address, "health checks"), (metrics, "metrics")):
+            if where is None or (what == "metrics" and where == address):
+                continue
+            host, port = split_address(where)  # checked when the config was read
+            server = HealthServer(
+                unready, host=host, port=port, metrics=scrape if where == metrics else None
+            )
+            try:
+                await server.start()
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                message = f"cannot listen on {where} for {what}: {reason}"
+                raise CommandError(message, status=FAILURE, command=COMMAND) from None
+            servers.append(server)
+            shown = where.rpartition(":")[0]
+            paths = "/metrics" if where != address else "/readyz and /healthz"
+            if where == metrics == address:
+                paths += ", /metrics"
+            log.info("%s on http://%s:%d%s", what, shown, server.port, paths)
         yield
     finally:
-        await server.close()
+        for server in servers:
+            await server.close()

@@ -190,7 +190,7 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
          "gateway.limits.rate is not a known key (known: command_rate, command_burst, connections_per_address, "
          "pre_auth_rate, pre_auth_burst, pre_auth_frame)"),
         ({"agent": {"status": 1}}, "agent.status is not a known key (known: name, status_interval, "
-         "worlds_interval, bans_interval, audit_log, health)"),
+         "worlds_interval, bans_interval, audit_log, health, metrics)"),
         ({"bus": {"uri": "amqp://x/"}}, "bus.uri is not a known key (known: url, prefix, requesters)"),
         ({"servers": [{"id": "one", "runtime": "emulator", "args": []}]},
          "servers[0].args is not a known key (known: id, runtime, container, command, workdir, scenario, "
