@@ -70,3 +70,15 @@ def test_the_alerts_fire_on_what_they_are_for() -> None:
     """`promtool test rules alerts.test.yml`: server down, agent unreachable, crash loop,
     console timeouts, gateway not ready, clients cut off, each from input series."""
     assert "SUCCESS" in promtool("test", "rules", "alerts.test.yml")
+
+
+def test_the_dashboards_queries_parse_as_promql(tmp_path: Path) -> None:
+    """Every query of deploy/grafana's dashboard, as a recording rule: `promtool check
+    rules` parses each with Prometheus's own PromQL parser."""
+    import json
+
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "dashboards" / "resofleet-fleet.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    rules = [{"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs)]
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in promtool("check", "rules", "queries.yml", cwd=tmp_path)
