@@ -17,7 +17,7 @@ PROMETHEUS = REPO / "deploy" / "prometheus"
 #: machine).
 PROMTOOL_TIMEOUT = 60.0
 #: Where the compose fleet mounts the gateways' bearer token (deploy/compose.yaml).
-TOKEN_PATH = "/etc/prometheus/gateway.token"
+TOKEN_PATH = "/etc/prometheus/secrets/gateway.token"
 
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
