@@ -6,9 +6,9 @@ taking the parsed arguments and returning an exit code. Modules are listed in
 :data:`SUBCOMMANDS` in the order ``--help`` shows them.
 
 :func:`main` sets up logging the same way for every command
-(:func:`~resofleet.commands.common.setup_logging`: ``RESOFLEET_LOG_LEVEL``, tokens
-redacted), and turns a :class:`~resofleet.commands.common.CommandError` into its one line
-on stderr and its exit status: the commands raise it, none prints its own errors.
+(:func:`~resofleet.commands.common.setup_logging`: ``RESOFLEET_LOG_LEVEL``, the
+``--log-format`` that :func:`build_parser` gives every command, tokens redacted), and turns
+a :class:`~resofleet.commands.common.CommandError` into its one line on stderr and its exit status: the commands raise it, none prints its own errors.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from resofleet.commands.common import CommandError, setup_logging
+from resofleet.commands.common import CommandError, add_log_argument, setup_logging
 
 #: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
@@ -46,7 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # not built yet
         module.register(sub)
+    for command in _commands(parser):
+        add_log_argument(command)
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that run something: those without subcommands of their own."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                found.extend(_commands(child) or [child])
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        setup_logging()
+        setup_logging(log_format=getattr(args, "log_format", None))
         return int(func(args) or 0)
     except CommandError as exc:
         print(exc.line(), file=sys.stderr, flush=True)

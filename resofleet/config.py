@@ -28,6 +28,8 @@ bans_interval = 60.0        # seconds between listbans polls
 audit_log = "/var/log/resofleet/agent.jsonl"     # false: no audit log
 health = "127.0.0.1:8001"   # serve /healthz and /readyz there (absent: off)
 metrics = "127.0.0.1:8001"  # serve /metrics there (absent: off; `up` serves it on the gateway's port)
+[log]
+format = "text"             # or "json": one object per line (--log-format overrides it)
 [[servers]]
 id = "main"                 # [a-z0-9][a-z0-9-]{0,62}
 runtime = "docker"          # docker | process | emulator
@@ -36,7 +38,7 @@ container = "resonite-headless"
 
 The tables decode straight into the settings the parts own, with msgspec's typed decoding:
 ``[gateway]`` into :class:`~resofleet.gateway.settings.GatewaySettings`, ``[agent]`` into
-:class:`~resofleet.agent.settings.AgentSettings`, each ``[[servers]]`` entry into a
+:class:`~resofleet.agent.settings.AgentSettings`, ``[log]`` into :class:`LogSettings`, each ``[[servers]]`` entry into a
 :class:`~resofleet.agent.settings.ServerConfig`. Their fields carry the types and bounds;
 this module adds only what the file says differently (``audit_log = true/false``, the
 environment) and the few rules that span fields (see :func:`parse_config`).
@@ -87,6 +89,7 @@ from resofleet.gateway.settings import GatewaySettings, Secret
 __all__ = [
     "Config",
     "ConfigError",
+    "LogSettings",
     "default_audit_dir",
     "default_audit_path",
     "load_config",
@@ -133,12 +136,20 @@ class _Bus(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     requesters: tuple[_Requester, ...] | None = None
 
 
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[log]``: how log lines are written (the level is ``$RESOFLEET_LOG_LEVEL``)."""
+
+    #: ``text`` for people, ``json`` for a log collector; ``--log-format`` overrides it.
+    format: Literal["text", "json"] = "text"
+
+
 class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole file, as msgspec decodes it."""
 
     gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
     agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
     bus: _Bus = msgspec.field(default_factory=_Bus)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
     servers: tuple[ServerConfig, ...] = ()
 
 
@@ -157,6 +168,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     bus_prefix: str = ""
     #: ``[bus] requesters``: the broker users whose requests an agent runs; ``None``: anyone's.
     bus_requesters: tuple[str, ...] | None = None
+    #: ``[log]``: the format of log lines.
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
     servers: tuple[ServerConfig, ...] = ()
 
     @property
@@ -255,6 +268,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         bus_url=url,
         bus_prefix=prefix or "",
         bus_requesters=file.bus.requesters,
+        log=file.log,
         servers=file.servers,
     )
 

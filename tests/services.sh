@@ -82,6 +82,13 @@ if [ -z "${RESOFLEET_NO_KUBECTL:-}" ] && apt_install kubernetes-client kubectl "
     echo "services: kubectl for the manifest tests: $(command -v kubectl)" >&2
 fi
 
+# promtool, from Debian's prometheus package, for the Prometheus files' tests
+# (tests/integration/deploy/test_prometheus.py: `promtool check config`, `check rules`,
+# `test rules` on deploy/prometheus/). About 100 MB; the package's own service is not used.
+if [ -z "${RESOFLEET_NO_PROMETHEUS:-}" ] && apt_install prometheus promtool "the Prometheus file tests"; then
+    echo "services: promtool for the Prometheus file tests: $(command -v promtool)" >&2
+fi
+
 # Debian's docker-compose (1.29) for the compose fleet and its end-to-end test
 # (tests/e2e/test_compose_fleet.py; `make fleet`), where a Docker engine runs and no
 # compose v2 is there.

@@ -11,8 +11,10 @@ every command fails the same way::
                           FAILURE (1: the broker, the port, the audit log at run time)
 
 Logging is set up once, for every command, by :func:`setup_logging` (``main`` calls it):
-the level comes from ``RESOFLEET_LOG_LEVEL``, and every line goes through the gateway's
-token redaction, so no command can write a token to a log.
+the level comes from ``RESOFLEET_LOG_LEVEL``, the format from ``--log-format`` (which every
+command takes, :func:`add_log_argument`), else the configuration's ``[log] format`` (applied
+by :func:`load_config` once the file is read), else text; and every line goes through the
+gateway's token redaction, so no command can write a token to a log.
 
 Only the standard library is imported at module level: the command line imports every
 command module whenever it starts, and this one with them.
@@ -47,6 +49,7 @@ __all__ = [
     "CommandError",
     "add_config_argument",
     "add_listen_arguments",
+    "add_log_argument",
     "announce",
     "auth_note",
     "connection_name",
@@ -56,6 +59,7 @@ __all__ = [
     "opened_audit",
     "security_for",
     "setup_logging",
+    "use_log_format",
     "started_bus",
     "stop_signals",
     "warn_if_open",
@@ -69,6 +73,13 @@ FAILURE: Final = 1
 LISTENING: Final = "resofleet: gateway listening on"
 #: Every log line: when, how bad, which logger (module), what.
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The log formats: ``text`` (:data:`LOG_FORMAT`, for people) and ``json`` (one object
+#: per line, :class:`resofleet.logs.JsonFormatter`, for log collectors).
+LOG_FORMATS: Final = ("text", "json")
+#: Format when neither ``--log-format`` nor ``[log] format`` says: people read it first.
+DEFAULT_LOG_FORMAT: Final = "text"
+#: The name of the handler :func:`setup_logging` puts on the root logger, to find it again.
+LOG_HANDLER: Final = "resofleet"
 #: Level when ``RESOFLEET_LOG_LEVEL`` is unset: what the services do, not how.
 DEFAULT_LOG_LEVEL: Final = "INFO"
 #: The names ``RESOFLEET_LOG_LEVEL`` accepts, in any case.
@@ -97,25 +108,62 @@ class CommandError(Exception):
 # -- logging ---------------------------------------------------------------------------------
 
 
-def setup_logging() -> None:
-    """Log to stderr at ``RESOFLEET_LOG_LEVEL`` (default INFO), with tokens redacted.
+def setup_logging(*, log_format: str | None = None) -> None:
+    """Log to stderr at ``RESOFLEET_LOG_LEVEL`` (default INFO), in ``log_format`` (``None``:
+    text until :func:`load_config` reads ``[log] format``), with tokens redacted.
 
     websockets logs every handshake at INFO; the gateway logs its own sessions, so it is
     kept at WARNING unless the level is DEBUG. The redaction filter goes on the root
-    logger's handler: every record of every logger passes it on the way out.
+    logger's handler: every record of every logger passes it on the way out, before the
+    formatter (text or JSON) sees it. A root logger that has handlers already (an embedding
+    program, a test runner) keeps them: only its level is left as it was, as before.
     """
     given = os.environ.get("RESOFLEET_LOG_LEVEL", "").strip()
     name = given.upper() or DEFAULT_LOG_LEVEL
     if name not in LOG_LEVELS:
         raise CommandError(f"RESOFLEET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {given!r}")
     level = logging.getLevelNamesMapping()[name]
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(LOG_HANDLER)
+        root.addHandler(handler)
+        root.setLevel(level)
+        use_log_format(log_format or DEFAULT_LOG_FORMAT)
     quiet = level if level == logging.DEBUG else max(level, logging.WARNING)
     logging.getLogger("websockets").setLevel(quiet)
     # A browser's ?token= (or a Bearer header in a traceback) must never reach a log file.
     from resofleet.gateway.redact import install
 
     install()
+
+
+def use_log_format(log_format: str) -> None:
+    """Format the lines of the handler :func:`setup_logging` made as ``log_format``
+    (one of :data:`LOG_FORMATS`); nothing when it made none. JSON also puts a
+    :class:`~resofleet.logs.ContextFilter` first on it, before the redaction."""
+    from resofleet.logs import ContextFilter, JsonFormatter
+
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() != LOG_HANDLER:
+            continue
+        for old in [f for f in handler.filters if isinstance(f, ContextFilter)]:
+            handler.removeFilter(old)
+        if log_format == "json":
+            handler.setFormatter(JsonFormatter())
+            handler.filters.insert(0, ContextFilter())
+        else:
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log-format``, once per parser (the command line adds it to every command)."""
+    if any("--log-format" in action.option_strings for action in parser._actions):
+        return
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=None,
+        help="log lines on stderr as text or JSON objects (default: [log] format, else text)",
+    )
 
 
 # -- the configuration -----------------------------------------------------------------------
@@ -125,17 +173,22 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="TOML configuration (default: $RESOFLEET_CONFIG)"
     )
+    add_log_argument(parser)
 
 
 def load_config(args: argparse.Namespace, *, command: str | None = None) -> Config:
-    """The configuration ``--config`` (or ``$RESOFLEET_CONFIG``) names, or the defaults."""
+    """The configuration ``--config`` (or ``$RESOFLEET_CONFIG``) names, or the defaults;
+    its ``[log] format`` applies from here on unless ``--log-format`` said otherwise."""
     from resofleet.config import ConfigError
     from resofleet.config import load_config as load
 
     try:
-        return load(args.config)
+        config = load(args.config)
     except ConfigError as exc:
         raise CommandError(str(exc), command=command) from None
+    if getattr(args, "log_format", None) is None:
+        use_log_format(config.log.format)
+    return config
 
 
 # -- listening -------------------------------------------------------------------------------

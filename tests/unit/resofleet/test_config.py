@@ -183,7 +183,7 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
 @pytest.mark.parametrize(
     ("data", "line"),
     [
-        ({"gatway": {"port": 1}}, "gatway is not a known key (known: gateway, agent, bus, servers)"),
+        ({"gatway": {"port": 1}}, "gatway is not a known key (known: gateway, agent, bus, log, servers)"),
         ({"gateway": {"secrte": SECRET}}, "gateway.secrte is not a known key (known: host, port, secret, "
          "old_secrets, origins, trusted_proxies, revoked, hosts, limits, audit_log, compression)"),
         ({"gateway": {"limits": {"rate": 1}}},
@@ -335,3 +335,13 @@ def test_gateway_hosts_are_host_names_without_ports() -> None:
     assert config.gateway.hosts == ("dash.example.com", "GW.example.com")
     with pytest.raises(ConfigError, match=r"^f\.toml: gateway\.hosts\[0\] "):
         parse_config({"gateway": {"hosts": ["dash.example.com:443"]}}, source="f.toml")
+
+
+def test_the_log_table_chooses_the_format() -> None:
+    """[log] format is text (the default) or json; anything else names the key."""
+    assert parse_config({}).log.format == "text"
+    assert parse_config({"log": {"format": "json"}}).log.format == "json"
+    with pytest.raises(ConfigError, match=r"^f.toml: log.format must be one of json, text, not 'xml'$"):
+        parse_config({"log": {"format": "xml"}}, source="f.toml")
+    with pytest.raises(ConfigError, match=r"log.level is not a known key \(known: format\)"):
+        parse_config({"log": {"level": "debug"}}, source="f.toml")
