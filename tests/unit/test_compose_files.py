@@ -63,7 +63,7 @@ def test_agent_configurations_are_valid_and_name_their_containers(rendered: Path
     for host, ids in (("host-a", ["a1", "a2"]), ("host-b", ["b1", "b2"])):
         path = rendered / f"{host}.toml"
         config = parse_config(tomllib.loads(path.read_text()), source=str(path))
-        assert config.agent.name == host and config.agent.health == "127.0.0.1:8001"
+        assert config.agent.name == host and config.agent.health == config.agent.metrics == "0.0.0.0:8001"  # Prometheus scrapes it from the stack network
         assert [(s.id, s.runtime, s.container) for s in config.servers] == [(i, "docker", f"unit-{i}") for i in ids]
     assert fleet.servers({**ENV, "RESOFLEET_FLEET_DIR": str(rendered)}) == ["a1", "a2", "b1", "b2"]
 
