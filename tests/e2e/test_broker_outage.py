@@ -32,8 +32,8 @@ from tests.integration.gateway.client import Client, http_get, wait_until
 from tests.support.rabbit_node import RabbitNode, rabbit_node
 from tests.support.timing import AT_ONCE
 
-from .test_commands import START_TIMEOUT, resofleet
-from .test_security_cli import env_for
+from .agent_cli import start_agent
+from .test_commands import START_TIMEOUT
 
 pytestmark = pytest.mark.amqp
 
@@ -89,20 +89,8 @@ async def outage(tmp_path: Path) -> AsyncIterator[Outage]:
     an in-process gateway with :data:`COMMAND_TIMEOUT`, and a client that sees eu-1."""
     async with rabbit_node(tmp_path / "broker") as node:
         prefix = f"outage-{uuid.uuid4().hex[:8]}."
-        audit = tmp_path / "agent-audit.jsonl"
-        config = tmp_path / "fleet.toml"
-        config.write_text(
-            f'[bus]\nurl = "{node.url}"\nprefix = "{prefix}"\n'
-            f'[agent]\nname = "host-a"\naudit_log = "{audit}"\n'
-            '[[servers]]\nid = "eu-1"\nruntime = "emulator"\n'
-        )
-        agent_log = tmp_path / "agent.log"
-        with agent_log.open("wb") as stderr:
-            agent = await asyncio.create_subprocess_exec(
-                *resofleet(), "agent", cwd=tmp_path,
-                env=env_for(tmp_path, RESOFLEET_CONFIG=str(config)),
-                stdout=asyncio.subprocess.PIPE, stderr=stderr,
-            )
+        cli = await start_agent(tmp_path, bus_url=f'"{node.url}"', prefix=prefix)
+        agent, audit, agent_log = cli.process, cli.audit, cli.log
         bus = AmqpBus(node.url, topology=Topology(prefix=prefix), name="outage-gateway")
         gateway = Gateway(bus, host="127.0.0.1", port=0, timeouts=Timeouts(command=COMMAND_TIMEOUT))
         client: Client | None = None

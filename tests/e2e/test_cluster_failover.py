@@ -20,8 +20,8 @@ from tests.support.rabbit_node import rabbit_cluster
 from tests.support.timing import AT_ONCE
 
 from .closed_loop import LoopClient, audited, check_at_most_once, until
-from .test_commands import START_TIMEOUT, resofleet
-from .test_security_cli import env_for
+from .agent_cli import start_agent
+from .test_commands import START_TIMEOUT
 
 pytestmark = pytest.mark.amqp
 
@@ -45,30 +45,15 @@ async def test_killing_the_node_of_an_agent_and_a_gateway_loses_nothing_and_runs
     as run is in the agent's audit exactly once, and no tag runs or echoes twice."""
     async with rabbit_cluster(tmp_path / "cluster", size=3) as cluster:
         prefix = f"cluster-{uuid.uuid4().hex[:8]}."
-        audit = tmp_path / "agent-audit.jsonl"
-        config = tmp_path / "fleet.toml"
         urls = ", ".join(f'"{url}"' for url in cluster.urls)
-        config.write_text(
-            f'[bus]\nurl = [{urls}]\nprefix = "{prefix}"\n'
-            f'[agent]\nname = "host-a"\naudit_log = "{audit}"\n'
-            '[[servers]]\nid = "eu-1"\nruntime = "emulator"\n'
-        )
-        agent_log = tmp_path / "agent.log"
-        with agent_log.open("wb") as stderr:
-            agent = await asyncio.create_subprocess_exec(
-                *resofleet(), "agent", cwd=tmp_path,
-                env=env_for(tmp_path, RESOFLEET_CONFIG=str(config)),
-                stdout=asyncio.subprocess.PIPE, stderr=stderr,
-            )
+        cli = await start_agent(tmp_path, bus_url=f"[{urls}]", prefix=prefix)
+        agent, audit = cli.process, cli.audit
         bus = AmqpBus(cluster.urls, topology=Topology(prefix=prefix), name="cluster-gateway")
         gateway = Gateway(bus, host="127.0.0.1", port=0, timeouts=Timeouts(command=COMMAND_TIMEOUT))
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         try:
-            assert agent.stdout is not None
-            async with asyncio.timeout(START_TIMEOUT):
-                line = await agent.stdout.readline()
-            assert b"serving eu-1" in line, (line, agent_log.read_text())
+            await cli.serving()
             await bus.start()
             await gateway.start()
             first = cluster.nodes[0]

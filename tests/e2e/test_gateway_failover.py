@@ -13,8 +13,9 @@ import pytest
 from tests.integration.gateway.client import Client, wait_until
 
 from .closed_loop import LoopClient, audited, check_at_most_once, until
-from .test_commands import START_TIMEOUT, resofleet
-from .test_security_cli import env_for, started
+from .agent_cli import start_agent
+from .test_commands import START_TIMEOUT
+from .test_security_cli import started
 
 pytestmark = pytest.mark.amqp
 
@@ -35,27 +36,15 @@ async def test_clients_of_a_killed_gateway_carry_on_through_the_other(tmp_path, 
     within RECOVER_WITHIN; every request on a live connection is answered; answered
     commands ran exactly once; commands whose answer was lost ran at most once."""
     prefix = f"gwkill-{uuid.uuid4().hex[:8]}."
-    audit = tmp_path / "agent-audit.jsonl"
-    config = tmp_path / "fleet.toml"
-    config.write_text(
-        f'[bus]\nurl = "{amqp_url}"\nprefix = "{prefix}"\n'
-        f'[agent]\nname = "host-a"\naudit_log = "{audit}"\n'
-        '[gateway]\naudit_log = false\n'
-        '[[servers]]\nid = "eu-1"\nruntime = "emulator"\n'
+    cli = await start_agent(
+        tmp_path, bus_url=f'"{amqp_url}"', prefix=prefix, extra="[gateway]\naudit_log = false\n",
+        RESOFLEET_LOG_LEVEL="WARNING",
     )
-    env = env_for(tmp_path, RESOFLEET_CONFIG=str(config), RESOFLEET_LOG_LEVEL="WARNING")
-    agent_log = tmp_path / "agent.log"
-    with agent_log.open("wb") as stderr:
-        agent = await asyncio.create_subprocess_exec(
-            *resofleet(), "agent", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-        )
+    agent, audit, env = cli.process, cli.audit, cli.env
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
-        assert agent.stdout is not None
-        async with asyncio.timeout(START_TIMEOUT):
-            line = await agent.stdout.readline()
-        assert b"serving eu-1" in line, (line, agent_log.read_text())
+        await cli.serving()
         async with (
             started("gateway", "--port", "0", cwd=tmp_path, env=env) as a,
             started("gateway", "--port", "0", cwd=tmp_path, env=env) as b,

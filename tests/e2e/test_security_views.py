@@ -9,14 +9,12 @@ Real gateways in front of agents driving emulated consoles, over LocalBus and Ra
 
 from __future__ import annotations
 
-import asyncio
 
 from resofleet.agent.settings import AgentSettings
 from resofleet.contracts import Role
 from resofleet.gateway.security import Security
 from resofleet.gateway.tokens import Keyring, new_secret
 from tests.integration.gateway.client import RecordingClient
-from tests.support.timing import AT_ONCE
 
 from .conftest import emulated, servers_online
 
