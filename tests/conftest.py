@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from resofleet.bus import AmqpBus, Bus, LocalBus
 from resofleet.contracts import Topology
+from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +81,13 @@ async def bus_factory(
     yield make
     for bus in reversed(made):
         await bus.close()
+
+
+@pytest.fixture
+async def proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the test broker, to cut or freeze a connection's link."""
+    parts = urlsplit(amqp_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await proxy.start()
+    yield proxy
+    await proxy.close()

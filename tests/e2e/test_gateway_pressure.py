@@ -26,7 +26,6 @@ from resofleet.gateway.server import CLOSE_TIMEOUT
 from resofleet.gateway.routing import OUTPUT_TIMEOUT
 from resofleet.gateway.tokens import Keyring, new_secret
 from tests.integration.gateway.client import Client, RecordingClient, wait_until
-from tests.support.tcp_proxy import TcpProxy
 from tests.support.timing import AT_ONCE
 
 from .conftest import servers_online
@@ -216,15 +215,6 @@ async def test_subscribe_churn_leaves_an_admins_version_and_new_handshakes_immed
     print(f"\nsubscribe churn ({CHURNERS} x {CHURN_IDS} ids at {CHURN_RATE:g}/s): version max "
           f"{max(took) * 1000:.0f} ms, new connection max {max(handshakes) * 1000:.0f} ms; "
           f"{answers.count('subscribed')} subscribed, {answers.count('rate_limited')} rate_limited")
-
-
-@pytest.fixture
-async def proxy(amqp_url):
-    parts = urlsplit(amqp_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.mark.parametrize("transport", ["amqp"], indirect=True)

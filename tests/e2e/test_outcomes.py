@@ -12,7 +12,6 @@ import pytest
 from resofleet.bus import AmqpBus
 from resofleet.gateway import Gateway, Timeouts
 from tests.integration.gateway.client import Client, wait_until
-from tests.support.tcp_proxy import TcpProxy
 
 from .conftest import emulated, servers_online
 
@@ -72,15 +71,6 @@ async def test_a_command_handed_to_the_console_without_an_answer_says_unknown(fl
     assert (crashed["type"], crashed["outcome"]) == ("error", "unknown")
     late = await client.request({"type": "command", "command": "save", "server": "slow"})
     assert (late["type"], late["code"], late["outcome"]) == ("error", "timeout", "unknown")
-
-
-@pytest.fixture
-async def proxy(amqp_url):
-    parts = urlsplit(amqp_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.mark.parametrize("transport", ["amqp"], indirect=True)

@@ -16,15 +16,6 @@ from tests.support.timing import AT_ONCE
 from .test_bus import echo_handler, output_event
 
 
-@pytest.fixture
-async def proxy(amqp_url):
-    parts = urlsplit(amqp_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
 def via(url: str, proxy: TcpProxy) -> str:
     parts = urlsplit(url)
     creds = parts.netloc.rpartition("@")[0]
