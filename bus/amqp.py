@@ -102,11 +102,14 @@ from .base import (
     Handler,
     Served,
     Subscription,
+    queue_ttl,
     serve_deadline,
     stamp,
 )
 from .control import Control
-from .errors import AlreadyServed, BusUnavailable, RequestTimeout, ServerBusy, ServerOffline, reply_for
+from .errors import (
+    AlreadyServed, BusUnavailable, NotPermitted, RequestTimeout, ServerBusy, ServerOffline, reply_for,
+)
 from .local import COMMAND_QUEUE_LIMIT
 
 __all__ = [
@@ -142,8 +145,6 @@ PROBE_TIMEOUT: Final = 2.0
 PUBLISH_TIMEOUT: Final = 5.0
 #: Seconds closing waits for a channel call in progress before the connection goes.
 CLOSE_TIMEOUT: Final = 2.0
-#: Seconds by which a request's queue TTL undercuts its timeout (see :func:`_queue_ttl`).
-QUEUE_TTL_MARGIN: Final = 0.05
 _REPLY_TO: Final = "amq.rabbitmq.reply-to"
 _CONTENT_TYPE: Final = "application/msgpack"
 _NOT_PERSISTENT: Final = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
@@ -379,7 +380,7 @@ class AmqpBus(Bus):
             # the message id lets a returned request find its confirm; ours is unique
             message_id=correlation_id,
             reply_to=_REPLY_TO,
-            expiration=str(int(_queue_ttl(request.timeout) * 1000)),
+            expiration=str(int(queue_ttl(request.timeout) * 1000)),
             user_id=self._user(),  # verified by the broker: see ``requesters``
         )
         try:
@@ -419,6 +420,14 @@ class AmqpBus(Bus):
 
     async def _open_served(self, served: AmqpServed, handler: Handler, concurrency: int) -> None:
         """Runs in the owner task: the server's channel, queue, binding and consumer."""
+        assert self._connection is not None
+        try:
+            await self._claim(served, handler, concurrency)
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            await served.shut()
+            raise NotPermitted(served.server, str(exc.args[0] if exc.args else exc)) from None
+
+    async def _claim(self, served: AmqpServed, handler: Handler, concurrency: int) -> None:
         assert self._connection is not None
         server = served.server
         channel = await self._connection.channel(publisher_confirms=False)
@@ -581,14 +590,6 @@ def _seen(task: asyncio.Task[None]) -> None:
     """Retrieve a finished task's exception, so that asyncio does not report it."""
     if not task.cancelled():
         task.exception()
-
-
-def _queue_ttl(timeout: float) -> float:
-    """How long a request may wait in the broker's queue: a little less than the
-    requester waits, since the broker's clock starts after the requester's. A request
-    taken by the agent right at the deadline would otherwise run after the requester
-    has given up."""
-    return max(0.001, timeout - min(QUEUE_TTL_MARGIN, timeout / 10))
 
 
 def _delivery_error(server: str, exc: aio_pika.exceptions.DeliveryError) -> Exception:

@@ -45,6 +45,8 @@ import msgspec
 from resofleet.contracts import BusEvent, BusReply, BusRequest, PresenceMessage
 
 __all__ = [
+    "QUEUE_TTL_MARGIN",
+    "queue_ttl",
     "Bus",
     "DEFAULT_EVENT_QUEUE",
     "DEFAULT_PRESENCE_QUEUE",
@@ -323,3 +325,14 @@ def topic_matches(pattern: str, key: str) -> bool:
         rx = _topic_cache.setdefault(pattern, re.compile(body))
     return rx.fullmatch(key) is not None
 
+
+#: Seconds by which a request's queue TTL undercuts its timeout (see :func:`queue_ttl`).
+QUEUE_TTL_MARGIN: Final = 0.05
+
+
+def queue_ttl(timeout: float) -> float:
+    """How long a request may wait in the broker's queue: a little less than the
+    requester waits, since the broker's clock starts after the requester's. A request
+    taken by the agent right at the deadline would otherwise run after the requester
+    has given up."""
+    return max(0.001, timeout - min(QUEUE_TTL_MARGIN, timeout / 10))

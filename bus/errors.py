@@ -9,7 +9,8 @@ The error tree::
         ├── RequestTimeout   no reply before the request's deadline                  timeout
         ├── BusUnavailable   not connected to the broker, or the link dropped         bus_unavailable
         ├── ServerBusy       the server's command queue is full                       rate_limited
-        └── AlreadyServed    another agent already serves this server id (at serve())  internal
+        ├── AlreadyServed    another agent already serves this server id (at serve())  internal
+        └── NotPermitted     the broker user may not serve this server id (at serve()) internal
 
 Each maps to exactly one :class:`resofleet.contracts.ErrorCode`. Other packages derive their
 client-facing failures from :class:`ReplyError` (the agent's ``AgentError`` does).
@@ -37,6 +38,7 @@ __all__ = [
     "BusError",
     "BusUnavailable",
     "INTERNAL_SENTENCE",
+    "NotPermitted",
     "ReplyError",
     "RequestTimeout",
     "ServerBusy",
@@ -102,6 +104,18 @@ class ServerBusy(BusError):
     def __init__(self, server: str) -> None:
         super().__init__(
             f"Server {server!r} has too many requests waiting; try again in a moment."
+        )
+        self.server = server
+
+
+class NotPermitted(BusError):
+    """The broker refused what serving a server takes (its queue, its binding): the bus's
+    broker user lacks the permissions for that server id."""
+
+    def __init__(self, server: str, detail: str) -> None:
+        super().__init__(
+            f"The broker refused to let this agent serve {server!r} ({detail}); its broker "
+            "user's permissions must cover that server's command queue and binding key."
         )
         self.server = server
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config, url: str) -> int:
     from resofleet.agent import Agent
-    from resofleet.bus import AlreadyServed
+    from resofleet.bus import AlreadyServed, NotPermitted
 
     started: list[Agent] = []  # the agent, once made: the endpoint answers for it
     async with (
@@ -85,7 +85,7 @@ async def _serve(config: Config, url: str) -> int:
         started.append(agent)
         try:
             await agent.start()  # on failure it has stopped what it started
-        except AlreadyServed as exc:
+        except (AlreadyServed, NotPermitted) as exc:
             raise CommandError(str(exc), status=FAILURE, command=COMMAND) from None
         try:
             with stop_signals() as stop:
