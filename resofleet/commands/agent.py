@@ -50,7 +50,10 @@ def register(sub: Any) -> None:
     )
     add_config_argument(parser)
     parser.add_argument(
-        "--amqp", metavar="URL", help="broker URL (default: [bus] url or $RESOFLEET_AMQP_URL)"
+        "--amqp", metavar="URL", help=(
+            "broker URL, or a cluster's URLs separated by commas "
+            "(default: [bus] url or $RESOFLEET_AMQP_URL)"
+        )
     )
     parser.set_defaults(func=run)
 

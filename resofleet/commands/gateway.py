@@ -47,7 +47,10 @@ def register(subparsers: Any) -> None:
     )
     add_config_argument(parser)
     parser.add_argument(
-        "--amqp", metavar="URL", help="RabbitMQ URL (default: $RESOFLEET_AMQP_URL or [bus] url)"
+        "--amqp", metavar="URL", help=(
+            "RabbitMQ URL, or a cluster's URLs separated by commas "
+            "(default: $RESOFLEET_AMQP_URL or [bus] url)"
+        )
     )
     add_listen_arguments(parser)
     parser.set_defaults(func=_run)

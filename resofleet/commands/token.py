@@ -52,7 +52,10 @@ def register(subparsers: Any) -> None:
     add_config_argument(revoke)
     revoke.add_argument("token", metavar="ID", help="the token's id (jti), or the token itself")
     revoke.add_argument(
-        "--amqp", metavar="URL", help="RabbitMQ URL (default: $RESOFLEET_AMQP_URL or [bus] url)"
+        "--amqp", metavar="URL", help=(
+            "RabbitMQ URL, or a cluster's URLs separated by commas "
+            "(default: $RESOFLEET_AMQP_URL or [bus] url)"
+        )
     )
     revoke.set_defaults(func=_revoke)
 
