@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 
@@ -36,3 +37,37 @@ class Lines:
                     raise AssertionError(f"no such line came; these did: {self.lines}")
                 self._more.clear()
                 await self._more.wait()
+
+
+class LoggedProcess:
+    """A child process whose stderr is collected line by line in :attr:`log` as it comes;
+    ``keep_newlines``: store each line as read, line end included."""
+
+    def __init__(self, process: asyncio.subprocess.Process, *, keep_newlines: bool = False) -> None:
+        self.process = process
+        self.log = Lines()
+        self._keep_newlines = keep_newlines
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        while raw := await self.process.stderr.readline():
+            line = raw.decode()
+            self.log.add(line if self._keep_newlines else line.rstrip("\n"))
+        self.log.end()
+
+    async def stop(self, *, timeout: float) -> int:
+        """SIGTERM; its exit status once it exited (and everything it logged is read)."""
+        self.process.terminate()
+        async with asyncio.timeout(timeout):
+            await self._reader
+            return await self.process.wait()
+
+    async def kill(self) -> None:
+        """Make sure it is gone (a failed test may leave it running)."""
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader

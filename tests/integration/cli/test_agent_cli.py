@@ -4,7 +4,6 @@ headless process whose stderr the agent logs."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from resofleet.contracts import Topology
-from tests.support.lines import Lines
+from tests.support.lines import LoggedProcess
 
 #: Seconds the agent has to log what a test waits for (Python start-up, a broker
 #: connection, a child process started and ended).
@@ -29,19 +28,8 @@ LEAKED = "GET /ws?token=eyJleak.leak.leak HTTP/1.1\nAuthorization: Bearer eyJbea
 pytestmark = pytest.mark.amqp
 
 
-class Agent:
+class Agent(LoggedProcess):
     """A running `resofleet agent`; its stderr collected line by line as it comes."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.log = Lines()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        while raw := await self.process.stderr.readline():
-            self.log.add(raw.decode().rstrip("\n"))
-        self.log.end()
 
     async def serving(self) -> None:
         """Wait for the line saying it serves its servers (then it handles SIGTERM)."""
@@ -53,22 +41,6 @@ class Agent:
     async def line_where(self, predicate: Callable[[str], bool]) -> str:
         """The first log line (logged so far or next) for which ``predicate`` holds."""
         return await self.log.first(predicate, timeout=LOG_TIMEOUT)
-
-    async def stop(self) -> int:
-        """SIGTERM; its exit status once it exited (and everything it logged is read)."""
-        self.process.terminate()
-        async with asyncio.timeout(STOP_TIMEOUT):
-            await self._reader
-            return await self.process.wait()
-
-    async def kill(self) -> None:
-        """Make sure it is gone (a failed test may leave it running)."""
-        if self.process.returncode is None:
-            self.process.kill()
-        await self.process.wait()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
 
 
 @asynccontextmanager
@@ -105,7 +77,7 @@ async def test_agent_redacts_tokens_from_its_log(tmp_path: Path, amqp_url: str, 
         bearer = await running.line_where(lambda line: "stderr: Authorization: Bearer" in line)
         assert " DEBUG " in query and query.endswith("GET /ws?token=[redacted] HTTP/1.1")
         assert bearer.endswith("Authorization: Bearer [redacted]")
-        assert await running.stop() == 0
+        assert await running.stop(timeout=STOP_TIMEOUT) == 0
     assert not [line for line in running.log.lines if "leak.leak" in line]
 
 
@@ -115,6 +87,6 @@ async def test_agent_logs_at_the_level_asked_for(tmp_path: Path, amqp_url: str, 
     async with agent(tmp_path, amqp_url, topology, log_level="ERROR") as running:
         # The headless's exit is logged as a warning before the error about its console.
         await running.line_where(lambda line: " ERROR " in line and "did not become ready" in line)
-        assert await running.stop() == 0
+        assert await running.stop(timeout=STOP_TIMEOUT) == 0
     below = [line for line in running.log.lines if any(f" {level} " in line for level in ("WARNING", "INFO", "DEBUG"))]
     assert below == []

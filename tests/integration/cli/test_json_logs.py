@@ -4,11 +4,9 @@ line, with the redaction and the one-line rule of the text format."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
-import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.gateway.client import Client
-from tests.support.lines import Lines
+from tests.support.lines import LoggedProcess
 
 #: Seconds `up` has to start (Python start-up, an emulator started), log what a test waits
 #: for, or exit after SIGTERM.
@@ -30,20 +28,12 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TOKEN = "eyJleak.leak.leak"
 
 
-class Up:
-    """A running `resofleet up --demo`; its stderr collected line by line."""
+class Up(LoggedProcess):
+    """A running `resofleet up --demo`; its stderr collected line by line, line ends kept."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.log = Lines()
+        super().__init__(process, keep_newlines=True)
         self.url = ""
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        while raw := await self.process.stderr.readline():
-            self.log.add(raw.decode())
-        self.log.end()
 
     async def listening(self) -> None:
         assert self.process.stdout is not None
@@ -64,20 +54,6 @@ class Up:
             )
 
         return json.loads(await self.log.first(matches, timeout=WAIT))
-
-    async def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(WAIT):
-            await self._reader
-            return await self.process.wait()
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-        await self.process.wait()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
 
 
 @asynccontextmanager
@@ -123,7 +99,7 @@ async def test_every_line_is_a_json_object_and_tokens_and_line_breaks_stay_out(t
         assert refused["server"] == "evil\\nINFO forged"
         assert refused["conn"] and not refused["message"].startswith("conn=")
         assert refused["level"] == "INFO" and refused["logger"].startswith("resofleet.gateway")
-        assert await running.stop() == 0
+        assert await running.stop(timeout=WAIT) == 0
     records = assert_all_json(running.log.lines)
     assert not [line for line in running.log.lines if "leak.leak" in line]
     assert not [r for r in records if r["message"].startswith("INFO forged")]
@@ -136,9 +112,9 @@ async def test_the_config_file_chooses_json_and_the_flag_overrides_it(tmp_path: 
     config.write_text('[log]\nformat = "json"\n', encoding="utf-8")
     async with up(tmp_path, "--config", str(config), level="INFO") as running:
         await running.json_line_where(level="WARNING", message="no secret configured")
-        assert await running.stop() == 0
+        assert await running.stop(timeout=WAIT) == 0
     assert_all_json(running.log.lines)
     async with up(tmp_path, "--config", str(config), "--log-format", "text", level="INFO") as running:
         line = await running.log.first(lambda line: "no secret configured" in line, timeout=WAIT)
         assert " WARNING resofleet: no secret configured" in line and not line.startswith("{")
-        assert await running.stop() == 0
+        assert await running.stop(timeout=WAIT) == 0
