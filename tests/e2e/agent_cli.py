@@ -26,6 +26,13 @@ class AgentCli:
             line = await self.process.stdout.readline()
         assert f"serving {server}".encode() in line, (line, self.log.read_text())
 
+    async def stop(self) -> None:
+        """SIGTERM it, if still running, and wait for it to exit."""
+        if self.process.returncode is None:
+            self.process.terminate()
+            async with asyncio.timeout(START_TIMEOUT):
+                await self.process.wait()
+
 
 async def start_agent(tmp_path: Path, *, bus_url: str, prefix: str, extra: str = "", **env: str) -> AgentCli:
     """Write a config for host-a serving `eu-1` (``bus_url``: a TOML value, one URL in

@@ -90,15 +90,12 @@ async def outage(tmp_path: Path) -> AsyncIterator[Outage]:
     async with rabbit_node(tmp_path / "broker") as node:
         prefix = f"outage-{uuid.uuid4().hex[:8]}."
         cli = await start_agent(tmp_path, bus_url=f'"{node.url}"', prefix=prefix)
-        agent, audit, agent_log = cli.process, cli.audit, cli.log
+        audit = cli.audit
         bus = AmqpBus(node.url, topology=Topology(prefix=prefix), name="outage-gateway")
         gateway = Gateway(bus, host="127.0.0.1", port=0, timeouts=Timeouts(command=COMMAND_TIMEOUT))
         client: Client | None = None
         try:
-            assert agent.stdout is not None
-            async with asyncio.timeout(START_TIMEOUT):
-                line = await agent.stdout.readline()
-            assert b"serving eu-1" in line, (line, agent_log.read_text())
+            await cli.serving()
             await bus.start()
             await gateway.start()
             client = await Client.connect(gateway.url)
@@ -108,17 +105,14 @@ async def outage(tmp_path: Path) -> AsyncIterator[Outage]:
                 return [s["server"] for s in reply["servers"] if s["online"]] == ["eu-1"]
 
             await wait_until(listed, timeout=START_TIMEOUT, what="eu-1 online")
-            yield Outage(node, gateway, client, audit, agent_log)
+            yield Outage(node, gateway, client, audit, cli.log)
         finally:
             node.thaw()
             if client is not None:
                 await client.close()
             await gateway.close()
             await bus.close()
-            if agent.returncode is None:
-                agent.terminate()
-                async with asyncio.timeout(START_TIMEOUT):
-                    await agent.wait()
+            await cli.stop()
 
 
 async def test_a_command_held_by_a_frozen_broker_never_runs_after_its_timeout(tmp_path):

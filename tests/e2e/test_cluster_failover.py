@@ -47,7 +47,7 @@ async def test_killing_the_node_of_an_agent_and_a_gateway_loses_nothing_and_runs
         prefix = f"cluster-{uuid.uuid4().hex[:8]}."
         urls = ", ".join(f'"{url}"' for url in cluster.urls)
         cli = await start_agent(tmp_path, bus_url=f"[{urls}]", prefix=prefix)
-        agent, audit = cli.process, cli.audit
+        audit = cli.audit
         bus = AmqpBus(cluster.urls, topology=Topology(prefix=prefix), name="cluster-gateway")
         gateway = Gateway(bus, host="127.0.0.1", port=0, timeouts=Timeouts(command=COMMAND_TIMEOUT))
         stop = asyncio.Event()
@@ -104,7 +104,4 @@ async def test_killing_the_node_of_an_agent_and_a_gateway_loses_nothing_and_runs
             await asyncio.gather(*tasks, return_exceptions=True)
             await gateway.close()
             await bus.close()
-            if agent.returncode is None:
-                agent.terminate()
-                async with asyncio.timeout(START_TIMEOUT):
-                    await agent.wait()
+            await cli.stop()

@@ -40,7 +40,7 @@ async def test_clients_of_a_killed_gateway_carry_on_through_the_other(tmp_path, 
         tmp_path, bus_url=f'"{amqp_url}"', prefix=prefix, extra="[gateway]\naudit_log = false\n",
         RESOFLEET_LOG_LEVEL="WARNING",
     )
-    agent, audit, env = cli.process, cli.audit, cli.env
+    audit, env = cli.audit, cli.env
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -91,7 +91,4 @@ async def test_clients_of_a_killed_gateway_carry_on_through_the_other(tmp_path, 
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if agent.returncode is None:
-            agent.terminate()
-            async with asyncio.timeout(START_TIMEOUT):
-                await agent.wait()
+        await cli.stop()
