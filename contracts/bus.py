@@ -28,6 +28,7 @@ from .client import (
     Error,
     MAX_COMMAND_LENGTH,
     OutputHistory,
+    ScheduleRun,
     StatusUpdate,
     WorldsUpdate,
     _Count,
@@ -153,7 +154,9 @@ class ServerState(msgspec.Struct, tag="server_state", tag_field="type", forbid_u
     detail: str = ""
 
 
-EventBody = ContainerOutputBatch | StatusUpdate | WorldsUpdate | BansUpdate | ServerState
+EventBody = (
+    ContainerOutputBatch | StatusUpdate | WorldsUpdate | BansUpdate | ServerState | ScheduleRun
+)
 
 
 class BusEvent(Struct, forbid_unknown_fields=False):

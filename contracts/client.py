@@ -32,9 +32,10 @@ from array import array
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from msgspec import Meta, Struct, field
+from msgspec import Meta, Struct
 
 from .errors import ContractError, ErrorCode
+from .payloads import Ban, OutputLine, ServerInfo, Status, User, World
 
 __all__ = [
     "Auth",
@@ -66,6 +67,7 @@ __all__ = [
     "RequestId",
     "ServerInfo",
     "ServerMessage",
+    "ScheduleRun",
     "ServersUpdate",
     "Status",
     "StatusUpdate",
@@ -226,93 +228,6 @@ ClientMessage = (
     Command | GetStatus | GetWorlds | GetServers | GetOutput | Subscribe | Container | Ping | Auth
 )
 
-# --------------------------------------------------------------------------------------
-# gateway -> client: payload structs (untagged)
-
-
-class _Plain(Struct, omit_defaults=False, forbid_unknown_fields=False):
-    pass
-
-
-class Ban(_Plain):
-    username: str
-    userId: str
-    machineIds: list[str] = field(default_factory=list)
-
-
-class User(_Plain, gc=False):
-    """One user of a world, as the console's ``users`` prints it.
-
-    ``gc=False``: only scalars, so it can never be part of a reference cycle, and a poll
-    builds thousands of them; keeping them out of the cycle collector's tracking makes
-    building them cheaper and the collector's passes shorter.
-    """
-
-    username: str
-    userId: str
-    present: bool
-    ping: int
-    fps: float
-    silenced: bool
-    role: str = ""
-
-
-class World(_Plain):
-    """One running world. ``users`` and ``present`` are the console's own counts (they
-    include the headless's own account); ``users_list`` lists that account first."""
-
-    name: str
-    sessionId: str
-    users: int
-    present: int
-    maxUsers: int
-    uptime: str
-    accessLevel: str
-    hidden: bool
-    mobileFriendly: bool
-    description: str
-    tags: str
-    users_list: list[User]
-    index: int = 0
-    uptime_raw: str = ""
-
-
-class Status(_Plain):
-    """A container's or process's own resource usage and state.
-
-    ``cpu_usage`` and ``memory_percent`` are numbers (percent, one decimal);
-    ``memory_used`` / ``memory_total`` are human strings like ``"4.2GB"``;
-    ``*_bytes`` are the same as integers."""
-
-    status: str
-    name: str
-    id: str
-    cpu_usage: float
-    memory_percent: float
-    memory_used: str
-    memory_total: str
-    uptime: str = ""
-    restarts: int = 0
-    memory_used_bytes: int = 0
-    memory_total_bytes: int = 0
-
-
-class OutputLine(_Plain):
-    seq: int
-    output: str
-
-
-class ServerInfo(_Plain):
-    server: str
-    host: str
-    status: str
-    worlds: int = 0
-    users: int = 0
-    last_seen: float = 0.0
-    runtime: str = ""
-    agent: str = ""
-    online: bool = True
-
 
 # --------------------------------------------------------------------------------------
 # gateway -> client: messages
@@ -408,6 +323,19 @@ class ContainerResponse(_Message, tag="container_response"):
     outcome: CommandOutcome | None = None
 
 
+class ScheduleRun(_Message, tag="schedule_run"):
+    """A configured schedule ran (or was skipped) on a server: pushed to clients watching
+    the server, and consumed by notifiers. ``slot`` is the slot's time (Unix seconds) that
+    the run belongs to; ``outcome`` is ``ok``, ``failed`` or ``skipped``."""
+
+    server: str
+    schedule: str
+    action: str
+    slot: float
+    outcome: str
+    detail: str = ""
+
+
 class Pong(_Message, tag="pong"):
     id: RequestId | None = None
 
@@ -440,6 +368,7 @@ ServerMessage = (
     | OutputHistory
     | Subscribed
     | ContainerResponse
+    | ScheduleRun
     | Pong
     | Authenticated
     | Error

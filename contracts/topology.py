@@ -24,8 +24,10 @@ __all__ = [
 SERVER_ID_PATTERN: Final = r"[a-z0-9][a-z0-9-]{0,62}"
 _SERVER_ID = re.compile(SERVER_ID_PATTERN)
 
-EventKind = Literal["output", "status", "worlds", "bans", "state"]
-EVENT_KINDS: Final[tuple[EventKind, ...]] = ("output", "status", "worlds", "bans", "state")
+EventKind = Literal["output", "status", "worlds", "bans", "state", "schedule"]
+EVENT_KINDS: Final[tuple[EventKind, ...]] = (
+    "output", "status", "worlds", "bans", "state", "schedule",
+)
 
 
 def is_server_id(value: object) -> bool:

@@ -50,7 +50,7 @@ def test_public_names_are_pinned():
         "GetWorlds", "is_server_id", "MAX_COMMAND_LENGTH", "MAX_SAFE_INTEGER", "OutputHistory", "OutputLine",
         "OutputRequest", "Ping", "Pong", "PresenceMessage", "RECORD_KEYS", "ReplyBody", "RequestBody",
         "RequestId", "required_role", "Revoke", "Role", "RunCommand", "SERVER_ID_PATTERN",
-        "ServerInfo", "ServerMessage", "ServerPresence", "ServersUpdate", "ServerState",
+        "ScheduleRun", "ServerInfo", "ServerMessage", "ServerPresence", "ServersUpdate", "ServerState",
         "Status", "StatusRequest", "StatusUpdate", "Subscribe", "Subscribed", "Topology",
         "User", "World", "WorldsRequest", "WorldsUpdate",
     }
