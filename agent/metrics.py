@@ -72,6 +72,7 @@ class ServerMetrics:
         self._commands = {c: metrics.command_seconds.labels(server, c) for c in _CLASSES}
         self.timeouts = metrics.timeouts.labels(server)
         self.resyncs = metrics.resyncs.labels(server)
+        self.health_misses = metrics.health_misses.labels(server)
         self.polls = {poll: metrics.poll_seconds.labels(server, poll) for poll in POLLS}
 
     def command(self, command: str, seconds: float) -> None:
@@ -104,6 +105,9 @@ class _Servers(Collector):
                                        labels=labels)
         lines = CounterMetricFamily("resofleet_output_lines", "Console output lines read since "
                                     "the agent started.", labels=labels)
+        unhealthy = GaugeMetricFamily("resofleet_server_console_unhealthy", "1 while the console "
+                                      "health check says unhealthy (it missed several probes "
+                                      "in a row), else 0.", labels=labels)
         dropped = CounterMetricFamily("resofleet_output_dropped", "Output lines not published "
                                       "because the bus fell behind (still in get_output).",
                                       labels=labels)
@@ -120,9 +124,10 @@ class _Servers(Collector):
             restarts.add_metric(
                 key, max(server.runtime.restarts, status.restarts if status is not None else 0)
             )
+            unhealthy.add_metric(key, 1.0 if server.health.unhealthy else 0.0)
             lines.add_metric(key, server.output_log.seq)
             dropped.add_metric(key, server.output_log.dropped)
-        yield from (up, cpu, memory, worlds, users, present, restarts, lines, dropped)
+        yield from (up, cpu, memory, worlds, users, present, restarts, unhealthy, lines, dropped)
 
 
 class AgentMetrics:
@@ -145,6 +150,10 @@ class AgentMetrics:
         self.resyncs = Counter(
             "resofleet_console_resyncs", "Times the console was synchronised again after a "
             "timeout or an unpredictable prompt.", ["server"], registry=registry,
+        )
+        self.health_misses = Counter(
+            "resofleet_console_health_misses", "Console health probes that got no complete "
+            "answer in time.", ["server"], registry=registry,
         )
         self.poll_seconds = Histogram(
             "resofleet_poll_seconds", "Seconds a poll took, by server and poll.",

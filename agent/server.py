@@ -68,6 +68,7 @@ from resofleet.contracts import (
 from .settings import AgentSettings, ServerConfig
 
 from .console import COMMAND_DEADLINE, ConsoleDriver, deadline_for
+from .consolehealth import UNHEALTHY, ConsoleHealth
 from .errors import AgentError, ConsoleClosed, ConsoleNotReady, ConsoleTimeout
 from .metrics import AgentMetrics, ServerMetrics
 from .output import OutputLog
@@ -87,6 +88,9 @@ _CHANGES_WORLDS: Final = frozenset(
 _CHANGES_BANS: Final = frozenset({"ban", "unban", "banbyname", "unbanbyname", "banbyid", "unbanbyid"})
 #: Seconds a poll waits for the console to be free before skipping this round.
 POLL_WAIT: Final = 5.0
+#: The health probe (:mod:`resofleet.agent.consolehealth`): read-only, one short line of
+#: answer on every build, and nothing on the console's state depends on it.
+HEALTH_PROBE: Final = "version"
 #: What the console answers ``focus`` with when the world is not there (CONSOLE.md).
 _NO_SUCH_WORLD: Final = frozenset({"World index out of range", "World with this name does not exist"})
 #: A ``world`` text the console reads as an index (it tries a number first, then a name).
@@ -118,18 +122,20 @@ def _unknown_world(what: str) -> ContractError:
 
 
 def make_runtime(config: ServerConfig, listener) -> Runtime:  # type: ignore[no-untyped-def]
+    policy = config.restart_policy()
     if config.runtime == "emulator":
         return ProcessRuntime(
             config.id, listener, command=emulator_command(config.scenario, config.emulator_args),
-            env=config.env, kind="emulator",
+            env=config.env, kind="emulator", policy=policy,
         )
     if config.runtime == "process":
         return ProcessRuntime(
             config.id, listener, command=config.command, workdir=config.workdir, env=config.env,
+            policy=policy,
         )
     from .runtime.docker import DockerRuntime
 
-    return DockerRuntime(config.id, listener, container=config.container)
+    return DockerRuntime(config.id, listener, container=config.container, policy=policy)
 
 
 class _Attempt:
@@ -178,6 +184,8 @@ class ManagedServer:
         self._last_status: bytes = b""
         self._last_worlds: bytes = b""
         self._last_bans: bytes | None = None
+        #: The console health check's verdict (``Status.health``).
+        self.health = ConsoleHealth(misses=settings.health_misses)
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -189,6 +197,7 @@ class ManagedServer:
             asyncio.create_task(self._poll_status(), name=f"poll-status:{self.id}"),
             asyncio.create_task(self._poll_worlds(), name=f"poll-worlds:{self.id}"),
             asyncio.create_task(self._poll_bans(), name=f"poll-bans:{self.id}"),
+            asyncio.create_task(self._poll_health(), name=f"poll-health:{self.id}"),
         ]
 
     async def close(self) -> None:
@@ -226,6 +235,7 @@ class ManagedServer:
 
     def started(self) -> None:  # RuntimeListener
         self._ready.clear()
+        self.health.new_run()
         driver = ConsoleDriver(
             self.runtime.write, on_line=self.output_line, name=self.id, metrics=self.metrics
         )
@@ -286,7 +296,7 @@ class ManagedServer:
             case RunCommand(command=command, world=world):
                 return await self._command(command, world, deadline, attempt)
             case StatusRequest():
-                self.last_status = await self.runtime.stats()  # the freshest sample
+                self.last_status = await self._sample()  # the freshest sample
                 return StatusUpdate(status=self.last_status, server=self.id)
             case WorldsRequest():
                 worlds = await self._collect_worlds(self._remaining(deadline), wait=self._remaining(deadline))
@@ -412,7 +422,7 @@ class ManagedServer:
     async def _refresh_status(self) -> None:
         started = time.perf_counter()
         try:
-            status = await self.runtime.stats()
+            status = await self._sample()
         except Exception as exc:
             log.warning("server=%s: status sample failed: %s", self.id, exc)
             return
@@ -423,6 +433,11 @@ class ManagedServer:
         if encoded != self._last_status:
             self._last_status = encoded
             await self._publish("status", StatusUpdate(status=status, server=self.id))
+
+    async def _sample(self) -> Status:
+        """The runtime's fresh sample, with the console health check's verdict."""
+        status = await self.runtime.stats()
+        return msgspec.structs.replace(status, health=self.health.state)
 
     async def _poll_worlds(self) -> None:
         await self._poll(self._poke_worlds, self.settings.worlds_interval, self._poll_worlds_once, "worlds")
@@ -458,6 +473,55 @@ class ManagedServer:
                 log.info("server=%s: poll skipped: %s", self.id, exc)
             except Exception:
                 log.exception("server=%s: poll failed", self.id)
+
+    # -- the console health check (resofleet.agent.consolehealth) --------------------
+
+    async def _poll_health(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            driver = self.driver
+            if driver is not None and self._ready.is_set() and self.runtime.status == "running":
+                try:
+                    await self._probe(driver)
+                except Exception:
+                    log.exception("server=%s: health probe failed", self.id)
+
+    async def _probe(self, driver: ConsoleDriver) -> None:
+        """One probe; a console busy with a client's command the whole time counts as neither
+        an answer nor a miss, and a closed one is the runtime's business, not a health one."""
+        timeout = self.settings.health_timeout
+        try:
+            async with driver.exclusive(wait=timeout) as group:
+                try:
+                    await group.run(HEALTH_PROBE, timeout=timeout, stream=False)
+                except (ConsoleTimeout, ConsoleNotReady):
+                    answered = False
+                else:
+                    answered = True
+        except (ConsoleTimeout, ConsoleClosed):
+            return
+        if driver is not self.driver:
+            return  # the run ended meanwhile
+        if answered:
+            change = self.health.answered()
+        else:
+            self.metrics.health_misses.inc()
+            change = self.health.missed()
+        if change.state == UNHEALTHY:
+            log.warning("server=%s: the console missed %d health probes in a row: unhealthy",
+                        self.id, self.health.misses)
+        elif change.state:
+            log.info("server=%s: the console answers again: %s", self.id, change.state)
+        if change.state:
+            await self._publish_state(change.state)
+        if change.state or change.act:
+            await self._refresh_status()
+        if change.act and self.config.health_restart:
+            log.warning("server=%s: restarting the headless (health_restart)", self.id)
+            try:
+                await self.runtime.restart()
+            except AgentError as exc:
+                log.error("server=%s: the health restart failed: %s", self.id, exc)
 
     async def _maybe_publish_worlds(self, worlds: list[World]) -> None:
         # uptime moves every second; a change of anything else is news

@@ -23,8 +23,22 @@ import msgspec
 
 from resofleet.contracts import SERVER_ID_PATTERN
 
+from .runtime.policy import (
+    BACKOFF_MAX,
+    BACKOFF_START,
+    CRASH_LOOP_LIMIT,
+    CRASH_LOOP_WINDOW,
+    STABLE_RUN,
+    RestartMode,
+    RestartPolicy,
+    default_mode,
+)
+
 __all__ = [
     "DEFAULT_BANS_INTERVAL",
+    "DEFAULT_HEALTH_INTERVAL",
+    "DEFAULT_HEALTH_MISSES",
+    "DEFAULT_HEALTH_TIMEOUT",
     "DEFAULT_STATUS_INTERVAL",
     "DEFAULT_WORLDS_INTERVAL",
     "AgentSettings",
@@ -39,10 +53,21 @@ DEFAULT_WORLDS_INTERVAL: Final = 15.0
 #: Seconds between listbans polls: bans change rarely.
 DEFAULT_BANS_INTERVAL: Final = 60.0
 
+#: Seconds between console health probes: a dead console is noticed within about
+#: ``health_misses`` times this, and a probe (one cheap command) every 10 s costs nothing.
+DEFAULT_HEALTH_INTERVAL: Final = 10.0
+#: Seconds a health probe waits for its answer (and for the console to be free): the
+#: deadline of an ordinary console command.
+DEFAULT_HEALTH_TIMEOUT: Final = 10.0
+#: Missed probes in a row that make a console ``unhealthy``: one can be a hiccup (a long
+#: garbage collection, a save), three in a row (about a minute) is a console that hangs.
+DEFAULT_HEALTH_MISSES: Final = 3
+
 #: What runs a headless: a Docker container, a child process, or the emulator as a child.
 Runtime = Literal["docker", "process", "emulator"]
 
 _Seconds = Annotated[float, msgspec.Meta(gt=0)]
+_Count = Annotated[int, msgspec.Meta(ge=1)]
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 _ServerId = Annotated[
     str,
@@ -78,6 +103,11 @@ class AgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: health endpoint's address serves both); ``None``: off (``resofleet up`` serves the
     #: agent's metrics on the gateway's port anyway).
     metrics: _HealthAddress | None = None
+    #: The console health check (:mod:`resofleet.agent.consolehealth`): seconds between
+    #: probes, seconds each may take, and missed probes in a row that make ``unhealthy``.
+    health_interval: _Seconds = DEFAULT_HEALTH_INTERVAL
+    health_timeout: _Seconds = DEFAULT_HEALTH_TIMEOUT
+    health_misses: _Count = DEFAULT_HEALTH_MISSES
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -97,3 +127,27 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     emulator_args: tuple[str, ...] = ()
     #: Environment variables of the process (process and emulator runtimes).
     env: dict[str, str] = {}
+    #: Crash recovery (:mod:`resofleet.agent.runtime.policy`): ``always``, ``on-failure``
+    #: or ``never``; ``None``: ``always`` for process/emulator, ``on-failure`` for docker.
+    restart: RestartMode | None = None
+    #: First restart delay (s), doubling per quick death up to ``restart_backoff_max``.
+    restart_backoff: _Seconds = BACKOFF_START
+    restart_backoff_max: _Seconds = BACKOFF_MAX
+    #: A run this long (s) starts the backoff over.
+    restart_stable_run: _Seconds = STABLE_RUN
+    #: This many deaths within ``crash_loop_window`` seconds: ``crashloop``, no more restarts.
+    crash_loop_limit: _Count = CRASH_LOOP_LIMIT
+    crash_loop_window: _Seconds = CRASH_LOOP_WINDOW
+    #: Restart the headless when its console becomes ``unhealthy`` (off: only reported).
+    health_restart: bool = False
+
+    def restart_policy(self) -> RestartPolicy:
+        """This server's :class:`~resofleet.agent.runtime.policy.RestartPolicy`."""
+        return RestartPolicy(
+            mode=self.restart or default_mode(self.runtime),
+            backoff_start=self.restart_backoff,
+            backoff_max=max(self.restart_backoff, self.restart_backoff_max),
+            stable_run=self.restart_stable_run,
+            loop_limit=self.crash_loop_limit,
+            loop_window=self.crash_loop_window,
+        )

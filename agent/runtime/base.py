@@ -4,8 +4,8 @@ A runtime starts (or attaches to) one headless, hands its console output to
 ``listener.output(bytes)``, writes commands to it, reports lifecycle changes through
 ``listener.started()`` / ``listener.exited(reason)`` / ``listener.state(state)``, and
 samples CPU and memory. States follow Docker's words: created, running, restarting,
-exited; plus ``crashloop`` when the process runtime stopped restarting a headless that
-keeps dying.
+exited; plus ``crashloop`` when a runtime stopped restarting a headless that keeps dying
+(:mod:`resofleet.agent.runtime.policy` decides, the same way for every runtime).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ class Runtime(abc.ABC):
         self.listener = listener
         self.status = "created"
         self.restarts = 0
+        #: The last exit code of the headless, as a shell reports it (``None``: none yet).
+        self.exit_code: int | None = None
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -16,6 +16,12 @@ The docker SDK is blocking. Every call runs in a worker thread (:func:`asyncio.t
 the attach socket and the events stream each have a dedicated reader thread that hands
 what it reads to the event loop with ``call_soon_threadsafe``.
 
+Crash recovery: a run's ``die`` event (its exit code; any ``kill`` comes before it) is
+judged by the :class:`~resofleet.agent.runtime.policy.RestartPolicy` (``on-failure`` by
+default). Never restarted: a run this runtime stopped (``container stop``), one with a
+``kill`` event (``docker stop``/``docker kill`` from outside), and a container with its own
+Docker restart policy (not ``no``): Docker restarts it, the agent observes and logs so.
+
 A "run" is one start of the container (``State.StartedAt``). Each run is announced once
 with ``listener.started()`` and ended once with ``listener.exited(reason)``, whichever
 notices first: the ``die`` event (which carries the exit code), the attach stream ending,
@@ -29,6 +35,7 @@ can synchronise.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -42,7 +49,11 @@ from resofleet.contracts import Status
 
 from ..errors import RuntimeActionFailed
 from .base import Runtime, RuntimeListener, format_bytes
-from .dockerfmt import STDERR, Demultiplexer, cpu_percent, docker_time_ns, exit_reason, memory_usage
+from .dockerfmt import (
+    STDERR, Demultiplexer, cpu_percent, docker_time_ns, exit_code, exit_reason, finished_exit_code,
+    memory_usage,
+)
+from .policy import RestartPolicy, RestartTracker
 
 __all__ = ["DockerRuntime", "STOP_GRACE"]
 
@@ -61,6 +72,12 @@ JOIN_TIMEOUT: Final = 5.0
 EVENTS_RETRY: Final = 1.0
 #: The default engine when neither ``docker_url`` nor ``DOCKER_HOST`` says otherwise.
 DEFAULT_DOCKER_URL: Final = "unix:///var/run/docker.sock"
+#: Docker restart policy names that leave restarting to the agent.
+NO_ENGINE_POLICY: Final = frozenset({"", "no"})
+#: ``kill`` events remembered to tell an operator's stop from a crash: a ``docker stop``
+#: sends at most two (SIGTERM, then SIGKILL); a few more cover repeated attempts.
+KILLS_KEPT: Final = 16
+_VERDICTS: Final = frozenset({"restarting", "crashloop"})
 _ATTACH_PARAMS: Final = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
 
 
@@ -77,8 +94,17 @@ class DockerRuntime(Runtime):
         *,
         container: str,
         docker_url: str | None = None,
+        policy: RestartPolicy | None = None,
     ) -> None:
         super().__init__(server, listener)
+        #: What happens when the container dies (:mod:`~resofleet.agent.runtime.policy`).
+        self.tracker = RestartTracker(policy or RestartPolicy(mode="on-failure"))
+        #: The container's own Docker restart policy (``""``/``"no"``: none; else Docker
+        #: restarts it and the agent only observes).
+        self.engine_policy = ""
+        self._kills: collections.deque[int] = collections.deque(maxlen=KILLS_KEPT)
+        self._run_judged = True  # whether the current run's end was accounted for
+        self._restart_token: object | None = None  # the pending automatic restart
         if not container:
             raise RuntimeActionFailed(f"{server}: the docker runtime needs a container name")
         self.container_name = container
@@ -159,6 +185,13 @@ class DockerRuntime(Runtime):
 
     async def _inspect(self) -> dict[str, Any]:
         attrs = await self._call("inspect", self._inspect_blocking)
+        engine_policy = str(((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "")
+        if engine_policy != self.engine_policy:
+            self.engine_policy = engine_policy
+            if engine_policy not in NO_ENGINE_POLICY:
+                log.info("server=%s: container %s has Docker's restart policy %r: Docker restarts it, "
+                         "the agent only observes (its own restart setting does not apply)",
+                         self.server, self.container_name, engine_policy)
         config = attrs.get("Config") or {}
         self.tty = bool(config.get("Tty"))
         if config.get("StdinOnce") and not self.tty and not self._warned_stdin_once:
@@ -177,6 +210,8 @@ class DockerRuntime(Runtime):
         self._closing = False
         self._closed_flag.clear()
         async with self._lock:
+            self._restart_token = None
+            self.tracker.reset()  # someone started it: a crash loop is over
             await self._ensure_client()
             await self._ensure_events()
             state = (await self._inspect())["State"]
@@ -195,6 +230,7 @@ class DockerRuntime(Runtime):
         # only way to see the console's first output, its prompt included
         async with self._lock:
             await self._stop_locked()
+            self.tracker.reset()
             self.restarts += 1
             self._set_status("restarting")
             await self._ensure_events()
@@ -258,6 +294,8 @@ class DockerRuntime(Runtime):
             await self.write(b"\n")
 
     async def _stop_locked(self) -> None:
+        self._restart_token = None
+        self._run_judged = True  # this run ends on purpose: its die event restarts nothing
         container = self._container
         if container is None:
             await self._ensure_client()
@@ -281,6 +319,8 @@ class DockerRuntime(Runtime):
         if self._run_open:  # the previous run ended unnoticed (an event was missed)
             self._close_run("the container was restarted")
         self._run_open = True
+        self._run_judged = False
+        self.tracker.started(time.monotonic())
         self._oom = False
         self._run_started_at = started_at
         self._run_started_ns = docker_time_ns(started_at)
@@ -420,6 +460,8 @@ class DockerRuntime(Runtime):
         if action == "oom":
             self._oom = True
             log.warning("server=%s: container %s ran out of memory", self.server, self.container_name)
+        elif action == "kill":  # docker stop / docker kill (or our own stop)
+            self._kills.append(int(event.get("timeNano") or time.time_ns()))
         elif action == "die":
             self._spawn(self._on_die(attributes.get("exitCode", "?"), event.get("timeNano")))
         elif action in ("start", "destroy"):
@@ -433,11 +475,47 @@ class DockerRuntime(Runtime):
 
     async def _on_die(self, code: str, time_nano: int | None) -> None:
         async with self._lock:
-            if self._closing or not self._run_open:
-                return
-            if time_nano and self._run_started_ns and time_nano < self._run_started_ns:
+            if self._closing or (time_nano and time_nano < (self._run_started_ns or 0)):
                 return  # an earlier run's death, already accounted for
+            if (code_value := exit_code(code)) is not None:
+                self.exit_code = code_value
             self._close_run(exit_reason({"ExitCode": code}, oom=self._oom))
+            if not self._run_judged:
+                self._run_judged = True
+                self._judge(code_value, time_nano or time.time_ns())
+
+    def _judge(self, exit_code: int | None, died_ns: int) -> None:
+        """Apply the restart policy to the run that just died (see the module docstring)."""
+        if self.engine_policy not in NO_ENGINE_POLICY:
+            return  # Docker's own restart policy decides (logged by _inspect)
+        since = self._run_started_ns or 0
+        operator = any(since <= kill <= died_ns for kill in self._kills)
+        verdict = self.tracker.died(time.monotonic(), exit_code=exit_code, operator=operator)
+        say = log.warning if verdict.restart else log.info
+        say("server=%s: container %s exited with code %s; %s",
+            self.server, self.container_name, exit_code, verdict.why)
+        self._set_status(verdict.state)
+        if verdict.restart:
+            token = self._restart_token = object()
+            self._spawn(self._restart_after(verdict.delay, token))
+
+    async def _restart_after(self, delay: float, token: object) -> None:
+        """The automatic restart, unless someone started or stopped it meanwhile."""
+        await asyncio.sleep(delay)
+        async with self._lock:
+            if self._closing or self._restart_token is not token:
+                return
+            self._restart_token = None
+            try:
+                state = (await self._inspect())["State"]
+                if state.get("Running"):
+                    return  # someone started it: the start event attaches to it
+                await self._start_stopped()
+            except RuntimeActionFailed as exc:
+                log.error("server=%s: the automatic restart failed: %s", self.server, exc)
+                self._set_status("exited")
+                return
+            self.restarts += 1
 
     async def _reconcile(self, gen: int | None) -> None:
         """Bring the run in line with the container: after a start event, the end of the
@@ -453,8 +531,12 @@ class DockerRuntime(Runtime):
                 return
             if not state.get("Running"):
                 self._close_run(exit_reason(state, oom=self._oom))
-                self._set_status(state.get("Status", "exited"))
+                if self._restart_token is None and self.status not in _VERDICTS:
+                    self._set_status(state.get("Status", "exited"))
             elif not self._attached_to(state):
+                if state.get("StartedAt") != self._run_started_at:
+                    self._restart_token = None
+                    self.tracker.reset()  # started from outside: a fresh start
                 if self._run_open and state.get("StartedAt") == self._run_started_at:
                     log.warning("server=%s: the attach stream ended while the container runs; "
                                 "attaching again", self.server)
@@ -500,8 +582,10 @@ class DockerRuntime(Runtime):
             from ..timespan import humanize_uptime
 
             uptime = humanize_uptime(max(0.0, time.time() - started / 1e9))
-        return Status(
-            status=str(state.get("Status") or self.status),
+        last_code = finished_exit_code(state)
+        return Status(  # a stopped one's state: the agent's verdict, which Docker cannot know
+            status=self.status if last_code is not None and self.status in _VERDICTS
+            else str(state.get("Status") or self.status),
             name=str(attrs.get("Name") or self.container_name).lstrip("/"),
             id=str(attrs.get("Id") or "")[:12],
             cpu_usage=round(cpu, 1),
@@ -512,4 +596,5 @@ class DockerRuntime(Runtime):
             restarts=int(attrs.get("RestartCount") or 0) + self.restarts,
             memory_used_bytes=used,
             memory_total_bytes=limit,
+            exit_code=self.exit_code if last_code is None else last_code,
         )

@@ -12,7 +12,8 @@ are tested on their own.
   page cache).
 - :func:`docker_time_ns`: Docker's RFC 3339 times (``State.StartedAt``), with their
   nanosecond fraction, as the ``timeNano`` of its events counts.
-- :func:`exit_reason`: the sentence a run's end is reported with.
+- :func:`exit_reason`: the sentence a run's end is reported with; :func:`exit_code`,
+  :func:`finished_exit_code`: the exit code of a ``die`` event and of a stopped container.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ __all__ = [
     "Demultiplexer",
     "cpu_percent",
     "docker_time_ns",
+    "exit_code",
     "exit_reason",
+    "finished_exit_code",
     "memory_usage",
 ]
 
@@ -111,3 +114,18 @@ def exit_reason(state: dict[str, Any], *, oom: bool = False) -> str:
     if oom or state.get("OOMKilled"):
         reason += " (out of memory)"
     return reason
+
+
+def exit_code(value: object) -> int | None:
+    """A ``die`` event's ``exitCode`` attribute (a string) as a number; None if not one."""
+    text = str(value).strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def finished_exit_code(state: dict[str, Any]) -> int | None:
+    """A stopped container's last exit code from its ``State``; None while it runs or if
+    it never ran (``FinishedAt`` is Go's zero time, year 1)."""
+    finished = docker_time_ns(state.get("FinishedAt"))
+    if state.get("Running") or finished is None or finished <= 0:
+        return None
+    return exit_code(state.get("ExitCode"))

@@ -2,12 +2,13 @@
 
 stdin and stdout are pipes (lines end in ``\\n``, no echo); stderr carries only native
 noise and is logged at debug level. CPU and memory come from psutil over the process
-tree, sampled in a thread. A headless that exits on its own is restarted with
-exponential backoff: :data:`BACKOFF_START` doubling per death up to :data:`BACKOFF_MAX`,
-starting over after a run longer than :data:`STABLE_RUN` (whatever its exit code: a
-headless that exits cleanly at once, again and again, is as broken as one that crashes).
-One that dies :data:`CRASH_LOOP_LIMIT` times within :data:`CRASH_LOOP_WINDOW` seconds is
-left stopped (``crashloop``) until someone starts it.
+tree, sampled in a thread. A headless that exits on its own is judged by its
+:class:`~resofleet.agent.runtime.policy.RestartPolicy` (``always`` by default: restarted
+with backoff, left stopped as ``crashloop`` when it keeps dying); one stopped through
+:meth:`ProcessRuntime.stop` (``container stop``) never is. The agent is the child's only
+supervisor: a signal sent to it from outside is a death like any other (SIGTERM and
+SIGINT count as a clean exit for ``on-failure``); stop it through resofleet instead.
+Exit codes are reported as a shell reports them (a death by signal N is 128 + N).
 """
 
 from __future__ import annotations
@@ -28,32 +29,12 @@ from resofleet.contracts import Status
 
 from ..errors import RuntimeActionFailed
 from .base import Runtime, RuntimeListener, format_bytes
+from .policy import RestartPolicy, RestartTracker, exit_code_of
 
-__all__ = [
-    "BACKOFF_MAX",
-    "BACKOFF_START",
-    "CRASH_LOOP_LIMIT",
-    "CRASH_LOOP_WINDOW",
-    "ProcessRuntime",
-    "STABLE_RUN",
-    "emulator_command",
-]
+__all__ = ["ProcessRuntime", "STOP_GRACE", "emulator_command"]
 
 log = logging.getLogger(__name__)
 
-#: First restart delay (s) after a death; doubles per death up to :data:`BACKOFF_MAX`.
-#: A second is enough for a crashed headless's ports and files to be released.
-BACKOFF_START: Final = 1.0
-#: Longest restart delay (s): a headless that keeps dying is retried twice a minute, so
-#: it comes back soon after whatever killed it is fixed.
-BACKOFF_MAX: Final = 30.0
-#: Seconds a run must last for its death to start the backoff over: longer than a
-#: headless takes to boot and load its worlds (tens of seconds on a slow host), so a run
-#: that got this far died of something new, not of what killed the quick runs before it.
-STABLE_RUN: Final = 60.0
-#: A headless dying this many times within the window is not restarted again.
-CRASH_LOOP_LIMIT: Final = 5
-CRASH_LOOP_WINDOW: Final = 120.0
 #: Seconds a stopping headless gets after SIGTERM before SIGKILL. The real one saves
 #: worlds on shutdown; ten seconds is what Docker gives by default.
 STOP_GRACE: Final = 10.0
@@ -83,12 +64,11 @@ class ProcessRuntime(Runtime):
         workdir: str | None = None,
         env: dict[str, str] | None = None,
         kind: str = "process",
-        backoff_start: float = BACKOFF_START,
-        stable_run: float = STABLE_RUN,
+        policy: RestartPolicy | None = None,
     ) -> None:
         super().__init__(server, listener)
-        self.backoff_start = backoff_start
-        self.stable_run = stable_run
+        #: What happens when the headless dies (:mod:`~resofleet.agent.runtime.policy`).
+        self.tracker = RestartTracker(policy or RestartPolicy())
         self.kind = kind
         self.command = list(command)
         self.workdir = workdir
@@ -97,7 +77,6 @@ class ProcessRuntime(Runtime):
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._want_running = False
-        self._crashes: list[float] = []
         self._started_at: float | None = None
         self._ps_procs: dict[int, psutil.Process] = {}
         self._spawned = asyncio.Event()
@@ -106,7 +85,7 @@ class ProcessRuntime(Runtime):
 
     async def start(self) -> None:
         self._want_running = True
-        self._crashes.clear()
+        self.tracker.reset()
         if self._supervisor is None or self._supervisor.done():
             self._spawned.clear()
             self._supervisor = asyncio.create_task(self._supervise(), name=f"process:{self.server}")
@@ -136,7 +115,6 @@ class ProcessRuntime(Runtime):
         return proc
 
     async def _supervise(self) -> None:
-        backoff = self.backoff_start
         while self._want_running:
             try:
                 proc = await self._spawn()
@@ -146,30 +124,23 @@ class ProcessRuntime(Runtime):
                 self._spawned.set()
                 return
             self._spawned.set()
-            spawned = time.monotonic()
-            code = await self._pump(proc)
+            self.tracker.started(time.monotonic())
+            code = self.exit_code = exit_code_of(await self._pump(proc))
             self._proc = None
             reason = f"exited with code {code}"
             self.listener.exited(reason)
-            if not self._want_running:
+            if not self._want_running:  # stop() ended it
                 self._set_status("exited")
                 return
-            now = time.monotonic()
-            self._crashes = [t for t in self._crashes if now - t < CRASH_LOOP_WINDOW] + [now]
-            if len(self._crashes) >= CRASH_LOOP_LIMIT:
-                log.error(
-                    "server=%s: %s; it died %d times in %.0f s, not restarting it (crash loop)",
-                    self.server, reason, len(self._crashes), CRASH_LOOP_WINDOW,
-                )
+            verdict = self.tracker.died(time.monotonic(), exit_code=code)
+            (log.warning if verdict.restart else log.error)(
+                "server=%s: %s; %s", self.server, reason, verdict.why
+            )
+            self._set_status(verdict.state)
+            if not verdict.restart:
                 self._want_running = False
-                self._set_status("crashloop")
                 return
-            if now - spawned >= self.stable_run:
-                backoff = self.backoff_start  # a long run ends a streak of quick deaths
-            log.warning("server=%s: %s; restarting in %.0f s", self.server, reason, backoff)
-            self._set_status("restarting")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            await asyncio.sleep(verdict.delay)
             self.restarts += 1
 
     async def _pump(self, proc: asyncio.subprocess.Process) -> int:
@@ -199,6 +170,8 @@ class ProcessRuntime(Runtime):
     async def stop(self) -> None:
         self._want_running = False
         proc = self._proc
+        if proc is None and self._supervisor is not None:
+            self._supervisor.cancel()  # waiting out a backoff: nothing to stop
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -246,6 +219,7 @@ class ProcessRuntime(Runtime):
                 status=self.status, name=self.server, id="", cpu_usage=0.0, memory_percent=0.0,
                 memory_used="0B", memory_total=format_bytes(psutil.virtual_memory().total),
                 uptime="", restarts=self.restarts, memory_total_bytes=psutil.virtual_memory().total,
+                exit_code=self.exit_code,
             )
         cpu, rss, total = await asyncio.to_thread(self._sample, proc.pid)
         from ..timespan import humanize_uptime
@@ -262,6 +236,7 @@ class ProcessRuntime(Runtime):
             restarts=self.restarts,
             memory_used_bytes=rss,
             memory_total_bytes=total,
+            exit_code=self.exit_code,
         )
 
     def _sample(self, pid: int) -> tuple[float, int, int]:

@@ -6,6 +6,7 @@ import asyncio
 
 from resofleet.agent.console import ConsoleDriver
 from resofleet.agent.runtime import ProcessRuntime, emulator_command
+from resofleet.agent.runtime.policy import RestartPolicy
 
 
 class Recorder:
@@ -48,7 +49,8 @@ async def wait_for(rec: Recorder, predicate, timeout: float = 15) -> None:
 async def test_crashed_headless_is_restarted_and_the_exit_is_published():
     """crash exits non-zero; the runtime reports it, restarts, and the console answers again."""
     rec = Recorder()
-    rt = ProcessRuntime("crashy", rec, command=emulator_command("default"), kind="emulator", backoff_start=0.1)
+    rt = ProcessRuntime("crashy", rec, command=emulator_command("default"), kind="emulator",
+                        policy=RestartPolicy(backoff_start=0.1))
     rec.runtime = rt
     await rt.start()
     try:
@@ -70,7 +72,7 @@ async def test_crash_loop_stops_the_restarts():
     rec = Recorder()
     rt = ProcessRuntime(
         "crashy", rec, command=[*emulator_command("default"), "--startup-delay", "0"], kind="emulator",
-        backoff_start=0.01,
+        policy=RestartPolicy(backoff_start=0.01),
     )
     rec.runtime = rt
     await rt.start()
@@ -118,7 +120,7 @@ async def test_backoff_starts_over_after_a_stable_run():
     rec = Timeline()
     rt = ProcessRuntime(
         "crashy", rec, command=[*emulator_command("default"), "--startup-delay", "0"], kind="emulator",
-        backoff_start=0.5, stable_run=1.0,
+        policy=RestartPolicy(backoff_start=0.5, stable_run=1.0),
     )
     rec.runtime = rt
     await rt.start()

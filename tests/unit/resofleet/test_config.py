@@ -190,11 +190,13 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
          "gateway.limits.rate is not a known key (known: command_rate, command_burst, connections_per_address, "
          "pre_auth_rate, pre_auth_burst, pre_auth_frame)"),
         ({"agent": {"status": 1}}, "agent.status is not a known key (known: name, status_interval, "
-         "worlds_interval, bans_interval, audit_log, health, metrics)"),
+         "worlds_interval, bans_interval, audit_log, health, metrics, health_interval, health_timeout, "
+         "health_misses)"),
         ({"bus": {"uri": "amqp://x/"}}, "bus.uri is not a known key (known: url, prefix, requesters)"),
         ({"servers": [{"id": "one", "runtime": "emulator", "args": []}]},
          "servers[0].args is not a known key (known: id, runtime, container, command, workdir, scenario, "
-         "emulator_args, env)"),
+         "emulator_args, env, restart, restart_backoff, restart_backoff_max, restart_stable_run, "
+         "crash_loop_limit, crash_loop_window, health_restart)"),
     ],
 )
 def test_an_unknown_key_is_refused_with_the_known_ones(data: dict, line: str) -> None:
