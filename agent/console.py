@@ -28,8 +28,8 @@ The error tree::
 
     AgentError
     ├── ConsoleClosed     the console closed before or during the command, or a write failed
-    ├── ConsoleTimeout    no complete answer by the deadline, or the console stayed busy
-    │                     with other commands past ``wait``
+    ├── ConsoleTimeout    no complete answer by the deadline
+    │   └── ConsoleBusy   the console stayed busy with other commands past ``wait``
     └── ConsoleNotReady   the console did not finish starting within the timeout
     ValueError            a command with a control character (never sent)
 """
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Final
 
 from resofleet.contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
 
-from .errors import ConsoleClosed, ConsoleNotReady, ConsoleTimeout
+from .errors import ConsoleBusy, ConsoleClosed, ConsoleNotReady, ConsoleTimeout
 from .reader import Answer, CallAt, Closed, ConsoleReader, Line, StartupEnded
 
 if TYPE_CHECKING:
@@ -333,7 +333,7 @@ class ConsoleDriver:
             async with asyncio.timeout(wait):
                 await self._lock.acquire()
         except TimeoutError:
-            raise ConsoleTimeout(
+            raise ConsoleBusy(
                 f"{self.name}: the console stayed busy with other commands for {wait:g} s"
             ) from None
         try:

@@ -1,11 +1,13 @@
-"""The console health check's verdict: a console that misses N probes in a row is unhealthy.
+"""The console health check's verdict: a console that misses N polls in a row is unhealthy.
 
-Sans-I/O: the agent's health poller (:class:`~resofleet.agent.server.ManagedServer`) sends
-one cheap console command every ``[agent] health_interval`` seconds and reports each
-outcome here: :meth:`ConsoleHealth.answered`, or :meth:`ConsoleHealth.missed` when no
-complete answer came within ``health_timeout``. A probe that could not even reach the
-console, because a client's command held it (a ``save``, a ``startWorldURL``) for the
-whole timeout, counts as neither: a busy console is not a hung one.
+Sans-I/O. :class:`~resofleet.agent.server.ManagedServer` reports here the outcome of each of
+its console polls: the worlds and bans polls, and a health probe (one cheap command,
+``version``) every ``[agent] health_interval`` seconds, so a hang is noticed however long
+the other intervals are. :meth:`ConsoleHealth.answered` when a poll got its answer,
+:meth:`ConsoleHealth.missed` when it got no complete answer within its deadline (the
+probe's is ``health_timeout``). A poll that could not even reach the console, because
+other commands held it (a client's ``save`` or ``startWorldURL``) for its whole wait,
+counts as neither: a busy console is not a hung one.
 
 States (``Status.health``): ``""`` until the first probe answers, then ``healthy``;
 ``unhealthy`` after ``health_misses`` misses in a row; ``healthy`` again at the next

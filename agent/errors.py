@@ -6,6 +6,7 @@ The error tree::
     └── AgentError             base of the agent's own failures                         internal
         ├── ConsoleClosed      the console went away (process exited, container died)  server_offline
         ├── ConsoleTimeout     a command got no complete answer by its deadline        timeout
+        │   └── ConsoleBusy    other commands held the console past the wait           timeout
         ├── ConsoleNotReady    the console did not become ready in time                 timeout
         └── RuntimeActionFailed  start/stop/restart or stats failed (Docker, process)   internal
 
@@ -30,6 +31,7 @@ __all__ = [
     "AgentError",
     "ConsoleClosed",
     "ConsoleNotReady",
+    "ConsoleBusy",
     "ConsoleTimeout",
     "RuntimeActionFailed",
 ]
@@ -58,6 +60,13 @@ class ConsoleClosed(AgentError):
 class ConsoleTimeout(AgentError):
     code = ErrorCode.TIMEOUT
     sentence = "The server's console did not answer in time; try again in a moment."
+
+
+class ConsoleBusy(ConsoleTimeout):
+    """The command was never sent: other commands held the console for the whole wait
+    (the console health check does not count this as a console that hangs)."""
+
+    sentence = "The server's console is busy with other commands; try again in a moment."
 
 
 class ConsoleNotReady(AgentError):

@@ -69,7 +69,7 @@ from .settings import AgentSettings, ServerConfig
 
 from .console import COMMAND_DEADLINE, ConsoleDriver, deadline_for
 from .consolehealth import UNHEALTHY, ConsoleHealth
-from .errors import AgentError, ConsoleClosed, ConsoleNotReady, ConsoleTimeout
+from .errors import AgentError, ConsoleBusy, ConsoleClosed, ConsoleNotReady, ConsoleTimeout
 from .metrics import AgentMetrics, ServerMetrics
 from .output import OutputLog
 from .parsers import build_world, parse_bans, parse_status, parse_users, parse_worlds
@@ -466,13 +466,20 @@ class ManagedServer:
             if not self._ready.is_set():
                 continue
             started = time.perf_counter()
+            driver = self.driver
+            answered: bool | None = None  # for the health check; None: neither
             try:
                 await once()
                 timing.observe(time.perf_counter() - started)
+                answered = True
             except AgentError as exc:
                 log.info("server=%s: poll skipped: %s", self.id, exc)
+                if isinstance(exc, ConsoleTimeout) and not isinstance(exc, ConsoleBusy):
+                    answered = False
             except Exception:
                 log.exception("server=%s: poll failed", self.id)
+            if answered is not None and driver is self.driver:
+                await self._health(answered)
 
     # -- the console health check (resofleet.agent.consolehealth) --------------------
 
@@ -487,28 +494,29 @@ class ManagedServer:
                     log.exception("server=%s: health probe failed", self.id)
 
     async def _probe(self, driver: ConsoleDriver) -> None:
-        """One probe; a console busy with a client's command the whole time counts as neither
-        an answer nor a miss, and a closed one is the runtime's business, not a health one."""
+        """One probe. A console busy with other commands the whole time counts as neither an
+        answer nor a miss; a closed one is the runtime's business, not a health one."""
         timeout = self.settings.health_timeout
         try:
-            async with driver.exclusive(wait=timeout) as group:
-                try:
-                    await group.run(HEALTH_PROBE, timeout=timeout, stream=False)
-                except (ConsoleTimeout, ConsoleNotReady):
-                    answered = False
-                else:
-                    answered = True
-        except (ConsoleTimeout, ConsoleClosed):
+            await driver.run(HEALTH_PROBE, timeout=timeout, stream=False, wait=timeout)
+        except (ConsoleBusy, ConsoleClosed):
             return
-        if driver is not self.driver:
-            return  # the run ended meanwhile
+        except (ConsoleTimeout, ConsoleNotReady):
+            answered = False
+        else:
+            answered = True
+        if driver is self.driver:  # else the run ended meanwhile
+            await self._health(answered)
+
+    async def _health(self, answered: bool) -> None:
+        """A console poll's outcome (the probe's, the worlds and bans polls')."""
         if answered:
             change = self.health.answered()
         else:
             self.metrics.health_misses.inc()
             change = self.health.missed()
         if change.state == UNHEALTHY:
-            log.warning("server=%s: the console missed %d health probes in a row: unhealthy",
+            log.warning("server=%s: the console missed %d polls in a row: unhealthy",
                         self.id, self.health.misses)
         elif change.state:
             log.info("server=%s: the console answers again: %s", self.id, change.state)
