@@ -147,7 +147,9 @@ class BusReply(Struct, forbid_unknown_fields=False):
 
 
 class ServerState(msgspec.Struct, tag="server_state", tag_field="type", forbid_unknown_fields=False):
-    """A server's lifecycle: starting, ready, stopped, exited, restarting, crashed."""
+    """A server's lifecycle: created, starting, ready, running, exited, restarting,
+    crashloop (the agent stopped restarting it); and its console's health: unhealthy (it
+    missed several polls in a row), healthy (it answers again)."""
 
     server: str
     state: str

@@ -77,6 +77,7 @@ class ProcessRuntime(Runtime):
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._want_running = False
+        self._backing_off = False  # the supervisor sleeps before a restart
         self._started_at: float | None = None
         self._ps_procs: dict[int, psutil.Process] = {}
         self._spawned = asyncio.Event()
@@ -86,6 +87,11 @@ class ProcessRuntime(Runtime):
     async def start(self) -> None:
         self._want_running = True
         self.tracker.reset()
+        supervisor = self._supervisor
+        if supervisor is not None and self._backing_off:
+            supervisor.cancel()  # waiting out a backoff: start now instead
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
         if self._supervisor is None or self._supervisor.done():
             self._spawned.clear()
             self._supervisor = asyncio.create_task(self._supervise(), name=f"process:{self.server}")
@@ -140,7 +146,11 @@ class ProcessRuntime(Runtime):
             if not verdict.restart:
                 self._want_running = False
                 return
-            await asyncio.sleep(verdict.delay)
+            self._backing_off = True
+            try:
+                await asyncio.sleep(verdict.delay)
+            finally:
+                self._backing_off = False
             self.restarts += 1
 
     async def _pump(self, proc: asyncio.subprocess.Process) -> int:
@@ -170,7 +180,7 @@ class ProcessRuntime(Runtime):
     async def stop(self) -> None:
         self._want_running = False
         proc = self._proc
-        if proc is None and self._supervisor is not None:
+        if self._backing_off and self._supervisor is not None:
             self._supervisor.cancel()  # waiting out a backoff: nothing to stop
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -137,3 +137,26 @@ async def test_backoff_starts_over_after_a_stable_run():
         assert rec.exits == ["exited with code 134"] * 3
     finally:
         await rt.close()
+
+
+async def test_start_and_stop_during_a_backoff_act_at_once():
+    """While a crashed headless waits out a long backoff (30 s), ``start`` starts it now and
+    ``stop`` ends the wait at once; neither waits for the backoff."""
+    rec = Recorder()
+    rt = ProcessRuntime(
+        "crashy", rec, command=[*emulator_command("default"), "--startup-delay", "0"], kind="emulator",
+        policy=RestartPolicy(backoff_start=30.0),
+    )
+    rec.runtime = rt
+    await rt.start()
+    try:
+        for action in ("start", "stop"):
+            await rec.driver.start(timeout=20)
+            await rt.write(b"crash\n")
+            await wait_for(rec, lambda: rt.status == "restarting")
+            async with asyncio.timeout(5):
+                await (rt.start() if action == "start" else rt.stop())
+        assert rec.started_count == 2 and rec.exits == ["exited with code 134"] * 2
+        assert rt.status == "exited" and rt.pid is None
+    finally:
+        await rt.close()
