@@ -491,9 +491,9 @@ class DockerRuntime(Runtime):
         since = self._run_started_ns or 0
         operator = any(since <= kill <= died_ns for kill in self._kills)
         verdict = self.tracker.died(time.monotonic(), exit_code=exit_code, operator=operator)
-        say = log.warning if verdict.restart else log.info
-        say("server=%s: container %s exited with code %s; %s",
-            self.server, self.container_name, exit_code, verdict.why)
+        level = logging.ERROR if verdict.state == "crashloop" else logging.WARNING
+        log.log(level, "server=%s: container %s exited with code %s; %s",
+                self.server, self.container_name, exit_code, verdict.why)
         self._set_status(verdict.state)
         if verdict.restart:
             token = self._restart_token = object()

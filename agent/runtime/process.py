@@ -139,9 +139,8 @@ class ProcessRuntime(Runtime):
                 self._set_status("exited")
                 return
             verdict = self.tracker.died(time.monotonic(), exit_code=code)
-            (log.warning if verdict.restart else log.error)(
-                "server=%s: %s; %s", self.server, reason, verdict.why
-            )
+            level = logging.ERROR if verdict.state == "crashloop" else logging.WARNING
+            log.log(level, "server=%s: %s; %s", self.server, reason, verdict.why)
             self._set_status(verdict.state)
             if not verdict.restart:
                 self._want_running = False
