@@ -62,13 +62,14 @@ def test_both_gateways_and_both_agents_are_scraped() -> None:
 
 
 def test_the_alert_rules_are_valid() -> None:
-    """`promtool check rules`: the six alerts parse."""
-    assert "SUCCESS: 6 rules found" in promtool("check", "rules", "alerts.yml")
+    """`promtool check rules`: the seven alerts parse."""
+    assert "SUCCESS: 7 rules found" in promtool("check", "rules", "alerts.yml")
 
 
 def test_the_alerts_fire_on_what_they_are_for() -> None:
     """`promtool test rules alerts.test.yml`: server down, agent unreachable, crash loop,
-    console timeouts, gateway not ready, clients cut off, each from input series."""
+    console timeouts, unhealthy console, gateway not ready, clients cut off, each from
+    input series."""
     assert "SUCCESS" in promtool("test", "rules", "alerts.test.yml")
 
 
