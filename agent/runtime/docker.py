@@ -99,8 +99,7 @@ class DockerRuntime(Runtime):
         super().__init__(server, listener)
         #: What happens when the container dies (:mod:`~resofleet.agent.runtime.policy`).
         self.tracker = RestartTracker(policy or RestartPolicy(mode="on-failure"))
-        #: The container's own Docker restart policy (``""``/``"no"``: none; else Docker
-        #: restarts it and the agent only observes).
+        #: The container's own Docker restart policy (if not ``""``/``no``: the agent observes).
         self.engine_policy = ""
         self._kills: collections.deque[int] = collections.deque(maxlen=KILLS_KEPT)
         self._run_judged = True  # whether the current run's end was accounted for
@@ -190,8 +189,7 @@ class DockerRuntime(Runtime):
             self.engine_policy = engine_policy
             if engine_policy not in NO_ENGINE_POLICY:
                 log.info("server=%s: container %s has Docker's restart policy %r: Docker restarts it, "
-                         "the agent only observes (its own restart setting does not apply)",
-                         self.server, self.container_name, engine_policy)
+                         "the agent only observes", self.server, self.container_name, engine_policy)
         config = attrs.get("Config") or {}
         self.tty = bool(config.get("Tty"))
         if config.get("StdinOnce") and not self.tty and not self._warned_stdin_once:
@@ -301,7 +299,11 @@ class DockerRuntime(Runtime):
             await self._ensure_client()
             await self._inspect()
             container = self._container
-        await self._call("stop", container.stop, timeout=STOP_GRACE)
+        try:
+            await self._call("stop", container.stop, timeout=STOP_GRACE)
+        except RuntimeActionFailed:
+            self._run_judged = not self._run_open  # still running: its death is judged
+            raise
         state = (await self._inspect())["State"]
         self._close_run(exit_reason(state, oom=self._oom))
         self._set_status(state.get("Status", "exited"))
@@ -491,9 +493,8 @@ class DockerRuntime(Runtime):
         since = self._run_started_ns or 0
         operator = any(since <= kill <= died_ns for kill in self._kills)
         verdict = self.tracker.died(time.monotonic(), exit_code=exit_code, operator=operator)
-        level = logging.ERROR if verdict.state == "crashloop" else logging.WARNING
-        log.log(level, "server=%s: container %s exited with code %s; %s",
-                self.server, self.container_name, exit_code, verdict.why)
+        log.log(logging.ERROR if verdict.state == "crashloop" else logging.WARNING, "server=%s: container "
+                "%s exited with code %s; %s", self.server, self.container_name, exit_code, verdict.why)
         self._set_status(verdict.state)
         if verdict.restart:
             token = self._restart_token = object()
@@ -511,11 +512,10 @@ class DockerRuntime(Runtime):
                 if state.get("Running"):
                     return  # someone started it: the start event attaches to it
                 await self._start_stopped()
+                self.restarts += 1
             except RuntimeActionFailed as exc:
                 log.error("server=%s: the automatic restart failed: %s", self.server, exc)
                 self._set_status("exited")
-                return
-            self.restarts += 1
 
     async def _reconcile(self, gen: int | None) -> None:
         """Bring the run in line with the container: after a start event, the end of the
