@@ -173,6 +173,15 @@ def test_a_bad_value_in_a_file_names_the_file_and_the_key(tmp_path: Path) -> Non
          "servers[0].env must be a table of strings"),
         ({"servers": [{"id": "one", "runtime": "process", "command": ["run", 3]}]},
          "servers[0].command[1] must be a string, not 3"),
+        ({"servers": [{"id": "one", "runtime": "emulator", "restart": "sometimes"}]},
+         "servers[0].restart must be one of always, never, on-failure, not 'sometimes'"),
+        ({"servers": [{"id": "one", "runtime": "emulator", "crash_loop_limit": 0}]},
+         "servers[0].crash_loop_limit must be a whole number of at least 1, not 0"),
+        ({"servers": [{"id": "one", "runtime": "emulator", "restart_backoff": 0}]},
+         "servers[0].restart_backoff must be a number greater than 0, not 0"),
+        ({"servers": [{"id": "one", "runtime": "emulator", "health_restart": "yes"}]},
+         "servers[0].health_restart must be true or false, not 'yes'"),
+        ({"agent": {"health_misses": 0}}, "agent.health_misses must be a whole number of at least 1, not 0"),
     ],
 )
 def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: str) -> None:
