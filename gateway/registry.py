@@ -51,6 +51,8 @@ from resofleet.contracts import Announce, Discover, PresenceMessage, Revoke, Ser
 __all__ = ["MISSED_ANNOUNCEMENTS", "OFFLINE_RETENTION", "Registry"]
 
 log = logging.getLogger(__name__)
+#: ``server_state`` values of the agent's console health check, not lifecycle states.
+_HEALTH_STATES: Final = frozenset({"healthy", "unhealthy"})
 
 #: Announcement intervals a server may miss before it is reported offline. One missed
 #: announcement is a hiccup (a busy broker, a GC pause); three is an agent that is gone.
@@ -311,9 +313,11 @@ class Registry:
 
     def note_state(self, event: ServerState) -> None:
         """Record a lifecycle event (starting, ready, exited, ...) of a known server: its
-        status until the next announcement says otherwise."""
+        status until the next announcement says otherwise. The console health check's
+        verdicts (healthy, unhealthy) share the event but are no lifecycle state: they
+        reach clients in ``status_update``'s ``health`` and leave the status alone."""
         entry = self._entries.get(event.server)
-        if entry is not None:
+        if entry is not None and event.state not in _HEALTH_STATES:
             entry.status = event.state
 
     # -- reads -----------------------------------------------------------------------

@@ -90,6 +90,9 @@ def test_state_events_update_the_status_and_revocations_reach_the_hook():
     registry.handle(announce("a1", "s1"))
     registry.note_state(ServerState(server="s1", state="restarting"))
     assert registry.snapshot()[0].status == "restarting"
+    for verdict in ("unhealthy", "healthy"):  # the console health check: not a lifecycle state
+        registry.note_state(ServerState(server="s1", state=verdict))
+        assert registry.snapshot()[0].status == "restarting"
     seen = []
     registry.on_revoke = seen.append
     registry.handle(Revoke(jti="t1", until=0))
