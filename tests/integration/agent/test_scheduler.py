@@ -141,3 +141,30 @@ async def test_save_saves_every_world_and_a_stopped_headless_makes_it_fail(sched
     run = await next_run(events)
     assert (run.slot, run.outcome) == (SLOT + 3600, "failed")
     assert "not running" in run.detail
+
+
+async def test_a_slot_waiting_when_the_agent_stops_is_waited_for_after_its_restart(scheduled, tmp_path):
+    """The agent stops while a restart waits for the server to empty; the next agent (same
+    state directory, ten minutes later) waits for that slot again, and runs it once the
+    users are gone: the slot is not lost, and not a new one."""
+    entry = ScheduleConfig(name="nightly", servers=("eu-*",), every="1h", action="restart",
+                           when="empty", max_wait="2h")
+    clock = ManualClock(SLOT - 5)
+    first, _, events = await scheduled(entry, clock=clock)
+    clock.set(SLOT)
+    assert await waiting(tmp_path, "nightly") == {"waiting": SLOT}
+    await first.close()
+
+    clock = ManualClock(SLOT + 600)
+    agent, gateway_bus, events = await scheduled(entry, clock=clock)
+    server = agent.servers["eu-1"]
+    for user in ("Mira", "Tobias"):
+        body = RunCommand(command=f"kick {user}", world="Harbor Lounge")
+        assert isinstance((await gateway_bus.request(BusRequest(server="eu-1", body=body, timeout=15))).body,
+                          CommandResponse)
+    await wait_until(lambda: server.worlds and people_in(server.worlds) == 0, timeout=WAIT,
+                     what="the worlds poll seeing nobody")
+    clock.advance(CHECK_INTERVAL)
+    run = await next_run(events)
+    assert (run.slot, run.outcome, run.detail) == (SLOT, "ok", "the server is empty; restarted (running)")
+    assert state_of(tmp_path)["schedules"]["nightly"] == {"done": SLOT}
