@@ -67,6 +67,7 @@ from resofleet.contracts import (
     COMMAND_ROLES,
     ContractError,
     Role,
+    World,
     check_command_text,
     command_name,
     required_role,
@@ -282,10 +283,10 @@ class Verdict:
     reason: str = ""
 
 
-def people_in(worlds: Sequence[object]) -> int:
-    """Users in ``worlds`` (:class:`~resofleet.contracts.World`) besides the headless's own
-    account, which the console counts in every world."""
-    return sum(max(int(getattr(w, "users", 0)) - 1, 0) for w in worlds)
+def people_in(worlds: Sequence[World]) -> int:
+    """Users in ``worlds`` besides the headless's own account, which the console counts in
+    every world."""
+    return sum(max(w.users - 1, 0) for w in worlds)
 
 
 def decide(schedule: Schedule, slot: float, now: float, people: int | None) -> Verdict:

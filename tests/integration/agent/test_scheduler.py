@@ -110,7 +110,8 @@ async def test_restart_when_empty_waits_while_users_are_in_and_runs_when_the_las
 @pytest.mark.parametrize(("on_timeout", "outcome", "restarts"), [("run", "ok", 1), ("skip", "skipped", 0)])
 async def test_max_wait_runs_or_skips_the_slot_while_users_stay(scheduled, tmp_path, on_timeout, outcome, restarts):
     """Users never leave: at max_wait the restart runs anyway, or the slot is skipped;
-    either way one schedule_run says so, naming how many were still in."""
+    either way one schedule_run says so, naming how many were still in, and the runs
+    metric counts it under its outcome."""
     clock = ManualClock(SLOT - 5)
     entry = ScheduleConfig(name="nightly", servers=("eu-1",), every="1h", action="restart",
                            when="empty", max_wait="30m", on_timeout=on_timeout)
@@ -124,6 +125,9 @@ async def test_max_wait_runs_or_skips_the_slot_while_users_stay(scheduled, tmp_p
     assert (run.slot, run.outcome) == (SLOT, outcome)
     assert "max_wait passed, 2 users still in" in run.detail
     assert server.runtime.restarts == restarts
+    counted = agent.metrics.registry.get_sample_value(
+        "resofleet_schedule_runs_total", {"server": "eu-1", "schedule": "nightly", "outcome": outcome})
+    assert counted == 1
 
 
 async def test_save_saves_every_world_and_a_stopped_headless_makes_it_fail(scheduled):

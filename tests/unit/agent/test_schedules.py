@@ -69,6 +69,14 @@ def test_a_cron_slot_in_the_hour_daylight_saving_skips_runs_once_after_the_chang
     assert job.next_slot(at("2026-03-29T01:00")) == at("2026-03-30T00:30")
 
 
+def test_a_cron_slot_in_the_hour_daylight_saving_repeats_runs_once():
+    """02:30 comes twice in Berlin on 2026-10-25: the job runs at the first (00:30 UTC),
+    not again an hour later, and on the next day at 02:30 winter time (01:30 UTC)."""
+    job = schedule(cron="30 2 * * *", timezone="Europe/Berlin")
+    assert job.next_slot(at("2026-10-24T23:00")) == at("2026-10-25T00:30")
+    assert job.next_slot(at("2026-10-25T00:30")) == at("2026-10-26T01:30")
+
+
 def test_interval_slots_are_multiples_of_the_interval_since_the_epoch():
     """``every = "6h"`` is due at 00, 06, 12, 18 UTC whenever the agent started;
     ``90m`` at multiples of 90 minutes since 1970-01-01 00:00 UTC."""
