@@ -72,7 +72,7 @@ from resofleet.contracts import (
 from .schedules import RunState, Schedule, Timetable, people_in, slot_text
 
 if TYPE_CHECKING:
-    from resofleet.contracts import AuditSink, BusReply, RequestBody
+    from resofleet.contracts import AuditSink, BusReply, ReplyBody, RequestBody
 
     from .metrics import AgentMetrics
     from .server import ManagedServer
@@ -216,10 +216,15 @@ class Scheduler:
                              slot_text(step.slot + schedule.max_wait))
                 continue
             started = asyncio.get_running_loop().time()
+            outcome: Outcome
             if verdict.kind == "skip":
                 outcome, detail = "skipped", verdict.reason
             else:
-                outcome, detail = await self._act(server, schedule)
+                try:
+                    outcome, detail = await self._act(server, schedule)
+                except Exception:  # the handler answers its own failures; this is a bug
+                    log.exception("server=%s: schedule %s failed", server.id, schedule.name)
+                    outcome, detail = "failed", "internal error (see the agent's log)"
                 if verdict.reason:
                     detail = f"{verdict.reason}; {detail}" if detail else verdict.reason
             duration = asyncio.get_running_loop().time() - started
@@ -264,11 +269,11 @@ class Scheduler:
             return "ok", _clip(reply.output)
         return "failed", _failure(reply)
 
-    async def _command(self, server: ManagedServer, command: str, world: int | None) -> object:
+    async def _command(self, server: ManagedServer, command: str, world: int | None) -> ReplyBody:
         timeout = deadline_for(command) + CONSOLE_WAIT
         return await self._request(server, RunCommand(command=command, world=world), timeout)
 
-    async def _request(self, server: ManagedServer, body: RequestBody, timeout: float) -> object:
+    async def _request(self, server: ManagedServer, body: RequestBody, timeout: float) -> ReplyBody:
         """``body`` answered by the server's own handler, as a client's request would be;
         the reply's body (an :class:`~resofleet.contracts.Error` on failure)."""
         request = BusRequest(server=server.id, body=body, timeout=timeout, sub="schedule", role="operator")
@@ -356,7 +361,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
             os.close(directory)
 
 
-def _failure(reply: object) -> str:
+def _failure(reply: ReplyBody) -> str:
     if isinstance(reply, Error):
         return f"{reply.code}: {reply.message}"
     return f"unexpected reply {type(reply).__name__}"

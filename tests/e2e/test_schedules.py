@@ -5,11 +5,9 @@ a clock the test holds; and once as a real ``resofleet agent`` process on the re
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 from resofleet.agent.schedules import ScheduleConfig
 from resofleet.agent.scheduler import state_path
