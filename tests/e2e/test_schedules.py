@@ -1,7 +1,8 @@
 """Schedules end to end: an agent runs a configured schedule on an emulated headless, a
 WebSocket client watching the server sees ``schedule_run``, the agent's audit log has the
 run, and an agent restart never runs the same slot again. Over LocalBus and RabbitMQ with
-a clock the test holds; and once as a real ``resofleet agent`` process on the real clock."""
+a clock the test holds; and as real ``resofleet agent`` (RabbitMQ) and ``resofleet up``
+(in-process bus) processes on the real clock."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from tests.support.clock import ManualClock
 
 from .agent_cli import start_agent
 from .conftest import emulated, servers_online
-from .test_commands import START_TIMEOUT
+from .test_commands import START_TIMEOUT, running
+from .test_security_cli import env_for
 
 #: A slot of every ``every = "1h"`` schedule: a whole hour, UTC.
 SLOT = datetime(2026, 11, 30, 4, tzinfo=timezone.utc).timestamp()
@@ -146,3 +148,23 @@ async def test_the_agent_command_reads_schedules_and_keeps_their_state(tmp_path,
         await cli.stop()
         await gateway.close()
         await bus.close()
+
+
+async def test_up_runs_schedules_on_its_demo_server_over_the_in_process_bus(tmp_path):
+    """``resofleet up`` with no ``[[servers]]`` manages ``demo``; a schedule naming it runs
+    (every 1 s, the real clock), a client sees it, and its slot is in the state file."""
+    state = tmp_path / "state"
+    config = tmp_path / "up.toml"
+    config.write_text(
+        f'[agent]\nstate_dir = "{state}"\n[gateway]\naudit_log = false\n'
+        '[[schedules]]\nname = "tick"\nservers = ["demo"]\nevery = "1s"\n'
+        'action = "command"\ncommand = "status"\n'
+    )
+    async with running("up", "--config", str(config), "--port", "0", cwd=tmp_path,
+                       env=env_for(tmp_path)) as up:
+        async with await Client.connect(up.url) as client:
+            run = await client.expect(is_run, timeout=START_TIMEOUT)
+        assert (run["server"], run["schedule"], run["outcome"]) == ("demo", "tick", "ok")
+        assert await up.stop() == 0
+    saved = json.loads(state_path(state, "demo").read_bytes())
+    assert saved["schedules"]["tick"]["done"] >= run["slot"]
