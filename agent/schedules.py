@@ -173,9 +173,9 @@ class Schedule:
         if self.every is not None:
             return (math.floor(after / self.every) + 1) * self.every
         assert self.cron is not None
+        # CronSim drops the fraction of a second, steps one second, then searches: the
+        # first match strictly after ``after`` (cron slots are whole minutes)
         start = datetime.fromtimestamp(after, tz=self.zone)
-        if start.microsecond:  # CronSim drops the fraction, then steps a second
-            start = start.replace(microsecond=0)
         return next(iter(CronSim(self.cron, start))).timestamp()
 
     def is_slot(self, at: float) -> bool:
