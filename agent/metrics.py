@@ -14,8 +14,9 @@ by the agent's small HTTP endpoint (:mod:`resofleet.agent.health`) on ``[agent] 
 (off by default), and in ``resofleet up`` by the gateway's port.
 
 Labels are bounded: ``server`` (the configured ids), ``class`` (the role a command needs,
-:class:`~resofleet.contracts.Role`: viewer, moderator, operator, admin) and ``poll``
-(status, worlds, bans). Never a user name, a world name or a command's text.
+:class:`~resofleet.contracts.Role`: viewer, moderator, operator, admin), ``poll``
+(status, worlds, bans), ``schedule`` (the configured schedules' names) and ``outcome``
+(ok, failed, skipped). Never a user name, a world name or a command's text.
 """
 
 from __future__ import annotations
@@ -158,6 +159,12 @@ class AgentMetrics:
         self.poll_seconds = Histogram(
             "resofleet_poll_seconds", "Seconds a poll took, by server and poll.",
             ["server", "poll"], buckets=POLL_BUCKETS, registry=registry,
+        )
+
+        self.schedule_runs = Counter(
+            "resofleet_schedule_runs", "Slots of configured schedules handled, by server, "
+            "schedule and outcome (ok, failed, skipped).",
+            ["server", "schedule", "outcome"], registry=registry,
         )
 
     def server(self, server: str) -> ServerMetrics:

@@ -9,6 +9,11 @@ With an audit sink (``audit=``, any :class:`~resofleet.contracts.AuditSink`; the
 passes the JSON-lines writer), every console command a client sent and every container
 action is recorded there (:mod:`resofleet.agent.audit`). The agent only writes to it:
 whoever created the sink starts it before the agent and closes it after.
+
+With ``schedules`` (``[[schedules]]`` entries, :mod:`resofleet.agent.schedules`) the agent
+runs them on the servers they match (:mod:`resofleet.agent.scheduler`), keeping their
+last slots under ``settings.state_dir``; a bad entry raises
+:class:`~resofleet.agent.schedules.ScheduleError` when the agent is made.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ from resofleet.contracts import Announce, Discover
 
 from .audit import audited
 from .metrics import AgentMetrics
+from .scheduler import Scheduler
+from .schedules import ScheduleConfig, compile_schedule
 from .server import ManagedServer
 from .settings import AgentSettings, ServerConfig
 
 if TYPE_CHECKING:
     from resofleet.contracts import AuditSink
+
+    from .scheduler import Clock
 
 __all__ = ["ANNOUNCE_INTERVAL", "Agent", "SERVE_CONCURRENCY"]
 
@@ -55,6 +64,8 @@ class Agent:
         settings: AgentSettings | None = None,
         announce_interval: float = ANNOUNCE_INTERVAL,
         audit: AuditSink | None = None,
+        schedules: Sequence[ScheduleConfig] = (),
+        clock: Clock | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings or AgentSettings()
@@ -68,6 +79,13 @@ class Agent:
             cfg.id: ManagedServer(cfg, bus, self.settings, metrics=self.metrics.server(cfg.id))
             for cfg in servers
         }
+        ids = [cfg.id for cfg in servers]
+        #: Runs ``schedules`` on this agent's servers (``clock``: tests hold their own).
+        self.scheduler = Scheduler(
+            [compile_schedule(entry, servers=ids) for entry in schedules],
+            self.servers, bus=bus, metrics=self.metrics, audit=audit,
+            state_dir=self.settings.state_dir, clock=clock,
+        )
         self._served: list[Served] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -101,6 +119,7 @@ class Agent:
             asyncio.create_task(self._answer_discover(presence), name="agent:discover"),
         ]
         await self.announce()
+        self.scheduler.start()
 
     async def announce(self) -> None:
         message = Announce(
@@ -129,6 +148,7 @@ class Agent:
         if self._closed:
             return
         self._closed = True
+        await self.scheduler.close()
         for served in self._served:
             with contextlib.suppress(Exception):
                 await served.close()

@@ -84,6 +84,10 @@ _AuditPath = Annotated[
     str, msgspec.Meta(min_length=1, description="a path, or false for no audit log")
 ]
 
+_StateDir = Annotated[
+    str, msgspec.Meta(min_length=1, description="a directory, or false to keep no state")
+]
+
 
 class AgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[agent]``: how one agent names itself, how often it polls, where it audits."""
@@ -108,6 +112,11 @@ class AgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     health_interval: _Seconds = DEFAULT_HEALTH_INTERVAL
     health_timeout: _Seconds = DEFAULT_HEALTH_TIMEOUT
     health_misses: _Count = DEFAULT_HEALTH_MISSES
+    #: Directory where the agent keeps what must outlive it: the last slot each schedule
+    #: ran per server (:mod:`resofleet.agent.scheduler`). ``None``: nothing is kept (the
+    #: library default; the command line uses ``$XDG_STATE_HOME/resofleet/agent`` unless
+    #: told ``state_dir = false``).
+    state_dir: _StateDir | None = None
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

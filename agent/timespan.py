@@ -21,6 +21,10 @@ Decisions for :func:`humanize_uptime`:
   started still has an uptime, and "0 seconds" reads as one).
 - Negative, NaN and infinite inputs count as zero: an uptime is never negative, and a
   broken reading must not break the event it rides in.
+
+Durations in configuration (schedules' ``every`` and ``max_wait``) are read by
+:func:`parse_duration`: a number and a unit, several of them largest first (``"6h"``,
+``"90m"``, ``"1h30m"``, ``"45s"``, ``"2d"``), or a TimeSpan as above (``"02:00:00"``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import math
 import re
 from typing import Final
 
-__all__ = ["humanize_uptime", "parse_timespan"]
+__all__ = ["humanize_uptime", "parse_duration", "parse_timespan"]
 
 SECONDS_PER_MINUTE: Final = 60
 SECONDS_PER_HOUR: Final = 60 * SECONDS_PER_MINUTE
@@ -40,6 +44,9 @@ SECONDS_PER_DAY: Final = 24 * SECONDS_PER_HOUR
 _TIMESPAN: Final = re.compile(
     r"\s*(-)?(?:(\d+)[.:])?(\d+):(\d+):(\d+)(?:[.,](\d+))?\s*"
 )
+
+#: One or more ``<number><unit>`` parts, largest unit first, as operators write durations.
+_DURATION: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 #: (unit name, seconds per unit), largest first: the order the text lists them in.
 _UNITS: Final = (
@@ -66,6 +73,26 @@ def parse_timespan(text: str) -> float:
     )
     result = total + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
     return -result if sign else float(result)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"6h"``, ``"90m"``, ``"1h30m"``, ``"45s"``, ``"2d"`` or a TimeSpan
+    (``"02:00:00"``). Raises :class:`ValueError` for anything else, and for a negative
+    TimeSpan (a duration is never negative)."""
+    stripped = text.strip().lower()
+    match = _DURATION.fullmatch(stripped)
+    if match is not None and stripped:
+        days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+        return float(
+            days * SECONDS_PER_DAY + hours * SECONDS_PER_HOUR + minutes * SECONDS_PER_MINUTE + seconds
+        )
+    try:
+        value = parse_timespan(text)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (write e.g. 6h, 90m, 1h30m, 45s or 02:00:00)") from None
+    if value < 0:
+        raise ValueError(f"a duration is never negative, not {text!r}")
+    return value
 
 
 def _count(value: int, unit: str) -> str:

@@ -7,9 +7,11 @@ subscription has ready (up to a byte budget, :func:`weight`) as one *round*, and
 - consecutive output batches of one server in one epoch become one batch, their lines in
   ``seq`` order; a line whose ``seq`` was already forwarded in that epoch is dropped, so a
   client never sees a ``seq`` twice, whatever the bus delivers;
-- ``status``, ``worlds`` and ``bans`` updates stay pieces of their own, in their place in
-  their server's order (output printed before an update is sent before it, output after it
-  after it); between servers, merged pieces keep the order of their first event;
+- ``status``, ``worlds`` and ``bans`` updates, and ``schedule_run`` (a configured schedule
+  ran on the server; every client watching the server gets it, viewers too), stay pieces
+  of their own, in their place in their server's order (output printed before an update
+  is sent before it, output after it after it); between servers, merged pieces keep the
+  order of their first event;
 - ``state`` events are set apart for the registry; they are never sent to clients.
 
 Line mode needs no merging (every line is a message of its own either way), so a round
@@ -43,6 +45,7 @@ from resofleet.contracts import (
     BusEvent,
     ContainerOutputBatch,
     OutputLine,
+    ScheduleRun,
     ServerState,
     StatusUpdate,
     WorldsUpdate,
@@ -60,7 +63,7 @@ LINE_OVERHEAD: Final = 80
 #: update with many users is a few KiB, a status update a few hundred bytes.
 UPDATE_WEIGHT: Final = 2048
 
-Update = StatusUpdate | WorldsUpdate | BansUpdate
+Update = StatusUpdate | WorldsUpdate | BansUpdate | ScheduleRun
 
 
 def text_frame(message: bytes) -> bytes:
@@ -188,7 +191,7 @@ class Sequencer:
                     piece = Piece(server, merged)
                     pieces.append(piece)
                     open_output[server] = piece
-            elif isinstance(body, (StatusUpdate, WorldsUpdate, BansUpdate)):
+            elif isinstance(body, (StatusUpdate, WorldsUpdate, BansUpdate, ScheduleRun)):
                 piece = Piece(server, body)
                 pieces.append(piece)
                 unmerged.append(piece)

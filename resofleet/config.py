@@ -28,18 +28,30 @@ bans_interval = 60.0        # seconds between listbans polls
 audit_log = "/var/log/resofleet/agent.jsonl"     # false: no audit log
 health = "127.0.0.1:8001"   # serve /healthz and /readyz there (absent: off)
 metrics = "127.0.0.1:8001"  # serve /metrics there (absent: off; `up` serves it on the gateway's port)
+state_dir = "/var/lib/resofleet"   # what outlives the agent (schedules' last slots); false: nothing
 [log]
 format = "text"             # or "json": one object per line (--log-format overrides it)
 [[servers]]
 id = "main"                 # [a-z0-9][a-z0-9-]{0,62}
 runtime = "docker"          # docker | process | emulator
 container = "resonite-headless"
+[[schedules]]               # see resofleet.agent.schedules
+name = "nightly-restart"    # optional: default <action>-<digest of the entry>
+servers = ["eu-*"]          # glob patterns over this agent's [[servers]] ids
+cron = "0 4 * * *"          # or every = "6h"
+timezone = "Europe/Berlin"  # for cron; default UTC
+action = "restart"          # restart | save | command (with command = "...")
+when = "empty"              # or "always" (the default)
+max_wait = "2h"             # when empty: wait at most this long, then
+on_timeout = "run"          # run anyway, or "skip"
 ```
 
 The tables decode straight into the settings the parts own, with msgspec's typed decoding:
 ``[gateway]`` into :class:`~resofleet.gateway.settings.GatewaySettings`, ``[agent]`` into
 :class:`~resofleet.agent.settings.AgentSettings`, ``[log]`` into :class:`LogSettings`, each ``[[servers]]`` entry into a
-:class:`~resofleet.agent.settings.ServerConfig`. Their fields carry the types and bounds;
+:class:`~resofleet.agent.settings.ServerConfig`, each ``[[schedules]]`` entry into a
+:class:`~resofleet.agent.schedules.ScheduleConfig` (then checked and compiled as the agent
+will: :func:`~resofleet.agent.schedules.compile_schedule`). Their fields carry the types and bounds;
 this module adds only what the file says differently (``audit_log = true/false``, the
 environment) and the few rules that span fields (see :func:`parse_config`).
 
@@ -57,6 +69,8 @@ link drops (:mod:`resofleet.bus.amqp_failover`).
 
 Audit logs default to ``$RESOFLEET_AUDIT_DIR/{gateway,agent}.jsonl``, and without that
 variable to ``$XDG_STATE_HOME/resofleet/audit/`` (``~/.local/state/resofleet/audit/``).
+``[agent] state_dir`` defaults to ``$RESOFLEET_STATE_DIR``, and without that variable to
+``$XDG_STATE_HOME/resofleet/agent/``; ``state_dir = false`` keeps nothing.
 
 Errors::
 
@@ -82,6 +96,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from resofleet.agent.health import split_address
+from resofleet.agent.schedules import ScheduleConfig, ScheduleError, compile_schedule
 from resofleet.agent.settings import AgentSettings, ServerConfig
 from resofleet.bus.amqp_failover import broker_urls
 from resofleet.gateway.settings import GatewaySettings, Secret
@@ -92,6 +107,7 @@ __all__ = [
     "LogSettings",
     "default_audit_dir",
     "default_audit_path",
+    "default_state_dir",
     "load_config",
     "parse_config",
 ]
@@ -151,6 +167,7 @@ class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     bus: _Bus = msgspec.field(default_factory=_Bus)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     servers: tuple[ServerConfig, ...] = ()
+    schedules: tuple[ScheduleConfig, ...] = ()
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,6 +188,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     #: ``[log]``: the format of log lines.
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     servers: tuple[ServerConfig, ...] = ()
+    #: ``[[schedules]]``, checked (the agent compiles them again for its servers).
+    schedules: tuple[ScheduleConfig, ...] = ()
 
     @property
     def bus_urls(self) -> tuple[str, ...]:
@@ -189,6 +208,15 @@ def default_audit_dir() -> Path:
 
 def default_audit_path(kind: Literal["gateway", "agent"]) -> str:
     return str(default_audit_dir() / f"{kind}.jsonl")
+
+
+def default_state_dir() -> str:
+    """``$RESOFLEET_STATE_DIR``, else ``$XDG_STATE_HOME/resofleet/agent``."""
+    explicit = os.environ.get("RESOFLEET_STATE_DIR")
+    if explicit:
+        return explicit
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "resofleet" / "agent")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -215,7 +243,9 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     (none) or a path; ``old_secrets`` needs ``secret``; ``trusted_proxies`` are addresses or
     networks; ``[agent] health`` is HOST:PORT with a port up to 65535; server ids are
     unique; a docker server names its ``container`` and a process
-    server its ``command``.
+    server its ``command``; ``[agent] state_dir`` is true (the default directory), false
+    (none) or a directory; each schedule compiles (with its patterns matching configured
+    servers, when there are any) and schedule names are unique.
     """
     env_secrets = _from_env("RESOFLEET_SECRET", tuple[Secret, ...], split=True)
     document = _file_form(data, drop_secrets=bool(env_secrets))
@@ -253,6 +283,17 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             raise fail(f"servers[{i}].container", "is required for the docker runtime")
         if server.runtime == "process" and not server.command:
             raise fail(f"servers[{i}].command", "must be a non-empty list of strings for the process runtime")
+    names: set[str] = set()
+    ids = [server.id for server in file.servers]
+    for i, entry in enumerate(file.schedules):
+        try:
+            name = compile_schedule(entry, servers=ids).name
+        except ScheduleError as exc:
+            raise fail(f"schedules[{i}].{exc.field}", exc.problem) from None
+        if name in names:
+            key = f"schedules[{i}].name"
+            raise fail(key, f"{name!r} appears twice (give each schedule its own name)")
+        names.add(name)
     url = file.bus.url or _from_env("RESOFLEET_AMQP_URL", _AmqpUrl)
     if url is not None:
         try:
@@ -270,12 +311,14 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         bus_requesters=file.bus.requesters,
         log=file.log,
         servers=file.servers,
+        schedules=file.schedules,
     )
 
 
 def _file_form(data: Mapping[str, Any], *, drop_secrets: bool) -> dict[str, Any]:
     """``data`` with what the file writes differently from the settings rewritten:
-    ``audit_log = true`` (also when absent) is the default path, ``false`` is none; the
+    ``audit_log = true`` (also when absent) is the default path, ``false`` is none (and
+    the same for ``[agent] state_dir``); the
     file's secrets are left out when the environment replaces them. Anything malformed is
     left as it is, for msgspec to name."""
     document = dict(data)
@@ -289,6 +332,12 @@ def _file_form(data: Mapping[str, Any], *, drop_secrets: bool) -> dict[str, Any]
             table["audit_log"] = default_audit_path(kind)
         elif audit is False:
             table["audit_log"] = None
+        if kind == "agent":
+            state_dir = table.get("state_dir", True)
+            if state_dir is True:
+                table["state_dir"] = default_state_dir()
+            elif state_dir is False:
+                table["state_dir"] = None
         if kind == "gateway" and drop_secrets:
             table.pop("secret", None)
             table.pop("old_secrets", None)

@@ -84,7 +84,9 @@ async def _serve(config: Config, url: str) -> int:
             requesters=config.bus_requesters,
         ) as bus,
     ):
-        agent = Agent(bus, servers=config.servers, settings=config.agent, audit=audit)
+        agent = Agent(
+            bus, servers=config.servers, settings=config.agent, audit=audit, schedules=config.schedules
+        )
         started.append(agent)
         try:
             await agent.start()  # on failure it has stopped what it started

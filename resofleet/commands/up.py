@@ -1,7 +1,8 @@
 """``resofleet up``: a gateway and an agent in one process, over the in-process bus.
 
 For one host and no broker. ``--demo`` (or a configuration without ``[[servers]]``)
-manages one emulated headless named ``demo``. Shutdown on SIGTERM/SIGINT: the gateway
+manages one emulated headless named ``demo``; ``[[schedules]]`` run on the servers it
+manages (with ``--demo`` and configured servers, their schedules are set aside with them). Shutdown on SIGTERM/SIGINT: the gateway
 first (clients get 1001), then the agent (its headless servers stop), then the bus, then
 the audit logs (so the last commands are on disk).
 """
@@ -89,16 +90,24 @@ async def _serve(
 ) -> int:
     """Serve until SIGTERM/SIGINT, then shut down in the order the module docstring gives."""
     from resofleet.agent import Agent
+    from resofleet.agent.schedules import ScheduleError
     from resofleet.bus import LocalBus
     from resofleet.gateway import Gateway
+
+    schedules = config.schedules if servers == config.servers or not config.servers else ()
 
     async with (
         opened_audit(config.agent.audit_log, source="agent") as agent_audit,
         opened_audit(config.gateway.audit_log, source="gateway") as gateway_audit,
     ):
         bus = LocalBus()
+        try:
+            agent = Agent(
+                bus, servers=servers, settings=config.agent, audit=agent_audit, schedules=schedules
+            )
+        except ScheduleError as exc:
+            raise CommandError(f"{config.source}: schedules: {exc}", status=FAILURE) from None
         await bus.start()
-        agent = Agent(bus, servers=servers, settings=config.agent, audit=agent_audit)
         gateway = Gateway(
             bus, host=host, port=port, ssl_context=context, security=security,
             audit=gateway_audit, compression=config.gateway.compression,

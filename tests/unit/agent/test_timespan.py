@@ -1,4 +1,5 @@
-""".NET TimeSpan text to seconds, and seconds to the English uptime clients see."""
+""".NET TimeSpan text to seconds, and seconds to the English uptime clients see; configured
+durations ("6h", "90m") to seconds."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import pytest
 
-from resofleet.agent.timespan import humanize_uptime, parse_timespan
+from resofleet.agent.timespan import humanize_uptime, parse_duration, parse_timespan
 
 
 @pytest.mark.parametrize(
@@ -117,3 +118,18 @@ def test_humanize_uptime_treats_impossible_values_as_zero(seconds):
 def test_parse_and_humanize_compose():
     """The status example's uptime becomes the design's first example."""
     assert humanize_uptime(parse_timespan("1.02:03:04.5060708")) == "1 day 2 hours 3 minutes"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("6h", 21600.0), ("90m", 5400.0), ("1h30m", 5400.0), ("45s", 45.0), ("2d", 172800.0),
+     (" 2H ", 7200.0), ("02:00:00", 7200.0), ("1.00:00:00", 86400.0)],
+)
+def test_a_configured_duration_is_read_in_units_or_as_a_timespan(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "6 h", "6 hours", "1m2h", "-01:00:00", "soon"])
+def test_anything_else_is_not_a_duration(text):
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)

@@ -11,6 +11,7 @@ from resofleet.contracts import (
     BusEvent,
     ContainerOutputBatch,
     OutputLine,
+    ScheduleRun,
     ServerState,
     Status,
     StatusUpdate,
@@ -116,3 +117,24 @@ def test_weight_counts_text_plus_overhead_per_line():
     assert weight(output("a", 1, 2)) == len("a 1") + len("a 2") + 2 * LINE_OVERHEAD
     assert weight(status("a")) == UPDATE_WEIGHT
     assert weight(BusEvent(server="a", kind="state", body=ServerState(server="a", state="ready"))) == 0
+
+
+def schedule_run(server: str) -> BusEvent:
+    body = ScheduleRun(server=server, schedule="nightly", action="restart", slot=1.0e9, outcome="ok")
+    return BusEvent(server=server, kind="schedule", body=body)
+
+
+def test_a_schedule_run_is_forwarded_in_its_place_in_both_modes():
+    """A schedule_run event is a piece of its own between its server's output, for batch
+    and line clients alike, and viewers see it as it is (nothing in it is hidden)."""
+    round_ = Sequencer().round([output("a", 1, 1), schedule_run("a"), output("a", 2, 1)])
+    assert round_.unknown == []
+    for pieces, batch in ((round_.pieces, True), (round_.events, False)):
+        kinds = [json.loads(m)["type"] for p in pieces for m in p.messages(batch)]
+        assert kinds[1] == "schedule_run" and len(kinds) == 3
+    piece = round_.pieces[1]
+    assert piece.viewed((False, False)) is piece
+    assert json.loads(piece.messages(True)[0]) == {
+        "type": "schedule_run", "server": "a", "schedule": "nightly", "action": "restart",
+        "slot": 1.0e9, "outcome": "ok",
+    }

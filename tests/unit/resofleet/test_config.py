@@ -39,6 +39,7 @@ status_interval = 1
 worlds_interval = 2.5
 bans_interval = 30.0
 audit_log = false
+state_dir = "/var/lib/resofleet"
 [[servers]]
 id = "main"
 container = "resonite-headless"
@@ -89,7 +90,8 @@ def test_a_full_file_becomes_the_parts_settings(tmp_path: Path) -> None:
     )
     assert config.gateway.secrets == (SECRET, OLD)
     assert config.agent == AgentSettings(
-        name="host-a", status_interval=1.0, worlds_interval=2.5, bans_interval=30.0, audit_log=None
+        name="host-a", status_interval=1.0, worlds_interval=2.5, bans_interval=30.0, audit_log=None,
+        state_dir="/var/lib/resofleet",
     )
     assert config.servers == (
         ServerConfig(id="main", runtime="docker", container="resonite-headless"),
@@ -192,7 +194,7 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
 @pytest.mark.parametrize(
     ("data", "line"),
     [
-        ({"gatway": {"port": 1}}, "gatway is not a known key (known: gateway, agent, bus, log, servers)"),
+        ({"gatway": {"port": 1}}, "gatway is not a known key (known: gateway, agent, bus, log, servers, schedules)"),
         ({"gateway": {"secrte": SECRET}}, "gateway.secrte is not a known key (known: host, port, secret, "
          "old_secrets, origins, trusted_proxies, revoked, hosts, limits, audit_log, compression)"),
         ({"gateway": {"limits": {"rate": 1}}},
@@ -200,7 +202,7 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
          "pre_auth_rate, pre_auth_burst, pre_auth_frame)"),
         ({"agent": {"status": 1}}, "agent.status is not a known key (known: name, status_interval, "
          "worlds_interval, bans_interval, audit_log, health, metrics, health_interval, health_timeout, "
-         "health_misses)"),
+         "health_misses, state_dir)"),
         ({"bus": {"uri": "amqp://x/"}}, "bus.uri is not a known key (known: url, prefix, requesters)"),
         ({"servers": [{"id": "one", "runtime": "emulator", "args": []}]},
          "servers[0].args is not a known key (known: id, runtime, container, command, workdir, scenario, "
