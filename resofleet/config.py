@@ -30,6 +30,16 @@ health = "127.0.0.1:8001"   # serve /healthz and /readyz there (absent: off)
 metrics = "127.0.0.1:8001"  # serve /metrics there (absent: off; `up` serves it on the gateway's port)
 [log]
 format = "text"             # or "json": one object per line (--log-format overrides it)
+[notifier]                  # `resofleet notifier` (and `up` when webhooks are configured)
+users_threshold = 20        # users_above / users_below around this count (absent: none)
+health = "127.0.0.1:8002"   # /healthz, /readyz, /metrics (absent: off)
+[[webhooks]]
+name = "ops"                # [a-z0-9][a-z0-9-]{0,62}: names its queue, metrics, log lines
+url = "https://hooks.example.com/resofleet"
+format = "json"             # json (signed: secret, secret_env or secret_file) | discord
+events = ["server_down", "server_up", "crash_loop"]   # default: all
+servers = ["eu-*"]          # glob patterns (default: all)
+secret_env = "OPS_HOOK_SECRET"
 [[servers]]
 id = "main"                 # [a-z0-9][a-z0-9-]{0,62}
 runtime = "docker"          # docker | process | emulator
@@ -85,6 +95,9 @@ from resofleet.agent.health import split_address
 from resofleet.agent.settings import AgentSettings, ServerConfig
 from resofleet.bus.amqp_failover import broker_urls
 from resofleet.gateway.settings import GatewaySettings, Secret
+from resofleet.notifier.settings import (
+    MAX_RETRY_TIME, NotifierSettings, WebhookSettings, resolve_secret, retry_time,
+)
 
 __all__ = [
     "Config",
@@ -151,6 +164,8 @@ class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     bus: _Bus = msgspec.field(default_factory=_Bus)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     servers: tuple[ServerConfig, ...] = ()
+    notifier: NotifierSettings = msgspec.field(default_factory=NotifierSettings)
+    webhooks: tuple[WebhookSettings, ...] = ()
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,6 +186,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     #: ``[log]``: the format of log lines.
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     servers: tuple[ServerConfig, ...] = ()
+    #: ``[notifier]`` and ``[[webhooks]]``, with each webhook's secret read once
+    #: (``webhook_secrets``: name -> secret, ``None`` for an unsigned Discord webhook).
+    notifier: NotifierSettings = msgspec.field(default_factory=NotifierSettings)
+    webhooks: tuple[WebhookSettings, ...] = ()
+    webhook_secrets: dict[str, str | None] = msgspec.field(default_factory=dict)
 
     @property
     def bus_urls(self) -> tuple[str, ...]:
@@ -253,6 +273,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             raise fail(f"servers[{i}].container", "is required for the docker runtime")
         if server.runtime == "process" and not server.command:
             raise fail(f"servers[{i}].command", "must be a non-empty list of strings for the process runtime")
+    secrets = _webhooks(file, fail)
     url = file.bus.url or _from_env("RESOFLEET_AMQP_URL", _AmqpUrl)
     if url is not None:
         try:
@@ -270,7 +291,31 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         bus_requesters=file.bus.requesters,
         log=file.log,
         servers=file.servers,
+        notifier=file.notifier,
+        webhooks=file.webhooks,
+        webhook_secrets=secrets,
     )
+
+
+def _webhooks(file: _File, fail: Any) -> dict[str, str | None]:
+    """Check ``[notifier]`` and ``[[webhooks]]`` beyond their types; read each secret."""
+    if file.notifier.health is not None:
+        try:
+            split_address(file.notifier.health)
+        except ValueError as exc:
+            raise fail("notifier.health", f"{exc}, not {file.notifier.health!r}") from None
+    secrets: dict[str, str | None] = {}
+    for i, hook in enumerate(file.webhooks):
+        if hook.name in secrets:
+            raise fail(f"webhooks[{i}].name", f"{hook.name!r} appears twice")
+        if retry_time(hook) > MAX_RETRY_TIME:
+            raise fail(f"webhooks[{i}]", f"may retry a notice for {retry_time(hook):.0f} s "
+                       f"(max_attempts x timeout + waits); keep it under {MAX_RETRY_TIME:.0f} s")
+        try:
+            secrets[hook.name] = resolve_secret(hook)
+        except ValueError as exc:
+            raise fail(f"webhooks[{i}]", str(exc)) from None
+    return secrets
 
 
 def _file_form(data: Mapping[str, Any], *, drop_secrets: bool) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """``resofleet up``: a gateway and an agent in one process, over the in-process bus.
 
 For one host and no broker. ``--demo`` (or a configuration without ``[[servers]]``)
-manages one emulated headless named ``demo``. Shutdown on SIGTERM/SIGINT: the gateway
-first (clients get 1001), then the agent (its headless servers stop), then the bus, then
-the audit logs (so the last commands are on disk).
+manages one emulated headless named ``demo``. With ``[[webhooks]]`` configured it also
+runs the notifier (:mod:`resofleet.notifier`) on the same in-process bus: its queues live
+as long as the process, and its dead letters are a bounded list plus a log line. Shutdown
+on SIGTERM/SIGINT: the gateway first (clients get 1001), then the notifier (POSTs in
+progress end; stopping ``up`` itself sends no ``server_down``), then the agent (its
+headless servers stop), then the bus, then the audit logs (so the last commands are on
+disk).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .common import (
     stop_signals,
     warn_if_open,
 )
+from .notifier import make_notifier
 
 if TYPE_CHECKING:
     import ssl
@@ -99,13 +104,17 @@ async def _serve(
         bus = LocalBus()
         await bus.start()
         agent = Agent(bus, servers=servers, settings=config.agent, audit=agent_audit)
+        notifier = make_notifier(bus, config) if config.webhooks else None
+        scraped = (agent.metrics.registry,) + ((notifier.metrics.registry,) if notifier else ())
         gateway = Gateway(
             bus, host=host, port=port, ssl_context=context, security=security,
             audit=gateway_audit, compression=config.gateway.compression,
-            scraped=(agent.metrics.registry,),  # one port serves both parts' metrics
+            scraped=scraped,  # one port serves every part's metrics
         )
         warn_if_open(security)
         try:
+            if notifier is not None:  # first: it hears the servers start
+                await notifier.start()
             try:
                 await agent.start()
             except Exception as exc:
@@ -123,5 +132,7 @@ async def _serve(
             return 0
         finally:
             await gateway.close()
+            if notifier is not None:
+                await notifier.close()
             await agent.close()
             await bus.close()
