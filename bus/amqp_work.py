@@ -157,7 +157,9 @@ class AmqpWorkQueue(WorkQueue):
             return await channel.declare_queue(self.name, durable=True, arguments=self.arguments)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise ValueError(
-                f"the work queue {self.name!r} exists with other arguments ({exc})"
+                f"the work queue {self.name!r} exists with other arguments ({exc}); keep "
+                "the settings it was made with, or delete it (rabbitmqctl delete_queue) "
+                "and what it holds"
             ) from None
 
     async def declare(self) -> AmqpWorkQueue:

@@ -4,7 +4,9 @@ It keeps the semantics of :class:`~resofleet.bus.amqp.AmqpBus` where a caller ca
 ``server_offline`` at once for an unserved server, a second ``serve`` of one server id
 refused, requests waiting in a bounded per-server queue where an expired one is dropped
 unseen, ``timeout`` at the deadline, and bounded drop-oldest subscriptions. Messages are
-passed as objects (no encoding): receivers treat them as read-only.
+passed as objects (no encoding): receivers treat them as read-only. Work queues
+(:class:`~resofleet.bus.work.LocalWorkQueue`) live as long as the bus and get events
+encoded, as they would from the broker.
 """
 
 from __future__ import annotations

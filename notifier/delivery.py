@@ -46,7 +46,7 @@ from .metrics import NotifierMetrics
 from .notices import DeadLetter, Notice, decode_notice, encode
 from .settings import WebhookSettings
 
-__all__ = ["JITTER", "RETRYABLE_STATUS", "Sender", "backoff_delay"]
+__all__ = ["JITTER", "RETRYABLE_STATUS", "Sender", "backoff_delay", "next_delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,27 @@ RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 REQUEUE_PAUSE: Final = 1.0
 #: Characters of a receiver's answer kept in a dead letter's reason.
 REASON_BODY: Final = 200
+
+
+async def next_delivery(sub: Subscription[Delivery], stopping: asyncio.Event) -> Delivery | None:
+    """The next delivery from ``sub``, or ``None`` once ``stopping`` is set (a delivery
+    that arrives just then goes back to the queue). Raises :class:`EOFError` when ``sub``
+    is closed."""
+    get = asyncio.ensure_future(sub.get())
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not get.done():
+            get.cancel()
+    if not get.done() or get.cancelled():
+        return None
+    delivery = get.result()  # EOFError: closed
+    if stopping.is_set():
+        await delivery.requeue()
+        return None
+    return delivery
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, rnd: Callable[[], float] = random.random) -> float:
@@ -134,21 +155,7 @@ class Sender:
     async def _next(self) -> Delivery | None:
         """The next delivery, or ``None`` once stopping."""
         assert self._sub is not None
-        get = asyncio.ensure_future(self._sub.get())
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not get.done():
-                get.cancel()
-        if get.done() and not get.cancelled() and get.exception() is None:
-            delivery = get.result()
-            if self._stopping.is_set():
-                await delivery.requeue()
-                return None
-            return delivery
-        return None
+        return await next_delivery(self._sub, self._stopping)
 
     async def _work(self) -> None:
         while not self._stopping.is_set():

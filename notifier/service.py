@@ -44,7 +44,7 @@ from resofleet.contracts import (
     decode_event, encode_bus,
 )
 
-from .delivery import Sender
+from .delivery import Sender, next_delivery
 from .metrics import NotifierMetrics
 from .notices import Notice, encode
 from .presence import PresenceWatch
@@ -62,6 +62,10 @@ EVENT_KINDS: Final = ("state", "status", "worlds", "schedule")
 DEAD_QUEUE: Final = 10_000
 #: Seconds to wait before taking an event again after the bus failed while routing it.
 ROUTE_RETRY_PAUSE: Final = 1.0
+#: Seconds closing waits for the event being routed: its notices are put into the
+#: webhook queues (a broker round trip each, confirmed), so a second is plenty; past it
+#: the event goes back to the queue and may be routed again by the next notifier.
+ROUTE_CLOSE_TIMEOUT: Final = 5.0
 #: Presence messages a notifier may fall behind by (they are small and rare).
 PRESENCE_QUEUE: Final = 1_000
 #: Longest wait, in seconds, between looks at the presence clock.
@@ -104,6 +108,8 @@ class Notifier:
         self._presence = PresenceWatch()
         self._tasks: list[asyncio.Task[None]] = []
         self._unlink: Callable[[], None] | None = None
+        self._router: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._closed = False
 
     @property
@@ -140,18 +146,25 @@ class Notifier:
         with contextlib.suppress(BusError):  # announcements arrive anyway, every interval
             await bus.broadcast(Discover(gateway=self.name))
         self._sub = await self._events.consume(prefetch=self.settings.prefetch)
-        self._tasks.append(asyncio.create_task(self._route_all(self._sub), name="notifier:route"))
+        self._router = asyncio.create_task(self._route_all(self._sub), name="notifier:route")
         log.info("notifier %s: delivering to %d webhook(s): %s", self.name, len(self.senders),
                  ", ".join(w.name for w in self.webhooks) or "none")
 
     async def close(self) -> None:
-        """Stop routing (events not acknowledged go back), then the senders (POSTs in
-        progress end), then the HTTP session. The bus is its owner's to close."""
+        """Stop routing (the event being routed is finished, within
+        :data:`ROUTE_CLOSE_TIMEOUT`; those not taken yet stay queued), then the senders
+        (POSTs in progress end), then the HTTP session. The bus is its owner's to close."""
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         if self._unlink is not None:
             self._unlink()
+        if self._router is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ROUTE_CLOSE_TIMEOUT):
+                    await asyncio.shield(self._router)
+            self._tasks.append(self._router)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -168,7 +181,13 @@ class Notifier:
     # -- routing ---------------------------------------------------------------------
 
     async def _route_all(self, sub: Subscription[Delivery]) -> None:
-        async for delivery in sub:
+        while True:
+            try:
+                delivery = await next_delivery(sub, self._stopping)
+            except EOFError:
+                return
+            if delivery is None:
+                return
             try:
                 await self.route(delivery)
             except BusError as exc:

@@ -147,6 +147,7 @@ class Watcher:
                 notice("server_up", f"Server {server} is up", state=state, detail=detail)
             view.up = True
             view.crashloop = False
+            view.unhealthy = False  # a new console: its health check starts afresh
         elif state == "unhealthy":
             self._health(view, "unhealthy", server, detail, notice)
         elif state == "healthy":

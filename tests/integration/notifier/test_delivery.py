@@ -122,14 +122,14 @@ async def test_a_refusal_is_dead_lettered_at_once(bus_factory, notifiers, receiv
 async def test_a_slow_endpoint_does_not_delay_another(bus_factory, notifiers, receiver: Receiver):
     """While one endpoint takes seconds per POST, another gets every notice at once."""
     bus = await bus_factory()
-    receiver.delay["slow"] = 3.0
+    receiver.delay["slow"] = 1.0  # ten POSTs behind it would take ten seconds
     await notifiers(bus, [hook(receiver, "slow", timeout=10.0), hook(receiver, "fast")])
     started = time.perf_counter()
     for i in range(10):
         await bus.publish(state(f"s{i}", "ready"))
     fast = await receiver.wait_for("fast", 10)
     assert fast[-1].at - started < AT_ONCE
-    assert len(receiver.posts["slow"]) <= 1  # still on its first
+    assert len(receiver.posts["slow"]) < 10  # it is still working through its backlog
 
 
 async def test_filters_by_event_and_server_pattern(bus_factory, notifiers, receiver: Receiver):

@@ -23,6 +23,7 @@ from tests.e2e.test_security_cli import env_for
 from tests.support.lines import LoggedProcess
 from tests.support.notices import state
 from tests.support.receiver import Receiver
+from tests.support.scrape import get, parse
 
 from .conftest import SECRET, delete_queues
 
@@ -37,6 +38,7 @@ def write_config(tmp_path: Path, receiver: Receiver, *, url: str, prefix: str) -
     path = tmp_path / "notify.toml"
     path.write_text(
         f'[bus]\nurl = "{url}"\nprefix = "{prefix}"\n'
+        '[notifier]\nhealth = "127.0.0.1:0"\n'
         f'[[webhooks]]\nname = "ops"\nurl = "{receiver.url("ops")}"\nsecret_env = "OPS_SECRET"\n'
         'backoff = 0.05\nmax_backoff = 0.2\n'
     )
@@ -131,6 +133,27 @@ async def test_two_notifier_processes_send_once(processes: Notifiers, agent_bus,
     await receiver.wait_for("ops", 40)
     await asyncio.sleep(QUIET)
     assert servers_of(receiver) == Counter(f"s{i}" for i in range(40))
+
+
+async def test_health_and_metrics_endpoint(processes: Notifiers, agent_bus, receiver: Receiver):
+    """``[notifier] health`` serves /readyz (ready once it consumes) and /metrics with the
+    delivery counters, naming the webhook and never its URL."""
+    child = await processes.start()
+    line = await child.log.first(lambda text: "health checks and metrics on" in text, timeout=START_TIMEOUT)
+    port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+    status, _, _ = await get(port, "/readyz")
+    assert status == 200
+    await agent_bus.publish(state("eu-1", "ready"))
+    await receiver.wait_for("ops", 1)
+    async with asyncio.timeout(START_TIMEOUT):
+        while True:
+            _, _, body = await get(port, "/metrics")
+            samples = parse(body.decode())
+            if samples.get(("resofleet_notifier_deliveries_total", (("outcome", "ok"), ("webhook", "ops")))) == 1.0:
+                break
+            await asyncio.sleep(0.05)
+    assert samples[("resofleet_notifier_notices_total", (("event", "server_up"),))] == 1.0
+    assert receiver.url("ops") not in body.decode()
 
 
 async def test_up_runs_the_notifier_when_webhooks_are_configured(tmp_path: Path, receiver: Receiver):
