@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import time
 
 from resofleet.bus import Bus
 from resofleet.contracts import Announce, ServerPresence, Topology
 from resofleet.notifier import decode_dead
+from resofleet.notifier.service import EVENT_KINDS
+from resofleet.notifier.settings import EVENTS_QUEUE
 from tests.support.notices import state, world, worlds
 from tests.support.receiver import Receiver
 from tests.support.timing import AT_ONCE
@@ -84,9 +87,11 @@ async def test_retries_then_success(bus_factory, notifiers, receiver: Receiver):
     assert retried == 2
 
 
-async def test_dead_letter_after_the_limit(bus_factory, notifiers, receiver: Receiver, topology: Topology):
+async def test_dead_letter_after_the_limit(bus_factory, notifiers, receiver: Receiver, topology: Topology, caplog):
     """An endpoint that always fails gets ``max_attempts`` tries, then the notice is in the
-    dead-letter queue with the reason, and the endpoint hears no more of it."""
+    dead-letter queue with the reason, a warning names the webhook (never its URL), and
+    the endpoint hears no more of it."""
+    caplog.set_level(logging.WARNING, logger="resofleet.notifier")
     bus = await bus_factory()
     receiver.fail_first["dead"] = 1000
     await notifiers(bus, [hook(receiver, "dead", max_attempts=3)])
@@ -102,6 +107,24 @@ async def test_dead_letter_after_the_limit(bus_factory, notifiers, receiver: Rec
     assert letter.notice.event == "server_up" and "503" in letter.reason
     await asyncio.sleep(QUIET)
     assert len(receiver.posts["dead"]) == 3
+    (line,) = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert "webhook=dead" in line and letter.notice.id in line
+    assert receiver.url("dead") not in caplog.text
+
+
+async def test_an_undecodable_event_is_dropped_and_the_next_delivered(bus_factory, notifiers, receiver: Receiver, topology: Topology):
+    """Garbage in the events queue (a peer's bug) is logged and dropped; the notifier
+    goes on with the next event."""
+    bus = await bus_factory()
+    await notifiers(bus, [hook(receiver, "ops")])
+    queue = await bus.work_queue(  # declared as the notifier declares it
+        topology.notify_events, events=[f"*.{kind}" for kind in EVENT_KINDS],
+        maxsize=EVENTS_QUEUE, single_active=True,
+    )
+    await queue.put(b"\xc1 not msgpack")
+    await bus.publish(state("eu-1", "ready"))
+    (post,) = await receiver.wait_for("ops", 1)
+    assert post.json["event"] == "server_up"
 
 
 async def test_a_refusal_is_dead_lettered_at_once(bus_factory, notifiers, receiver: Receiver, topology: Topology):
