@@ -173,10 +173,13 @@ class Sender:
                 continue
             try:
                 await self._deliver(notice, delivery)
-            except Exception:  # a bug must not stop the worker; the notice stays queued
+            except Exception:  # a bug must not stop the worker, nor one notice block the queue
                 log.exception("webhook=%s: delivering notice %s failed", self.webhook.name, notice.id)
-                await delivery.requeue()
-                await asyncio.sleep(REQUEUE_PAUSE)
+                if delivery.redelivered:
+                    await delivery.ack()  # the second time: dropped, the traceback is logged
+                else:
+                    await delivery.requeue()
+                    await asyncio.sleep(REQUEUE_PAUSE)
 
     async def _deliver(self, notice: Notice, delivery: Delivery) -> None:
         webhook = self.webhook

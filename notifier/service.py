@@ -18,7 +18,9 @@ watcher's state and acknowledge the event. A webhook whose queue is full gets th
 dead-lettered at once (its backlog must not grow without bound). If the bus fails
 meanwhile, the event is not acknowledged and goes back to the queue, and the watcher's
 state stays as it was, so the event is judged again when it comes back; a webhook that
-got its notice before the failure may then get it twice (at least once, never lost).
+got its notice before the failure may then get it twice (at least once, never lost). An
+event whose routing fails for another reason (a bug) goes back once and is dropped, with
+the traceback logged, if it fails again: one bad event never blocks the queue.
 
 Presence: each notifier also watches the agents' announcements
 (:mod:`resofleet.notifier.presence`) and, when a server's agent goes silent or comes back,
@@ -194,10 +196,14 @@ class Notifier:
                 log.warning("notifier: an event goes back to the queue: %s", exc)
                 await delivery.requeue()
                 await asyncio.sleep(ROUTE_RETRY_PAUSE)
-            except Exception:  # a bug must not stop routing; the event is not lost
-                log.exception("notifier: routing an event failed; it goes back to the queue")
-                await delivery.requeue()
-                await asyncio.sleep(ROUTE_RETRY_PAUSE)
+            except Exception:  # a bug must not stop routing, nor one event block the queue
+                if delivery.redelivered:
+                    log.exception("notifier: routing an event failed again; it is dropped")
+                    await delivery.ack()
+                else:
+                    log.exception("notifier: routing an event failed; it goes back to the queue")
+                    await delivery.requeue()
+                    await asyncio.sleep(ROUTE_RETRY_PAUSE)
 
     async def route(self, delivery: Delivery) -> None:
         """Handle one event (the module docstring); raises :class:`~resofleet.bus.BusError`
