@@ -62,6 +62,8 @@ EVENT_KINDS: Final = ("state", "status", "worlds", "schedule")
 #: Dead letters kept on the broker (the oldest dropped beyond): enough for days of a
 #: receiver that refuses everything; an operator reads them with any AMQP tool.
 DEAD_QUEUE: Final = 10_000
+#: How the notifier names itself to webhook receivers.
+USER_AGENT: Final = "resofleet-notifier"
 #: Seconds to wait before taking an event again after the bus failed while routing it.
 ROUTE_RETRY_PAUSE: Final = 1.0
 #: Seconds closing waits for the event being routed: its notices are put into the
@@ -129,8 +131,10 @@ class Notifier:
             maxsize=self.settings.events_queue, single_active=True,
         )
         self._dead = await bus.work_queue(topology.notify_dead, maxsize=DEAD_QUEUE)
+        # one connection per worker at most, so no webhook waits for another's connections
+        connector = aiohttp.TCPConnector(limit=max(1, sum(w.concurrency for w in self.webhooks)))
         self._session = aiohttp.ClientSession(
-            headers={"User-Agent": "resofleet-notifier"}, raise_for_status=False,
+            connector=connector, headers={"User-Agent": USER_AGENT}, raise_for_status=False,
         )
         for webhook in self.webhooks:
             queue = await bus.work_queue(
