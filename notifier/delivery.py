@@ -21,7 +21,12 @@ One notice, one worker:
    and it is acknowledged.
 
 The notice is acknowledged only after 2 or 4, so a notifier stopped or killed meanwhile
-leaves it in the queue for the next one. On :meth:`Sender.close` a POST in progress
+leaves it in the queue for the next one. A sender remembers the ids of the last
+:data:`RECENT_IDS` notices it delivered or dead-lettered and acknowledges one it meets
+again without sending it: the same notice comes back when the link drops between a POST
+and its acknowledgement, or when an event is routed again after the link dropped while
+its notices were being queued (:mod:`resofleet.notifier.watch` gives it the same id).
+Another notifier does not know those ids: a notice redelivered to it is sent again. On :meth:`Sender.close` a POST in progress
 finishes (within its timeout) and is acknowledged; a worker waiting to retry stops at
 once and leaves its notice in the queue (its attempts start again from one).
 """
@@ -29,6 +34,7 @@ once and leaves its notice in the queue (its attempts start again from one).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -57,6 +63,11 @@ RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: Seconds to wait before taking a notice again when the dead-letter queue could not be
 #: written (the bus link is down): the link comes back within seconds.
 REQUEUE_PAUSE: Final = 1.0
+#: Ids of the notices a sender delivered or dead-lettered lately, remembered so that the
+#: same notice queued again (an event routed again after the link dropped, a delivery
+#: whose acknowledgement was lost) is not sent twice by this process: minutes of a busy
+#: fleet's notices, under a megabyte.
+RECENT_IDS: Final = 10_000
 #: Characters of a receiver's answer kept in a dead letter's reason.
 REASON_BODY: Final = 200
 
@@ -119,6 +130,7 @@ class Sender:
         self._sub: Subscription[Delivery] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._ok = metrics.deliveries.labels(webhook.name, "ok")
         self._retried = metrics.deliveries.labels(webhook.name, "retry")
         self._died = metrics.deliveries.labels(webhook.name, "dead")
@@ -171,6 +183,11 @@ class Sender:
                 log.error("webhook=%s: dropped an undecodable notice: %s", self.webhook.name, exc)
                 await delivery.ack()
                 continue
+            if notice.id in self._recent:
+                log.info("webhook=%s: notice %s was delivered already; not sent again",
+                         self.webhook.name, notice.id)
+                await delivery.ack()
+                continue
             try:
                 await self._deliver(notice, delivery)
             except Exception:  # a bug must not stop the worker, nor one notice block the queue
@@ -189,6 +206,7 @@ class Sender:
             outcome = await self._post(notice)
             if outcome.ok:
                 self._ok.inc()
+                self._remember(notice)
                 await delivery.ack()
                 return
             if not outcome.retry or attempt == webhook.max_attempts:
@@ -206,7 +224,13 @@ class Sender:
                 await delivery.requeue()  # the next notifier tries it afresh
                 return
         await self.dead_letter(notice, outcome.reason, attempts=attempt)
+        self._remember(notice)
         await delivery.ack()
+
+    def _remember(self, notice: Notice) -> None:
+        self._recent[notice.id] = None
+        if len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
 
     async def dead_letter(self, notice: Notice, reason: str, *, attempts: int) -> None:
         """Put ``notice`` in the dead-letter queue and say so in the log. Raises

@@ -17,8 +17,9 @@ queue of every webhook that wants it (its events, its server patterns), then com
 watcher's state and acknowledge the event. A webhook whose queue is full gets the notice
 dead-lettered at once (its backlog must not grow without bound). If the bus fails
 meanwhile, the event is not acknowledged and goes back to the queue, and the watcher's
-state stays as it was, so the event is judged again when it comes back; a webhook that
-got its notice before the failure may then get it twice (at least once, never lost). An
+state stays as it was, so the event is judged again when it comes back, into notices
+with the same ids, which a sender that queued them before recognises and does not send
+again (:mod:`resofleet.notifier.delivery`). An
 event whose routing fails for another reason (a bug) goes back once and is dropped, with
 the traceback logged, if it fails again: one bad event never blocks the queue.
 
@@ -34,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -219,7 +219,7 @@ class Notifier:
             await delivery.ack()
             return
         self.metrics.events.labels(event.kind).inc()
-        step = self.watcher.feed(event, now=self._clock(), new_id=lambda: uuid.uuid4().hex)
+        step = self.watcher.feed(event, now=self._clock())
         for notice in step.notices:
             self.metrics.notices.labels(notice.event).inc()
             log.info("server=%s: %s: %s", notice.server, notice.event, notice.text)

@@ -27,7 +27,14 @@ The rules:
   first) is never counted. The total count against ``users_threshold`` sends
   ``users_above`` when it reaches the threshold and ``users_below`` when it falls under
   threshold minus hysteresis.
-- ``schedule_run`` with outcome ``failed`` sends ``schedule_failed``.
+- ``schedule_run`` with outcome ``failed`` sends ``schedule_failed`` (once per schedule
+  and slot).
+
+**Ids.** A notice's id is derived from the watcher's epoch (random per process), the
+server, how many of its events were committed before, and the notice's place in its
+step: an event judged again because its notices could not all be queued (the link
+dropped) makes notices with the same ids, which the senders recognise
+(:mod:`resofleet.notifier.delivery`), so the retry sends nothing twice.
 
 **The baseline across a restart.** A notifier keeps this state in memory only. After it
 starts (or another notifier takes over the queue), the first ``worlds_update`` and
@@ -43,6 +50,7 @@ the first snapshot's users as having joined, would flood every channel at each r
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -57,6 +65,9 @@ __all__ = ["DOWN_STATES", "Step", "Watcher"]
 
 #: Server states that mean the headless is not running.
 DOWN_STATES: Final = frozenset({"exited", "crashed", "stopped", "lost", "crashloop"})
+#: Failed schedule runs remembered per server, to announce each once (a run is told
+#: once; this only catches one told again, as after a redelivery).
+FAILED_RUNS_KEPT: Final = 32
 #: The notifier's own states (published by it into its queue, never by agents).
 LOST, ANNOUNCED = "lost", "announced"
 
@@ -77,6 +88,11 @@ class _View:
     status_seen: bool = False
     worlds: dict[str, _World] | None = None  # None: no baseline yet
     above: bool | None = None
+    #: Events of this server committed so far: with the watcher's epoch, it makes the
+    #: notices' ids (an event judged again after a failure gets the same ids).
+    seq: int = 0
+    #: (schedule, slot) of the failed runs announced lately: a run told twice is one.
+    failed_runs: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -99,17 +115,23 @@ class Watcher:
 
     users_threshold: int | None = None
     users_hysteresis: int = USERS_HYSTERESIS
+    #: Different for every watcher (every notifier process), so that ids never repeat
+    #: across processes; within one, the same event judged twice makes the same ids.
+    epoch: str = field(default_factory=lambda: uuid.uuid4().hex)
     _views: dict[str, _View] = field(default_factory=dict)
 
-    def feed(self, event: BusEvent, *, now: float, new_id: Callable[[], str]) -> Step:
+    def feed(self, event: BusEvent, *, now: float) -> Step:
         server = event.server
         body = event.body
         old = self._views.get(server)
         view = copy.deepcopy(old) if old is not None else _View()
+        view.seq += 1
         out: list[Notice] = []
 
         def notice(kind: EventType, text: str, **data: Value) -> None:
-            out.append(Notice(id=new_id(), event=kind, server=server, time=now, text=text, data=data))
+            key = f"{self.epoch}/{server}/{view.seq}/{len(out)}"
+            notice_id = uuid.uuid5(uuid.NAMESPACE_URL, key).hex
+            out.append(Notice(id=notice_id, event=kind, server=server, time=now, text=text, data=data))
 
         if isinstance(body, ServerState):
             self._state(view, body.state, body.detail, server, notice)
@@ -118,7 +140,9 @@ class Watcher:
         elif isinstance(body, WorldsUpdate):
             self._worlds(view, body.output, server, notice)
         elif isinstance(body, ScheduleRun):
-            if body.outcome == "failed":
+            run = (body.schedule, body.slot)
+            if body.outcome == "failed" and run not in view.failed_runs:
+                view.failed_runs = [*view.failed_runs[-FAILED_RUNS_KEPT + 1:], run]
                 detail = f": {body.detail}" if body.detail else ""
                 notice(
                     "schedule_failed",

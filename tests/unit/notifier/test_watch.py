@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 from resofleet.contracts import BusEvent
 from resofleet.notifier import Notice, Watcher
 from tests.support.notices import schedule, state, status, world, worlds
@@ -12,10 +10,9 @@ NOW = 1_700_000_000.0
 
 
 def feed(watcher: Watcher, *events: BusEvent) -> list[Notice]:
-    ids = itertools.count()
     out: list[Notice] = []
     for event in events:
-        step = watcher.feed(event, now=NOW, new_id=lambda: f"n{next(ids)}")
+        step = watcher.feed(event, now=NOW)
         step.commit()
         out.extend(step.notices)
     return out
@@ -130,10 +127,27 @@ def test_state_is_kept_only_on_commit():
     same way when it comes again."""
     w = Watcher()
     feed(w, state("a", "ready"))
-    step = w.feed(state("a", "exited"), now=NOW, new_id=lambda: "x")
+    step = w.feed(state("a", "exited"), now=NOW)
     assert [n.event for n in step.notices] == ["server_down"]
-    again = w.feed(state("a", "exited"), now=NOW, new_id=lambda: "y")
+    again = w.feed(state("a", "exited"), now=NOW)
     assert [n.event for n in again.notices] == ["server_down"]
+    assert again.notices[0].id == step.notices[0].id  # judged again: the same notice
+
+
+def test_ids_are_unique_per_notice_and_per_process():
+    """Two identical events in a row (down, up, down) make different notices; two
+    watchers (two processes) never make the same id."""
+    w, other = Watcher(), Watcher()
+    events = [state("a", "ready"), state("a", "exited"), state("a", "ready"), state("a", "exited")]
+    ids = [n.id for n in feed(w, *events)]
+    assert len(set(ids)) == 4
+    assert not set(ids) & {n.id for n in feed(other, *events)}
+
+
+def test_a_failed_run_told_twice_is_one_notice():
+    w = Watcher()
+    out = feed(w, schedule("a", "failed"), schedule("a", "failed"), schedule("a", "failed", name="other"))
+    assert [n.data["schedule"] for n in out] == ["nightly", "other"]
 
 
 def test_servers_are_independent():
