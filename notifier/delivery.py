@@ -39,6 +39,7 @@ import contextlib
 import logging
 import random
 import time
+from fnmatch import fnmatchcase
 from collections.abc import Callable
 from typing import Final
 
@@ -137,8 +138,7 @@ class Sender:
         self._latency = metrics.latency.labels(webhook.name)
 
     def wants(self, notice: Notice) -> bool:
-        from fnmatch import fnmatchcase
-
+        """Whether this webhook takes ``notice``: its events, its server patterns."""
         return notice.event in self.webhook.events and any(
             fnmatchcase(notice.server, pattern) for pattern in self.webhook.servers
         )
