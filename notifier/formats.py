@@ -45,8 +45,11 @@ __all__ = [
     "signature_header",
 ]
 
+#: ``t=<Unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`` (json webhooks only).
 SIGNATURE_HEADER: Final = "X-Resofleet-Signature"
+#: The notice's event, so a receiver can route before parsing the body.
 EVENT_HEADER: Final = "X-Resofleet-Event"
+#: The notice's id: the same on every retry and redelivery (receivers drop repeats by it).
 DELIVERY_HEADER: Final = "X-Resofleet-Delivery"
 
 #: Embed colours (0xRRGGBB): red for trouble, green for recovery, blue for people.
@@ -61,6 +64,7 @@ DISCORD_COLOURS: Final = {
     "users_above": 0x9B59B6,
     "users_below": 0x95A5A6,
 }
+#: Embed titles, before the server id.
 _TITLES: Final = {
     "server_down": "Server down",
     "server_up": "Server up",
