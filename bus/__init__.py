@@ -32,6 +32,7 @@ from .errors import (
     BusError,
     BusUnavailable,
     NotPermitted,
+    QueueFull,
     ReplyError,
     RequestTimeout,
     ServerBusy,
@@ -41,6 +42,7 @@ from .errors import (
     with_reference,
 )
 from .local import LocalBus
+from .work import DEFAULT_PREFETCH, DEFAULT_WORK_QUEUE, Delivery, Overflow, WorkQueue
 
 __all__ = [
     "AlreadyServed",
@@ -49,7 +51,10 @@ __all__ = [
     "BusError",
     "BusUnavailable",
     "DEFAULT_EVENT_QUEUE",
+    "DEFAULT_PREFETCH",
     "DEFAULT_PRESENCE_QUEUE",
+    "DEFAULT_WORK_QUEUE",
+    "Delivery",
     "EventSubscription",
     "Handler",
     "INTERNAL_SENTENCE",
@@ -57,6 +62,8 @@ __all__ = [
     "LocalBus",
     "MAX_CLOCK_SKEW",
     "NotPermitted",
+    "Overflow",
+    "QueueFull",
     "ReplyError",
     "RequestTimeout",
     "Served",
@@ -70,6 +77,7 @@ __all__ = [
     "stamp",
     "topic_matches",
     "with_reference",
+    "WorkQueue",
 ]
 
 

@@ -18,6 +18,7 @@ Topology (names from :class:`resofleet.contracts.Topology`):
   queue bounded with ``x-max-length`` / ``drop-head``, consumed with ``no_ack`` into a
   bounded drop-oldest buffer.
 - ``resofleet.presence`` (fanout): announcements, discover requests, revocations.
+- Work queues: durable, shared, acknowledged (:mod:`resofleet.bus.amqp_work`).
 
 Channel calls. Every call that opens, changes or closes a channel or a queue (serving,
 subscribing, binding, closing) runs in one owner task (:mod:`resofleet.bus.control`),
@@ -93,6 +94,7 @@ from resofleet.contracts import (
 
 from .amqp_failover import broker_urls, connect, redact
 from .amqp_queues import AmqpServed, BoundQueue, publish_raw
+from .amqp_work import AmqpWorkQueues
 from .base import (
     DEFAULT_EVENT_QUEUE,
     DEFAULT_PRESENCE_QUEUE,
@@ -107,9 +109,8 @@ from .base import (
     stamp,
 )
 from .control import Control
-from .errors import (
-    AlreadyServed, BusUnavailable, NotPermitted, RequestTimeout, ServerBusy, ServerOffline, reply_for,
-)
+from .errors import (AlreadyServed, BusUnavailable, NotPermitted, RequestTimeout, ServerBusy,
+                     ServerOffline, reply_for)
 from .local import COMMAND_QUEUE_LIMIT
 
 __all__ = [
@@ -145,12 +146,11 @@ PROBE_TIMEOUT: Final = 2.0
 PUBLISH_TIMEOUT: Final = 5.0
 #: Seconds closing waits for a channel call in progress before the connection goes.
 CLOSE_TIMEOUT: Final = 2.0
-_REPLY_TO: Final = "amq.rabbitmq.reply-to"
-_CONTENT_TYPE: Final = "application/msgpack"
+_REPLY_TO, _CONTENT_TYPE = "amq.rabbitmq.reply-to", "application/msgpack"
 _NOT_PERSISTENT: Final = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
 
 
-class AmqpBus(Bus):
+class AmqpBus(AmqpWorkQueues, Bus):
     """The bus over RabbitMQ (see the module docstring). ``url``: one broker URL, or several
     (a list, or one string separated by commas or spaces), tried in order. ``clock_skew``:
     seconds by which this host's clock may differ from its peers'

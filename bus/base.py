@@ -6,7 +6,10 @@ A bus carries three things between gateways and agents:
 - events from servers, routed by ``<server>.<kind>`` (:meth:`Bus.publish`,
   :meth:`Bus.subscribe`);
 - presence: announcements, discover requests and revocations on one fanout
-  (:meth:`Bus.broadcast`, :meth:`Bus.presence`).
+  (:meth:`Bus.broadcast`, :meth:`Bus.presence`);
+- work queues: named, lasting, shared and acknowledged queues, fed by events or by their
+  users, for services that must act on every event once (:meth:`Bus.work_queue`,
+  :mod:`resofleet.bus.work`).
 
 Every consumer-side queue is bounded and drops its OLDEST item when full, counting what it
 dropped: a slow reader loses history, never memory, and never slows the publisher.
@@ -38,11 +41,14 @@ import collections
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 import msgspec
 
 from resofleet.contracts import BusEvent, BusReply, BusRequest, PresenceMessage
+
+if TYPE_CHECKING:
+    from .work import Overflow, WorkQueue
 
 __all__ = [
     "QUEUE_TTL_MARGIN",
@@ -296,6 +302,21 @@ class Bus(abc.ABC):
         self, *, maxsize: int = DEFAULT_PRESENCE_QUEUE
     ) -> Subscription[PresenceMessage]:
         """Every presence message sent from now on."""
+
+    @abc.abstractmethod
+    async def work_queue(
+        self,
+        name: str,
+        *,
+        events: Iterable[str] = (),
+        maxsize: int,
+        overflow: Overflow = "drop-oldest",
+        single_active: bool = False,
+    ) -> WorkQueue:
+        """Declare the work queue ``name`` (or find it), bound to the events ``events``
+        matches (AMQP topic syntax; none: only :meth:`WorkQueue.put` feeds it). See
+        :mod:`resofleet.bus.work`. A queue declared again must be declared alike:
+        ``ValueError`` otherwise."""
 
     async def __aenter__(self) -> Bus:
         await self.start()

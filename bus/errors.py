@@ -9,6 +9,7 @@ The error tree::
         ├── RequestTimeout   no reply before the request's deadline                  timeout
         ├── BusUnavailable   not connected to the broker, or the link dropped         bus_unavailable
         ├── ServerBusy       the server's command queue is full                       rate_limited
+        ├── QueueFull        a work queue refused a message: it holds its maximum     rate_limited
         ├── AlreadyServed    another agent already serves this server id (at serve())  internal
         └── NotPermitted     the broker user may not serve this server id (at serve()) internal
 
@@ -39,6 +40,7 @@ __all__ = [
     "BusUnavailable",
     "INTERNAL_SENTENCE",
     "NotPermitted",
+    "QueueFull",
     "ReplyError",
     "RequestTimeout",
     "ServerBusy",
@@ -106,6 +108,17 @@ class ServerBusy(BusError):
             f"Server {server!r} has too many requests waiting; try again in a moment."
         )
         self.server = server
+
+
+class QueueFull(BusError):
+    """A work queue (:meth:`~resofleet.bus.base.Bus.work_queue`) that refuses new messages
+    when full already holds its maximum: the message was not taken."""
+
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"The queue {queue!r} is full; the message was not taken.")
+        self.queue = queue
 
 
 class NotPermitted(BusError):

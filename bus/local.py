@@ -4,7 +4,9 @@ It keeps the semantics of :class:`~resofleet.bus.amqp.AmqpBus` where a caller ca
 ``server_offline`` at once for an unserved server, a second ``serve`` of one server id
 refused, requests waiting in a bounded per-server queue where an expired one is dropped
 unseen, ``timeout`` at the deadline, and bounded drop-oldest subscriptions. Messages are
-passed as objects (no encoding): receivers treat them as read-only.
+passed as objects (no encoding): receivers treat them as read-only. Work queues
+(:class:`~resofleet.bus.work.LocalWorkQueue`) live as long as the bus and get events
+encoded, as they would from the broker.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .base import (
     stamp,
     topic_matches,
 )
+from .work import LocalWorkQueue, Overflow
 from .errors import (
     AlreadyServed,
     BusUnavailable,
@@ -107,6 +110,7 @@ class LocalBus(Bus):
         self._served: dict[str, _LocalServed] = {}
         self._subscriptions: set[EventSubscription] = set()
         self._presence: set[Subscription[PresenceMessage]] = set()
+        self._work: dict[str, LocalWorkQueue] = {}
         self._started = False
         self._closed = False
 
@@ -131,6 +135,8 @@ class LocalBus(Bus):
             await sub.close()
         for psub in list(self._presence):
             await psub.close()
+        for queue in self._work.values():
+            await queue.close()
 
     def _check(self) -> None:
         if not self.connected:
@@ -175,6 +181,8 @@ class LocalBus(Bus):
         for sub in self._subscriptions:
             if any(topic_matches(p, key) for p in sub.patterns):
                 sub.push(event)
+        for queue in self._work.values():
+            queue.offer(event, key)
 
     async def subscribe(
         self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
@@ -194,6 +202,29 @@ class LocalBus(Bus):
             await sub.bind(pattern)
         self._subscriptions.add(sub)
         return sub
+
+    async def work_queue(
+        self,
+        name: str,
+        *,
+        events: Iterable[str] = (),
+        maxsize: int,
+        overflow: Overflow = "drop-oldest",
+        single_active: bool = False,
+    ) -> LocalWorkQueue:
+        self._check()
+        events = tuple(events)
+        queue = self._work.get(name)
+        if queue is None:
+            queue = LocalWorkQueue(
+                name, events=events, maxsize=maxsize, overflow=overflow, single_active=single_active
+            )
+            self._work[name] = queue
+        elif not queue.same_shape(
+            events=events, maxsize=maxsize, overflow=overflow, single_active=single_active
+        ):
+            raise ValueError(f"the work queue {name!r} exists with other arguments")
+        return queue
 
     async def broadcast(self, message: PresenceMessage) -> None:
         self._check()

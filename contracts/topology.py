@@ -46,6 +46,9 @@ class Topology:
       can then be refused binding another server's id (and reading its requests).
     - ``events`` (topic): routing key ``<server>.<kind>``.
     - ``presence`` (fanout): agent announcements, gateway discover requests, revocations.
+    - ``notify_events``, ``notify_queue(<webhook>)``, ``notify_dead``: the notifier's
+      durable work queues (the events it acts on, each webhook's notices waiting for
+      delivery, and the notices it gave up on).
     """
 
     prefix: str = ""
@@ -65,6 +68,20 @@ class Topology:
     def command_queue(self, server: str) -> str:
         """The exclusive queue an agent declares to serve ``server``."""
         return f"{self.prefix}resofleet.commands.{server}"
+
+    @property
+    def notify_events(self) -> str:
+        """The notifier's durable queue of events, shared by every notifier."""
+        return f"{self.prefix}resofleet.notify.events"
+
+    def notify_queue(self, webhook: str) -> str:
+        """The durable queue of notices waiting for delivery to one webhook."""
+        return f"{self.prefix}resofleet.notify.webhook.{webhook}"
+
+    @property
+    def notify_dead(self) -> str:
+        """The dead-letter queue: notices a webhook did not take within its attempts."""
+        return f"{self.prefix}resofleet.notify.dead"
 
     @staticmethod
     def event_key(server: str, kind: EventKind) -> str:

@@ -25,6 +25,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "up",
     "gateway",
     "agent",
+    "notifier",
     "emulator",
     "console",
     "token",

@@ -31,6 +31,16 @@ metrics = "127.0.0.1:8001"  # serve /metrics there (absent: off; `up` serves it 
 state_dir = "/var/lib/resofleet"   # what outlives the agent (schedules' last slots); false: nothing
 [log]
 format = "text"             # or "json": one object per line (--log-format overrides it)
+[notifier]                  # `resofleet notifier` (and `up` when webhooks are configured)
+users_threshold = 20        # users_above / users_below around this count (absent: none)
+health = "127.0.0.1:8002"   # /healthz, /readyz, /metrics (absent: off)
+[[webhooks]]
+name = "ops"                # [a-z0-9][a-z0-9-]{0,62}: names its queue, metrics, log lines
+url = "https://hooks.example.com/resofleet"
+format = "json"             # json (signed: secret, secret_env or secret_file) | discord
+events = ["server_down", "server_up", "crash_loop"]   # default: all
+servers = ["eu-*"]          # glob patterns (default: all)
+secret_env = "OPS_HOOK_SECRET"
 [[servers]]
 id = "main"                 # [a-z0-9][a-z0-9-]{0,62}
 runtime = "docker"          # docker | process | emulator
@@ -100,6 +110,9 @@ from resofleet.agent.schedules import ScheduleConfig, ScheduleError, compile_sch
 from resofleet.agent.settings import AgentSettings, ServerConfig
 from resofleet.bus.amqp_failover import broker_urls
 from resofleet.gateway.settings import GatewaySettings, Secret
+from resofleet.notifier.settings import (
+    NotifierSettings, WebhookError, WebhookSettings, read_secrets,
+)
 
 __all__ = [
     "Config",
@@ -168,6 +181,8 @@ class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     servers: tuple[ServerConfig, ...] = ()
     schedules: tuple[ScheduleConfig, ...] = ()
+    notifier: NotifierSettings = msgspec.field(default_factory=NotifierSettings)
+    webhooks: tuple[WebhookSettings, ...] = ()
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,6 +205,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     servers: tuple[ServerConfig, ...] = ()
     #: ``[[schedules]]``, checked (the agent compiles them again for its servers).
     schedules: tuple[ScheduleConfig, ...] = ()
+    #: ``[notifier]`` and ``[[webhooks]]``, with each webhook's secret read once
+    #: (``webhook_secrets``: name -> secret, ``None`` for an unsigned Discord webhook).
+    notifier: NotifierSettings = msgspec.field(default_factory=NotifierSettings)
+    webhooks: tuple[WebhookSettings, ...] = ()
+    webhook_secrets: dict[str, str | None] = msgspec.field(default_factory=dict)
 
     @property
     def bus_urls(self) -> tuple[str, ...]:
@@ -294,6 +314,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             key = f"schedules[{i}].name"
             raise fail(key, f"{name!r} appears twice (give each schedule its own name)")
         names.add(name)
+    secrets = _webhooks(file, fail)
     url = file.bus.url or _from_env("RESOFLEET_AMQP_URL", _AmqpUrl)
     if url is not None:
         try:
@@ -312,7 +333,23 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         log=file.log,
         servers=file.servers,
         schedules=file.schedules,
+        notifier=file.notifier,
+        webhooks=file.webhooks,
+        webhook_secrets=secrets,
     )
+
+
+def _webhooks(file: _File, fail: Any) -> dict[str, str | None]:
+    """Check ``[notifier]`` and ``[[webhooks]]`` beyond their types; read each secret."""
+    if file.notifier.health is not None:
+        try:
+            split_address(file.notifier.health)
+        except ValueError as exc:
+            raise fail("notifier.health", f"{exc}, not {file.notifier.health!r}") from None
+    try:
+        return read_secrets(file.webhooks)
+    except WebhookError as exc:
+        raise fail(exc.key, exc.problem) from None
 
 
 def _file_form(data: Mapping[str, Any], *, drop_secrets: bool) -> dict[str, Any]:

@@ -2,9 +2,13 @@
 
 For one host and no broker. ``--demo`` (or a configuration without ``[[servers]]``)
 manages one emulated headless named ``demo``; ``[[schedules]]`` run on the servers it
-manages (with ``--demo`` and configured servers, their schedules are set aside with them). Shutdown on SIGTERM/SIGINT: the gateway
-first (clients get 1001), then the agent (its headless servers stop), then the bus, then
-the audit logs (so the last commands are on disk).
+manages (with ``--demo`` and configured servers, their schedules are set aside with them).
+With ``[[webhooks]]`` configured it also runs the notifier (:mod:`resofleet.notifier`) on
+the same in-process bus: its queues live as long as the process, and its dead letters are
+a bounded list plus a log line. Shutdown on SIGTERM/SIGINT: the gateway first (clients get
+1001), then the notifier (POSTs in progress end; stopping ``up`` itself sends no
+``server_down``), then the agent (its headless servers stop), then the bus, then the audit
+logs (so the last commands are on disk).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .common import (
     stop_signals,
     warn_if_open,
 )
+from .notifier import make_notifier
 
 if TYPE_CHECKING:
     import ssl
@@ -108,13 +113,17 @@ async def _serve(
         except ScheduleError as exc:
             raise CommandError(f"{config.source}: schedules: {exc}", status=FAILURE) from None
         await bus.start()
+        notifier = make_notifier(bus, config) if config.webhooks else None
+        scraped = (agent.metrics.registry,) + ((notifier.metrics.registry,) if notifier else ())
         gateway = Gateway(
             bus, host=host, port=port, ssl_context=context, security=security,
             audit=gateway_audit, compression=config.gateway.compression,
-            scraped=(agent.metrics.registry,),  # one port serves both parts' metrics
+            scraped=scraped,  # one port serves every part's metrics
         )
         warn_if_open(security)
         try:
+            if notifier is not None:  # first: it hears the servers start
+                await notifier.start()
             try:
                 await agent.start()
             except Exception as exc:
@@ -132,5 +141,7 @@ async def _serve(
             return 0
         finally:
             await gateway.close()
+            if notifier is not None:
+                await notifier.close()
             await agent.close()
             await bus.close()

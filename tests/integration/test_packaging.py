@@ -45,7 +45,7 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
     tops = {name.split("/")[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"resofleet"}
     parts = {name.split("/")[1] for name in names if name.startswith("resofleet/") and name.count("/") > 1}
-    assert {"contracts", "bus", "agent", "gateway", "emulator", "commands"} <= parts
+    assert {"contracts", "bus", "agent", "gateway", "notifier", "emulator", "commands"} <= parts
     assert not any("/tests/" in n or n.startswith(("bench/", "tests/")) for n in names)
     # the emulator's built-in scenarios ship with it
     assert {"default.toml", "demo.toml", "busy.toml"} <= {

@@ -4,7 +4,7 @@ Every top-level folder of the repository installs as a subpackage of ``resofleet
 (pyproject's ``package-dir``), so nothing may import the folders by their bare names, and
 each layer may import only the layers below it::
 
-    contracts  <  bus  <  agent, gateway  <  resofleet (cli, commands, config, audit)
+    contracts  <  bus  <  agent, gateway, notifier  <  resofleet (cli, commands, config, audit)
 
 The emulator stands apart: standard library only, relative imports inside, so it also runs
 as ``python3 -m emulator`` from a bare copy of its folder (its Docker image).
@@ -20,13 +20,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 #: The folders that install as ``resofleet.<name>``.
-SUBPACKAGES = ("contracts", "bus", "agent", "gateway", "emulator")
+SUBPACKAGES = ("contracts", "bus", "agent", "gateway", "notifier", "emulator")
 #: What each installed layer may import of the project (besides itself).
 ALLOWED = {
     "contracts": set(),
     "bus": {"contracts"},
     "agent": {"contracts", "bus"},
     "gateway": {"contracts", "bus"},
+    "notifier": {"contracts", "bus"},
     "emulator": set(),
 }
 #: The app layer, which only the command line and its helpers may import.

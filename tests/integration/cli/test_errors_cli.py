@@ -33,10 +33,11 @@ async def resofleet(*args: str, cwd: Path, env: dict[str, str] | None = None) ->
         (("gateway", "--amqp", "amqp://nobody@127.0.0.1:1/"), "resofleet"),
         (("up",), "resofleet"),
         (("agent", "--amqp", "amqp://nobody@127.0.0.1:1/"), "resofleet agent"),
+        (("notifier", "--amqp", "amqp://nobody@127.0.0.1:1/"), "resofleet notifier"),
         (("token", "issue", "--role", "viewer"), "resofleet"),
         (("audit", "tail"), "resofleet audit tail"),
     ],
-    ids=["gateway", "up", "agent", "token-issue", "audit-tail"],
+    ids=["gateway", "up", "agent", "notifier", "token-issue", "audit-tail"],
 )
 async def test_a_bad_config_is_one_line_naming_the_file_and_key(
     tmp_path: Path, command: tuple[str, ...], speaker: str
@@ -49,6 +50,33 @@ async def test_a_bad_config_is_one_line_naming_the_file_and_key(
     assert (code, out) == (2, "")
     problem = "gateway.limits.command_burst must be a whole number of at least 1, not 0"
     assert err == f"{speaker}: {config}: {problem}\n"
+
+
+@pytest.mark.parametrize(
+    ("toml", "line"),
+    [
+        ("", "{config}: no [[webhooks]] to deliver to"),
+        ('[[webhooks]]\nname = "ops"\nurl = "https://hooks.example.com/{secret}"\n',
+         "{config}: webhooks[0] needs a signing secret: set secret, secret_env or secret_file"),
+        ('[[webhooks]]\nname = "ops"\nurl = "https://hooks.example.com/{secret}"\nsecret_env = "UNSET_HOOK_SECRET"\n',
+         "{config}: webhooks[0] needs a signing secret: set secret, secret_env or secret_file"),
+        ('[[webhooks]]\nname = "ops"\nurl = "hooks.example.com/{secret}"\nformat = "discord"\n',
+         "{config}: webhooks[0].url must be an http:// or https:// URL"),
+    ],
+    ids=["no-webhooks", "no-secret", "secret-env-unset", "bad-url"],
+)
+async def test_the_notifier_refuses_webhooks_it_cannot_use(tmp_path: Path, toml: str, line: str) -> None:
+    """`resofleet notifier` stops with one line before it connects anywhere; a webhook's
+    URL (a Discord URL is a credential) is never repeated."""
+    secret = "d1sc0rd-t0ken-in-the-url"
+    config = tmp_path / "fleet.toml"
+    config.write_text(toml.format(secret=secret), encoding="utf-8")
+    code, out, err = await resofleet(
+        "notifier", "--config", str(config), "--amqp", "amqp://nobody@127.0.0.1:1/", cwd=tmp_path
+    )
+    assert (code, out) == (2, "")
+    assert err == f"resofleet notifier: {line.format(config=config)}\n"
+    assert secret not in err
 
 
 async def test_a_misspelt_key_is_refused_with_the_right_spellings(tmp_path: Path) -> None:

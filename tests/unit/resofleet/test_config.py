@@ -194,7 +194,7 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
 @pytest.mark.parametrize(
     ("data", "line"),
     [
-        ({"gatway": {"port": 1}}, "gatway is not a known key (known: gateway, agent, bus, log, servers, schedules)"),
+        ({"gatway": {"port": 1}}, "gatway is not a known key (known: gateway, agent, bus, log, servers, schedules, notifier, webhooks)"),
         ({"gateway": {"secrte": SECRET}}, "gateway.secrte is not a known key (known: host, port, secret, "
          "old_secrets, origins, trusted_proxies, revoked, hosts, limits, audit_log, compression)"),
         ({"gateway": {"limits": {"rate": 1}}},
