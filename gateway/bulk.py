@@ -106,7 +106,7 @@ def expand(
         else:
             hidden.append(pattern)
     if not matched:
-        raise NoMatch(patterns)
+        raise NoMatch(patterns, hidden=hidden)
     if len(matched) > limit:
         raise TooManyServers(len(matched), limit)
     return sorted(matched), hidden

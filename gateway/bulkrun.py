@@ -6,7 +6,7 @@ A ``command`` or ``container`` with ``servers`` goes through three steps:
    (:func:`~resofleet.gateway.bulk.plan`, pure). A request refused whole (nothing
    matches: ``unknown_server``; too many servers: ``bad_request``) is answered with one
    ``error`` and nothing runs. Plain names outside the client's scope are audited
-   ``out_of_scope``, as a ``server`` outside it is. Then the rate limit: the frame paid one
+   ``out_of_scope``, as a ``server`` outside it is (also when nothing else matched). Then the rate limit: the frame paid one
    token, the request pays one more per server beyond the first
    (:func:`~resofleet.gateway.ratelimit.bulk_cost`); short of them, one ``rate_limited``
    error and nothing runs.
@@ -42,7 +42,7 @@ from resofleet.contracts import (
 )
 
 from .bulk import Plan, plan, result_of
-from .errors import GatewayError, ScopeRefusal, UnknownServer, error_for
+from .errors import GatewayError, NoMatch, ScopeRefusal, UnknownServer, error_for
 from .identity import Principal
 from .inflight import InFlight
 from .ratelimit import bulk_cost
@@ -103,6 +103,8 @@ async def start(
         )
     except GatewayError as exc:
         log.info("conn=%s: refused bulk %s: %s", session.conn_id, what_of(message), exc)
+        for name in exc.hidden if isinstance(exc, NoMatch) else ():
+            session.audit_refusal(UnknownServer(name, ScopeRefusal.OUT_OF_SCOPE), message)
         reply = error_for(exc, id=message.id, conn=session.conn_id, outcome=CommandOutcome.NOT_EXECUTED)
         return await session.send(reply, asked=asked)
     for name in planned.hidden:

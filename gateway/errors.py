@@ -182,12 +182,12 @@ class NoMatch(GatewayError):
 
     code = ErrorCode.UNKNOWN_SERVER
 
-    def __init__(self, patterns: Sequence[str]) -> None:
+    def __init__(self, patterns: Sequence[str], *, hidden: Sequence[str] = ()) -> None:
         listed = ", ".join(repr(p) for p in patterns[:8]) + (", ..." if len(patterns) > 8 else "")
-        super().__init__(
-            f"No server matches {listed} (send get_servers for the list)."
-        )
+        super().__init__(f"No server matches {listed} (send get_servers for the list).")
         self.patterns = tuple(patterns)
+        #: The plain names among them outside the client's scope (audited, never told).
+        self.hidden = tuple(hidden)
 
 
 class TooManyServers(GatewayError):
