@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Final
 
-NAMES: Final = ("roundtrip", "fanout", "connections", "parsing")
+NAMES: Final = ("roundtrip", "fanout", "connections", "parsing", "bulk")
 
 
 def main(argv: list[str] | None = None) -> int:
