@@ -7,7 +7,7 @@ A ``command`` or ``container`` with ``servers`` goes through three steps:
    matches: ``unknown_server``; too many servers: ``bad_request``) is answered with one
    ``error`` and nothing runs. Plain names outside the client's scope are audited
    ``out_of_scope``, as a ``server`` outside it is (also when nothing else matched). Then the rate limit: the frame paid one
-   token, the request pays one more per server beyond the first
+   token, the request pays one more per server beyond the first, at most the burst in all
    (:func:`~resofleet.gateway.ratelimit.bulk_cost`); short of them, one ``rate_limited``
    error and nothing runs.
 2. :func:`run`, as one of the session's in-flight requests (it holds one slot, however
@@ -50,6 +50,7 @@ from .refusals import what_of
 from .routing import Timeouts, in_scope
 
 if TYPE_CHECKING:
+    from .guard import Guard
     from .metrics import Asked
     from .registry import Registry
 
@@ -69,6 +70,7 @@ class BulkSession(Protocol):
     timeouts: Timeouts
     bulk_concurrency: int
     inflight: InFlight
+    guard: Guard
 
     async def send(self, message: ServerMessage, *, asked: Asked | None = None) -> None: ...
 
@@ -109,7 +111,7 @@ async def start(
         return await session.send(reply, asked=asked)
     for name in planned.hidden:
         session.audit_refusal(UnknownServer(name, ScopeRefusal.OUT_OF_SCOPE), message)
-    extra = bulk_cost(len(planned.servers))
+    extra = bulk_cost(len(planned.servers), burst=session.guard.security.limits.command_burst)
     if extra and await session.limited(
         message.id, what_of(message), CommandOutcome.NOT_EXECUTED, cost=extra, asked=asked
     ):

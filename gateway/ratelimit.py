@@ -9,9 +9,9 @@ The bucket holds up to ``burst`` requests and refills at ``rate`` per second. A 
 costs by the work it makes (:func:`cost`): one token, and a ``subscribe`` one more per
 :data:`SUBSCRIBE_IDS_PER_TOKEN` server ids it lists (each id is checked and counted), never
 more than the burst. A bulk ``command`` or ``container`` (``servers``) costs one token per
-server it reaches (:func:`bulk_cost`): each is a console command or a container action, as
-many as that many requests would run; the frame pays one when it arrives, the session
-takes the rest once the patterns are expanded. A request that finds too few tokens is refused with ``error rate_limited`` saying how long to wait: never
+server it reaches (:func:`bulk_cost`), at most the burst: each is a console command or a
+container action, as many as that many requests would run; the frame pays one when it
+arrives, the session takes the rest once the patterns are expanded. A request that finds too few tokens is refused with ``error rate_limited`` saying how long to wait: never
 dropped, never delayed (a delayed request would hold a slot and hide the limit from the
 client).
 """
@@ -40,10 +40,11 @@ def cost(message: ClientMessage) -> float:
     return 1.0
 
 
-def bulk_cost(servers: int) -> float:
+def bulk_cost(servers: int, *, burst: int) -> float:
     """Tokens a bulk request reaching ``servers`` servers costs beyond the one its frame
-    paid (see the module docstring)."""
-    return float(max(servers - 1, 0))
+    paid (see the module docstring): together never more than the ``burst``, so that any
+    bulk request can pass once the bucket is full."""
+    return float(max(min(servers, burst) - 1, 0))
 
 
 class TokenBucket:

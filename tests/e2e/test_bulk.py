@@ -12,6 +12,7 @@ from typing import Any
 
 from resofleet.contracts import Role
 from resofleet.gateway.security import Security
+from resofleet.gateway.settings import Limits
 from resofleet.gateway.tokens import Keyring, new_secret
 from tests.integration.gateway.client import Client, RecordingClient
 from tests.support.timing import AT_ONCE
@@ -252,3 +253,31 @@ async def test_a_bulk_container_restart_restarts_each_matched_server(fleet):
              for s in ("lab-1", "lab-2", "prod")}
     assert after["lab-1"] == before["lab-1"] + 1 and after["lab-2"] == before["lab-2"] + 1
     assert after["prod"] == before["prod"]
+
+
+async def test_a_bulk_request_costs_a_rate_limit_token_per_server(fleet):
+    """A moderator with a burst of 4 runs one bulk command over three servers (3 tokens);
+    the next, at once, is one `rate_limited` error and runs nowhere."""
+    keyring = Keyring((new_secret(),))
+    limits = Limits(command_rate=0.1, command_burst=4)  # a token every 10 s: no refill here
+    await fleet.agent("eu-1", "eu-2", name="host-a")
+    await fleet.agent("eu-3", name="host-b")
+    gateway = await fleet.gateway(security=Security(keyring=keyring, limits=limits))
+    headers = {"Authorization": f"Bearer {keyring.issue(role=Role.ADMIN, sub='root', ttl=600)}"}
+    root = await fleet.client(gateway.url, cls=RecordingClient, additional_headers=headers)
+    await servers_online(root, ["eu-1", "eu-2", "eu-3"])
+    token = keyring.issue(role=Role.MODERATOR, sub="mod", ttl=600)
+    mod = await fleet.client(gateway.url, additional_headers={"Authorization": f"Bearer {token}"})
+
+    first, second = (f"unban limited-{n}-{uuid.uuid4().hex[:8]}" for n in (1, 2))
+    replies = await bulk(mod, {"type": "command", "command": first, "servers": ["eu-*"]})
+    assert replies[-1]["results"] == {"eu-1": "ok", "eu-2": "ok", "eu-3": "ok"}
+    [limited] = await bulk(mod, {"type": "command", "command": second, "servers": ["eu-*"], "id": "again"})
+    assert (limited["code"], limited["id"], limited["outcome"]) == ("rate_limited", "again", "not_executed")
+    assert "bulk request one per server" in limited["message"]
+
+    marker = f"unban after-{uuid.uuid4().hex[:8]}"
+    await bulk(root, {"type": "command", "command": marker, "servers": ["eu-*"]})
+    for server in ("eu-1", "eu-2", "eu-3"):
+        await root.seen(lambda m, s=server: m["type"] == "container_output" and m["server"] == s and m["output"].endswith(marker))
+    assert not root.received(lambda m: m["type"] == "container_output" and m["output"].endswith(second))

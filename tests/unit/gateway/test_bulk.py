@@ -203,14 +203,16 @@ def test_results_are_ok_or_the_error_code():
     assert result_of(Error(message="x", code=ErrorCode.TIMEOUT, server="eu-1")) == "timeout"
 
 
-def test_a_bulk_request_costs_a_token_per_server_reached():
-    """The frame paid one; the rest is one per further server, capped at the burst."""
-    assert (bulk_cost(1), bulk_cost(10)) == (0.0, 9.0)
+def test_a_bulk_request_costs_a_token_per_server_reached_at_most_the_burst():
+    """The frame paid one; the rest is one per further server, the whole capped at the
+    burst so that the largest bulk request passes once the bucket is full."""
+    assert (bulk_cost(1, burst=50), bulk_cost(10, burst=50), bulk_cost(256, burst=50)) == (0.0, 9.0, 49.0)
     now = [0.0]
     bucket = TokenBucket(20.0, 50, clock=lambda: now[0])
-    assert bucket.take(1.0) == 0.0 and bucket.take(bulk_cost(10)) == 0.0
-    assert bucket.take(bulk_cost(42)) == pytest.approx(1 / 20.0)  # 41 of the 40 left: wait
-    assert bucket.take(bulk_cost(MAX_BULK_SERVERS)) == pytest.approx(10 / 20.0)  # the whole burst
+    assert bucket.take(1.0) == 0.0 and bucket.take(bulk_cost(10, burst=50)) == 0.0
+    assert bucket.take(bulk_cost(42, burst=50)) == pytest.approx(1 / 20.0)  # 41 of the 40 left: wait
+    now[0] = 10.0  # full again
+    assert bucket.take(1.0) == 0.0 and bucket.take(bulk_cost(MAX_BULK_SERVERS, burst=50)) == 0.0
 
 
 # -- running a plan (no sockets: a session stand-in records what it is asked) -----------
@@ -219,7 +221,7 @@ def test_a_bulk_request_costs_a_token_per_server_reached():
 class Recorder:
     """The parts of a session :func:`bulkrun.run` uses; `ask` waits until released."""
 
-    conn_id, client, pinned, registry, timeouts, inflight = "c1", "", None, None, Timeouts(), None
+    conn_id, client, pinned, registry, timeouts, inflight, guard = "c1", "", None, None, Timeouts(), None, None
 
     def __init__(self, principal: Principal, concurrency: int) -> None:
         self.principal = principal
