@@ -41,6 +41,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from .errors import ContractError, ErrorCode
+from .patterns import MAX_BULK_PATTERNS, MAX_BULK_SERVERS, SERVER_PATTERN, check_patterns
 from .payloads import Ban, OutputLine, ServerInfo, Status, User, World
 
 __all__ = [
@@ -129,21 +130,6 @@ MAX_OUTPUT_BYTES: Final = 1024 * 1024
 #: work small: 256 (it was 1,024).
 MAX_SUBSCRIBE_SERVERS: Final = 256
 
-#: Server patterns one bulk ``command`` or ``container`` may list: as many as a token may
-#: carry (``gateway.tokens.MAX_PATTERNS``). A person names a region or two; each pattern
-#: is matched against every known server, so the bound keeps one frame's work small.
-MAX_BULK_PATTERNS: Final = 64
-#: Servers one bulk request may reach once its patterns are expanded: as many as one
-#: ``subscribe`` may name. A larger fleet is reached in several requests, each of which
-#: costs rate-limit tokens by the servers it reaches; past it, ``bad_request`` and nothing
-#: runs.
-MAX_BULK_SERVERS: Final = 256
-#: Longest server pattern, in characters (as in a token's ``servers``).
-_MAX_PATTERN = 64
-#: A server pattern: server-id characters and the glob characters ``* ? [ ] !``
-#: (:func:`fnmatch.fnmatchcase`), the grammar of a token's ``servers`` claim.
-SERVER_PATTERN: Final = re.compile(rf"[a-z0-9*?\[\]!-]{{1,{_MAX_PATTERN}}}")
-
 #: Longest server id or world name accepted inside a request, in characters.
 _MAX_NAME = 256
 #: Longest ``epoch`` accepted, in characters (agents draw 12 hex digits).
@@ -158,9 +144,11 @@ _MAX_LIMIT = 100_000
 MAX_NESTING: Final = 32
 
 ServerId = Annotated[str, Meta(max_length=_MAX_NAME)]
-#: ``servers`` of a bulk request: glob patterns (their grammar is checked by
-#: :func:`decode_client`, which names the bad one).
-_Patterns = Annotated[list[Annotated[str, Meta(max_length=_MAX_NAME)]], Meta(max_length=MAX_BULK_PATTERNS)]
+#: ``servers`` of a bulk request: glob patterns (their grammar, :mod:`.patterns`, is
+#: checked by :func:`decode_client`, which names the bad one).
+_Patterns = Annotated[
+    list[Annotated[str, Meta(max_length=_MAX_NAME)]], Meta(max_length=MAX_BULK_PATTERNS)
+]
 #: ``world`` in a request: a name, or an index counted from 0 (shared with the bus).
 _WorldRef = Annotated[str, Meta(max_length=_MAX_NAME)] | _Count
 _Epoch = Annotated[str, Meta(max_length=_MAX_EPOCH)]
@@ -512,17 +500,7 @@ def _check_servers(message: Command | Container) -> None:
         raise ContractError(
             "Give either `server` (one server) or `servers` (patterns of several), not both."
         )
-    if not message.servers:
-        raise ContractError(
-            "`servers` is empty: name at least one server or pattern, such as \"eu-*\"."
-        )
-    for pattern in message.servers:
-        if not SERVER_PATTERN.fullmatch(pattern):
-            raise ContractError(
-                f"{pattern[:80]!r} in `servers` is not a server pattern: server ids in "
-                f"lowercase letters, digits and dashes, with * ? [ ] ! as in a shell glob, "
-                f"at most {_MAX_PATTERN} characters."
-            )
+    check_patterns(message.servers)
 
 
 #: A JSON string (escapes included): brackets inside one do not nest.

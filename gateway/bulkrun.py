@@ -6,18 +6,20 @@ A ``command`` or ``container`` with ``servers`` goes through three steps:
    (:func:`~resofleet.gateway.bulk.plan`, pure). A request refused whole (nothing
    matches: ``unknown_server``; too many servers: ``bad_request``) is answered with one
    ``error`` and nothing runs. Plain names outside the client's scope are audited
-   ``out_of_scope``, as a ``server`` outside it is (also when nothing else matched). Then the rate limit: the frame paid one
-   token, the request pays one more per server beyond the first, at most the burst in all
+   ``out_of_scope``, as a ``server`` outside it is (also when nothing else matched).
+   Then the rate limit: the frame paid one token, the request pays one more per server
+   beyond the first, at most the burst in all
    (:func:`~resofleet.gateway.ratelimit.bulk_cost`); short of them, one ``rate_limited``
    error and nothing runs.
 2. :func:`run`, as one of the session's in-flight requests (it holds one slot, however
    many servers it reaches): the servers the gateway refuses itself are answered first,
    without waiting (``forbidden`` per server, each audited as a refusal; ``server_offline``
    for a server whose agent stopped announcing it). The others are asked over the bus,
-   at most ``bulk_concurrency`` at once (:data:`~resofleet.gateway.settings.DEFAULT_BULK_CONCURRENCY`,
-   ``[gateway] bulk_concurrency``), each reply sent as it comes (``command_response``,
-   ``bans_update``, ``container_response`` or ``error``, each with its ``server``, the
-   request's ``id`` and its ``outcome``), exactly as for a one-server request.
+   at most ``bulk_concurrency`` at once (``[gateway] bulk_concurrency``, default
+   :data:`~resofleet.gateway.settings.DEFAULT_BULK_CONCURRENCY`), each reply sent as it
+   comes (``command_response``, ``bans_update``, ``container_response`` or ``error``,
+   each with its ``server``, the request's ``id`` and its ``outcome``), exactly as for a
+   one-server request.
 3. Last, one ``bulk_done`` with every server's result: ``ok``, or its error's code.
 
 Replies for a server that left the client's scope meanwhile (an in-band ``auth`` narrowed
@@ -107,7 +109,9 @@ async def start(
         log.info("conn=%s: refused bulk %s: %s", session.conn_id, what_of(message), exc)
         for name in exc.hidden if isinstance(exc, NoMatch) else ():
             session.audit_refusal(UnknownServer(name, ScopeRefusal.OUT_OF_SCOPE), message)
-        reply = error_for(exc, id=message.id, conn=session.conn_id, outcome=CommandOutcome.NOT_EXECUTED)
+        reply = error_for(
+            exc, id=message.id, conn=session.conn_id, outcome=CommandOutcome.NOT_EXECUTED
+        )
         return await session.send(reply, asked=asked)
     for name in planned.hidden:
         session.audit_refusal(UnknownServer(name, ScopeRefusal.OUT_OF_SCOPE), message)

@@ -60,7 +60,9 @@ def register(subparsers: Any) -> None:
         "--url", default=DEFAULT_URL, help=f"the gateway's WebSocket URL (default {DEFAULT_URL})"
     )
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--server", metavar="ID", help="the server to talk to (default: the only one)")
+    target.add_argument(
+        "--server", metavar="ID", help="the server to talk to (default: the only one)"
+    )
     target.add_argument(
         "--servers", nargs="+", metavar="PATTERN",
         help="send every command to all servers these glob patterns match, e.g. 'eu-*' lab",
