@@ -7,7 +7,8 @@ as ``resofleet up``). Two commands: ``status`` (fast: the figure is the path's o
 and ``save`` (the default scenario's console takes 0.2 s over it: the figure shows the
 servers working in parallel, ``bulk_concurrency`` 16 letting all ten run at once).
 
-Baselines, same run, same fleet, same client:
+Baselines, same run, same fleet, same client, taking turns with the bulk request (one of
+each per round, so a machine whose load drifts weighs on all three alike):
 
 - **one server**: the same command with ``server`` set, reply to reply: what a bulk
   request costs at least;
@@ -104,10 +105,36 @@ class _Client:
             self.raw.abort()
 
 
-async def _timed(client: _Client, requests: list[dict[str, Any]], replies: int, rounds: int) -> list[float]:
-    for _ in range(WARMUP):
-        await client.send(requests, replies=replies)
-    return [await client.send(requests, replies=replies) for _ in range(rounds)]
+async def _timed(client: _Client, cases: dict[str, tuple[list[dict[str, Any]], int]],
+                 rounds: int) -> dict[str, list[float]]:
+    """Each case's times, ``(requests, replies)``: the cases take turns, one request each
+    per round, so a machine whose load drifts during the run weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for n in range(WARMUP + rounds):
+        for name, (requests, replies) in cases.items():
+            took = await client.send(requests, replies=replies)
+            if n >= WARMUP:
+                times[name].append(took)
+    return times
+
+
+async def _measure(table: Table, label: str, fleet: Fleet, client: _Client, command: str,
+                   rounds: int) -> None:
+    """The rows of one command on one transport (see the module docstring)."""
+    times = await _timed(client, {
+        "one": ([{"type": "command", "command": command, "server": "s0"}], 1),
+        "fanned": ([{"type": "command", "command": command, "server": s} for s in fleet.server_ids],
+                   SERVERS),
+        "bulk": ([{"type": "command", "command": command, "servers": ["s*"]}], SERVERS + 1),
+    }, rounds)
+    p50 = {name: percentile(v, 0.5) * 1000 for name, v in times.items()}
+    figure = f"{label}, {command}: bulk over {SERVERS}"
+    row = table.add(Row(f"{figure}, p50", p50["bulk"], "ms", "one server", p50["one"]))
+    if command == "save":
+        row.judge(lambda r: r.ratio is not None and r.ratio <= 1.5, "ratio <= 1.5")
+    table.add(Row(f"{figure}, p50", p50["bulk"], "ms", f"{SERVERS} requests at once", p50["fanned"]))
+    table.add(Row(f"{figure}, p99", percentile(times["bulk"], 0.99) * 1000, "ms",
+                  "one server p99", percentile(times["one"], 0.99) * 1000))
 
 
 async def run(quick: bool = False) -> Table:
@@ -116,38 +143,19 @@ async def run(quick: bool = False) -> Table:
     errors = 0
     for transport in ("amqp", "local"):
         label = "RabbitMQ" if transport == "amqp" else "LocalBus"
-        async with Fleet(transport, servers=SERVERS, scenario="default", name=f"bulk-{transport}") as fleet:
+        name = f"bulk-{transport}"
+        async with Fleet(transport, servers=SERVERS, scenario="default", name=name) as fleet:
             client = await _Client.open(fleet.port, fleet.token)
             try:
                 await client.send([{"type": "subscribe", "servers": []}], replies=1)  # no events
                 for command in COMMANDS:
-                    one = await _timed(client, [{"type": "command", "command": command, "server": "s0"}], 1, rounds)
-                    fanned = await _timed(
-                        client,
-                        [{"type": "command", "command": command, "server": s} for s in fleet.server_ids],
-                        SERVERS, rounds,
-                    )
-                    bulk = await _timed(
-                        client, [{"type": "command", "command": command, "servers": ["s*"]}],
-                        SERVERS + 1, rounds,
-                    )
-                    p50 = {name: percentile(v, 0.5) * 1000 for name, v in
-                           (("one", one), ("fanned", fanned), ("bulk", bulk))}
-                    row = table.add(Row(f"{label}, {command}: bulk over {SERVERS}, p50", p50["bulk"], "ms",
-                                        "one server", p50["one"]))
-                    if command == "save":
-                        row.judge(lambda r: r.ratio is not None and r.ratio <= 1.5, "ratio <= 1.5")
-                    table.add(Row(f"{label}, {command}: bulk over {SERVERS}, p50", p50["bulk"], "ms",
-                                  f"{SERVERS} requests at once", p50["fanned"]))
-                    table.add(Row(f"{label}, {command}: bulk over {SERVERS}, p99",
-                                  percentile(bulk, 0.99) * 1000, "ms", "one server p99",
-                                  percentile(one, 0.99) * 1000))
+                    await _measure(table, label, fleet, client, command, rounds)
                 errors += client.errors
             finally:
                 client.close()
     table.notes.append(
-        f"{rounds} timed requests per figure after {WARMUP} untimed; one request in flight; "
-        f"bulk_concurrency 16 (the default), so all {SERVERS} servers run at once; "
-        f"{errors} error replies"
+        f"{rounds} timed requests per figure after {WARMUP} untimed, the three kinds taking "
+        f"turns; one request in flight; bulk_concurrency 16 (the default), so all {SERVERS} "
+        f"servers run at once; {errors} error replies"
     )
     return table
