@@ -14,8 +14,8 @@ servers the client may see:
   not candidates at all, so ``"*"`` is "every server I may see";
 - a plain name (no glob character) in the client's scope is taken as it is, known or not,
   as ``server`` is: a server no agent serves is answered ``server_offline`` by the bus;
-  a plain name outside the scope matches nothing, exactly as a name that does not exist
-  (the session audits it as ``out_of_scope``, as it does a ``server`` outside the scope);
+  a plain name outside the scope (or not a server id) matches nothing, exactly as a name
+  that does not exist (the session audits it as it does a ``server`` naming it);
 - the matched servers are the union, each once, sorted. None at all is
   :class:`~resofleet.gateway.errors.NoMatch` (``unknown_server``), more than
   :data:`~resofleet.contracts.MAX_BULK_SERVERS` is
@@ -72,7 +72,7 @@ class Plan:
     requests: tuple[BusRequest, ...]
     #: Servers the gateway answers itself, with the refusal (forbidden, offline).
     refused: tuple[tuple[str, GatewayError], ...]
-    #: Plain names outside the client's scope: matched nothing (audited ``out_of_scope``).
+    #: Plain names outside the client's scope, or malformed: matched nothing (audited).
     hidden: tuple[str, ...] = ()
 
 

@@ -5,8 +5,9 @@ A ``command`` or ``container`` with ``servers`` goes through three steps:
 1. :func:`start`, as the frame is read: the patterns are expanded and planned
    (:func:`~resofleet.gateway.bulk.plan`, pure). A request refused whole (nothing
    matches: ``unknown_server``; too many servers: ``bad_request``) is answered with one
-   ``error`` and nothing runs. Plain names outside the client's scope are audited
-   ``out_of_scope``, as a ``server`` outside it is (also when nothing else matched).
+   ``error`` and nothing runs. Plain names that matched nothing are audited as a
+   ``server`` naming them is (``out_of_scope``, or a malformed id), also when nothing
+   else matched.
    Then the rate limit: the frame paid one token, the request pays one more per server
    beyond the first, at most the burst in all
    (:func:`~resofleet.gateway.ratelimit.bulk_cost`); short of them, one ``rate_limited``
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from resofleet.contracts import (
@@ -44,12 +46,12 @@ from resofleet.contracts import (
 )
 
 from .bulk import Plan, plan, result_of
-from .errors import GatewayError, NoMatch, ScopeRefusal, UnknownServer, error_for
+from .errors import GatewayError, NoMatch, UnknownServer, error_for
 from .identity import Principal
 from .inflight import InFlight
 from .ratelimit import bulk_cost
 from .refusals import what_of
-from .routing import Timeouts, in_scope
+from .routing import Timeouts, check_server, in_scope
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -107,14 +109,12 @@ async def start(
         )
     except GatewayError as exc:
         log.info("conn=%s: refused bulk %s: %s", session.conn_id, what_of(message), exc)
-        for name in exc.hidden if isinstance(exc, NoMatch) else ():
-            session.audit_refusal(UnknownServer(name, ScopeRefusal.OUT_OF_SCOPE), message)
+        _audit_hidden(session, exc.hidden if isinstance(exc, NoMatch) else (), message, principal)
         reply = error_for(
             exc, id=message.id, conn=session.conn_id, outcome=CommandOutcome.NOT_EXECUTED
         )
         return await session.send(reply, asked=asked)
-    for name in planned.hidden:
-        session.audit_refusal(UnknownServer(name, ScopeRefusal.OUT_OF_SCOPE), message)
+    _audit_hidden(session, planned.hidden, message, principal)
     extra = bulk_cost(len(planned.servers), burst=session.guard.security.limits.command_burst)
     if extra and await session.limited(
         message.id, what_of(message), CommandOutcome.NOT_EXECUTED, cost=extra, asked=asked
@@ -127,6 +127,18 @@ async def start(
     await session.inflight.spawn(
         run(session, planned, message, asked), name=f"bulk:{session.conn_id}:{message.id}"
     )
+
+
+def _audit_hidden(
+    session: BulkSession, names: Iterable[str], message: Command | Container, principal: Principal
+) -> None:
+    """Audit the plain names that matched nothing as ``server`` naming them would be: out of
+    scope, pinned elsewhere, or malformed."""
+    for name in names:
+        try:
+            check_server(name, pinned=session.pinned, principal=principal)
+        except UnknownServer as exc:
+            session.audit_refusal(exc, message)
 
 
 async def run(
