@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Final
 
-NAMES: Final = ("roundtrip", "fanout", "connections", "parsing", "notify")
+NAMES: Final = ("roundtrip", "fanout", "connections", "parsing", "notify", "bulk")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,12 @@ console; ``unknown`` when the console took the line and then failed to answer). 
 reads (status, worlds, output) have none: a read changes nothing. The field is omitted when
 unset, so clients written against the seed see nothing new unless they look.
 
+Bulk requests. A ``command`` or ``container`` may name many servers at once with
+``servers``, a list of glob patterns (``["eu-*", "lab"]``) instead of ``server``; the two
+are exclusive. The gateway answers one reply (or ``error``) per matched server, each with
+its ``server`` and the request's ``id``, then one :class:`BulkDone` with every matched
+server's result. A request with neither field goes to one server, as the seed's did.
+
 Decoding is the gateway's edge: :func:`decode_client` turns one text frame into a typed
 request or raises :class:`~resofleet.contracts.errors.ContractError` with a code and a sentence.
 """
@@ -35,6 +41,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from .errors import ContractError, ErrorCode
+from .patterns import MAX_BULK_PATTERNS, MAX_BULK_SERVERS, SERVER_PATTERN, check_patterns
 from .payloads import Ban, OutputLine, ServerInfo, Status, User, World
 
 __all__ = [
@@ -42,6 +49,7 @@ __all__ = [
     "Authenticated",
     "Ban",
     "BansUpdate",
+    "BulkDone",
     "ClientMessage",
     "Command",
     "CommandOutcome",
@@ -56,6 +64,8 @@ __all__ = [
     "GetServers",
     "GetStatus",
     "GetWorlds",
+    "MAX_BULK_PATTERNS",
+    "MAX_BULK_SERVERS",
     "MAX_COMMAND_LENGTH",
     "MAX_OUTPUT_BYTES",
     "MAX_SAFE_INTEGER",
@@ -65,6 +75,7 @@ __all__ = [
     "Ping",
     "Pong",
     "RequestId",
+    "SERVER_PATTERN",
     "ServerInfo",
     "ServerMessage",
     "ScheduleRun",
@@ -133,6 +144,11 @@ _MAX_LIMIT = 100_000
 MAX_NESTING: Final = 32
 
 ServerId = Annotated[str, Meta(max_length=_MAX_NAME)]
+#: ``servers`` of a bulk request: glob patterns (their grammar, :mod:`.patterns`, is
+#: checked by :func:`decode_client`, which names the bad one).
+_Patterns = Annotated[
+    list[Annotated[str, Meta(max_length=_MAX_NAME)]], Meta(max_length=MAX_BULK_PATTERNS)
+]
 #: ``world`` in a request: a name, or an index counted from 0 (shared with the bus).
 _WorldRef = Annotated[str, Meta(max_length=_MAX_NAME)] | _Count
 _Epoch = Annotated[str, Meta(max_length=_MAX_EPOCH)]
@@ -158,6 +174,8 @@ class Command(_Message, tag="command"):
     server: ServerId | None = None
     world: _WorldRef | None = None
     id: RequestId | None = None
+    #: Run on every server these glob patterns match (a bulk request; not with ``server``).
+    servers: _Patterns | None = None
 
 
 class GetStatus(_Message, tag="get_status"):
@@ -211,6 +229,8 @@ class Container(_Message, tag="container"):
     action: ContainerAction
     server: ServerId | None = None
     id: RequestId | None = None
+    #: Act on every server these glob patterns match (a bulk request; not with ``server``).
+    servers: _Patterns | None = None
 
 
 class Ping(_Message, tag="ping"):
@@ -336,6 +356,15 @@ class ScheduleRun(_Message, tag="schedule_run"):
     detail: str = ""
 
 
+class BulkDone(_Message, tag="bulk_done"):
+    """The last reply to a bulk ``command`` or ``container`` request, after one reply per
+    matched server: ``results`` maps each server to ``ok`` or the ``error.code`` its reply
+    carried (``server_offline``, ``forbidden``, ``timeout``...)."""
+
+    results: dict[str, str]
+    id: RequestId | None = None
+
+
 class Pong(_Message, tag="pong"):
     id: RequestId | None = None
 
@@ -369,6 +398,7 @@ ServerMessage = (
     | Subscribed
     | ContainerResponse
     | ScheduleRun
+    | BulkDone
     | Pong
     | Authenticated
     | Error
@@ -449,10 +479,28 @@ def decode_client(frame: bytes | str) -> ClientMessage:
             check_command_text(message.command)
             if isinstance(message.world, str):
                 check_world_text(message.world)
+            _check_servers(message)
         except ContractError as exc:
             exc.id, exc.request_type, exc.command = message.id, "command", message.command
             raise
+    elif isinstance(message, Container):
+        try:
+            _check_servers(message)
+        except ContractError as exc:
+            exc.id, exc.request_type = message.id, "container"
+            raise
     return message
+
+
+def _check_servers(message: Command | Container) -> None:
+    """A bulk request's ``servers``: not with ``server``, not empty, each a pattern."""
+    if message.servers is None:
+        return
+    if message.server is not None:
+        raise ContractError(
+            "Give either `server` (one server) or `servers` (patterns of several), not both."
+        )
+    check_patterns(message.servers)
 
 
 #: A JSON string (escapes included): brackets inside one do not nest.

@@ -44,6 +44,14 @@ Requests and replies
     its requests are answered ``server_lost``. Replies to commands and container actions,
     and their errors, carry ``outcome``: ``executed``, ``not_executed`` or ``unknown``.
 
+Bulk requests
+    A ``command`` or ``container`` with ``servers`` (glob patterns, not with ``server``)
+    runs on every server the patterns match within the client's scope
+    (:mod:`resofleet.gateway.bulk`, :mod:`resofleet.gateway.bulkrun`): one reply or
+    ``error`` per server (its ``server``, the request's ``id``), then ``bulk_done`` with
+    every server's result; at most ``[gateway] bulk_concurrency`` (16) servers at once.
+    Nothing matched is one ``error unknown_server``; more than 256 servers ``bad_request``.
+
 Events
     ``container_output`` one line per message by default; after ``subscribe`` with
     ``"batch": true``, ``container_output_batch``. ``status_update``, ``worlds_update``

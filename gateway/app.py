@@ -46,7 +46,7 @@ from .routing import Timeouts
 from .security import Security
 from .server import CLOSE_TIMEOUT, Admission, Edge
 from .session import MAX_IN_FLIGHT, Session
-from .settings import DEFAULT_HOST, DEFAULT_PORT
+from .settings import DEFAULT_BULK_CONCURRENCY, DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -76,6 +76,7 @@ class Gateway:
         slow_client_buffer: int = SLOW_CLIENT_BUFFER,
         slow_clients_budget: int = SLOW_CLIENTS_BUDGET,
         max_in_flight: int = MAX_IN_FLIGHT,
+        bulk_concurrency: int = DEFAULT_BULK_CONCURRENCY,
         ssl_context: ssl.SSLContext | None = None,
         security: Security = Security(),
         audit: AuditSink | None = None,
@@ -89,6 +90,8 @@ class Gateway:
         self.metrics.watch(connections=self._connections, ready=lambda: self._not_ready() is None)
         self.timeouts = timeouts
         self.max_in_flight = max_in_flight
+        #: Servers one bulk request has in flight at once (``[gateway] bulk_concurrency``).
+        self.bulk_concurrency = bulk_concurrency
         self.security = security
         self.guard = Guard(
             security, audit=audit, tls=ssl_context is not None, metrics=self.metrics
@@ -217,6 +220,7 @@ class Gateway:
             pinned=admission.target.pinned,
             timeouts=self.timeouts,
             max_in_flight=self.max_in_flight,
+            bulk_concurrency=self.bulk_concurrency,
         )
         if principal is None:
             who = "unauthenticated"

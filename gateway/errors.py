@@ -7,6 +7,10 @@ The error tree::
     │                         malformed, outside the client's scope, or another
     │                         server than the connection is pinned to
     ├── AmbiguousServer       no ``server`` and several visible              ambiguous_server
+    ├── NoMatch               a bulk request's ``servers`` match no server   unknown_server
+    │                         the client may see
+    ├── TooManyServers        a bulk request's ``servers`` match more than   bad_request
+    │                         one request may reach
     ├── NoServer              no ``server`` and none visible                 server_offline
     ├── ServerGone            its agent went silent, or was lost             server_offline
     ├── ServerLost            its agent was lost while it held the request   server_lost
@@ -74,6 +78,8 @@ from .tokens import TokenError
 
 __all__ = [
     "AmbiguousServer",
+    "NoMatch",
+    "TooManyServers",
     "CLOSE_GOING_AWAY",
     "CLOSE_REVOKED",
     "CLOSE_TOO_SLOW",
@@ -167,6 +173,35 @@ class AmbiguousServer(GatewayError):
             "or connect to /ws/<id>."
         )
         self.servers = tuple(servers)
+
+
+class NoMatch(GatewayError):
+    """No server the client may see matches a bulk request's patterns. The sentence
+    repeats only what the client sent, so a pattern naming a server outside its scope
+    reads exactly as one naming no server at all."""
+
+    code = ErrorCode.UNKNOWN_SERVER
+
+    def __init__(self, patterns: Sequence[str], *, hidden: Sequence[str] = ()) -> None:
+        listed = ", ".join(repr(p) for p in patterns[:8]) + (", ..." if len(patterns) > 8 else "")
+        super().__init__(f"No server matches {listed} (send get_servers for the list).")
+        self.patterns = tuple(patterns)
+        #: The plain names among them outside the client's scope (audited, never told).
+        self.hidden = tuple(hidden)
+
+
+class TooManyServers(GatewayError):
+    """A bulk request's patterns match ``matched`` servers, more than ``limit``."""
+
+    code = ErrorCode.BAD_REQUEST
+
+    def __init__(self, matched: int, limit: int) -> None:
+        super().__init__(
+            f"The patterns match {matched} servers; one bulk request may reach at most "
+            f"{limit}: narrow the patterns, or split the fleet over several requests."
+        )
+        self.matched = matched
+        self.limit = limit
 
 
 class NoServer(GatewayError):

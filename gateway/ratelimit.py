@@ -8,7 +8,10 @@ loopback mode have none.
 The bucket holds up to ``burst`` requests and refills at ``rate`` per second. A request
 costs by the work it makes (:func:`cost`): one token, and a ``subscribe`` one more per
 :data:`SUBSCRIBE_IDS_PER_TOKEN` server ids it lists (each id is checked and counted), never
-more than the burst. A request that finds too few tokens is refused with ``error rate_limited`` saying how long to wait: never
+more than the burst. A bulk ``command`` or ``container`` (``servers``) costs one token per
+server it reaches (:func:`bulk_cost`), at most the burst: each is a console command or a
+container action, as many as that many requests would run; the frame pays one when it
+arrives, the session takes the rest once the patterns are expanded. A request that finds too few tokens is refused with ``error rate_limited`` saying how long to wait: never
 dropped, never delayed (a delayed request would hold a slot and hide the limit from the
 client).
 """
@@ -21,7 +24,7 @@ from typing import Final
 
 from resofleet.contracts import ClientMessage, Subscribe
 
-__all__ = ["SUBSCRIBE_IDS_PER_TOKEN", "TokenBucket", "cost"]
+__all__ = ["SUBSCRIBE_IDS_PER_TOKEN", "TokenBucket", "bulk_cost", "cost"]
 
 #: Server ids a ``subscribe`` may list per extra token: checking and counting 32 ids costs
 #: about what one ordinary request does. The longest list (256 ids) costs 9 tokens, so a
@@ -35,6 +38,13 @@ def cost(message: ClientMessage) -> float:
     if isinstance(message, Subscribe) and not isinstance(message.servers, str):
         return 1.0 + len(message.servers) / SUBSCRIBE_IDS_PER_TOKEN
     return 1.0
+
+
+def bulk_cost(servers: int, *, burst: int) -> float:
+    """Tokens a bulk request reaching ``servers`` servers costs beyond the one its frame
+    paid (see the module docstring): together never more than the ``burst``, so that any
+    bulk request can pass once the bucket is full."""
+    return float(max(min(servers, burst) - 1, 0))
 
 
 class TokenBucket:
@@ -67,6 +77,7 @@ class TokenBucket:
         """The sentence a refused client reads."""
         return (
             f"Too many requests: at most {self.rate:g} requests/s, bursts of {self.burst} (a "
-            f"subscribe costs one more per {SUBSCRIBE_IDS_PER_TOKEN} ids); "
+            f"subscribe costs one more per {SUBSCRIBE_IDS_PER_TOKEN} ids, a bulk request one "
+            f"per server it reaches); "
             f"retry in {max(retry, 0.05):.1f} s."
         )

@@ -7,6 +7,8 @@ A session reads frames one at a time and answers each:
   size limit is closed with 1009 by websockets before it gets here);
 - ``ping``, ``get_servers``, ``subscribe`` and ``auth`` are answered by the gateway itself,
   in order;
+- a ``command`` or ``container`` with ``servers`` (bulk) is run by
+  :mod:`resofleet.gateway.bulkrun`, as one request in flight;
 - ``command``, ``get_status``, ``get_worlds``, ``get_output`` and ``container`` are routed
   (:mod:`resofleet.gateway.routing`) and sent over the bus as tasks, so a slow command does not hold
   up a ``ping`` or a request to another server. Replies go out as they come, matched by the
@@ -91,7 +93,9 @@ from resofleet.contracts import (
     Authenticated,
     BusRequest,
     ClientMessage,
+    Command,
     CommandOutcome,
+    Container,
     ContractError,
     ErrorCode,
     GetServers,
@@ -109,6 +113,7 @@ from resofleet.contracts import (
     encode_server,
 )
 
+from . import bulkrun
 from .backpressure import close, room, unsent
 from .errors import (
     CLOSE_TOO_SLOW,
@@ -124,6 +129,7 @@ from .errors import (
 from .fanout import SUBSCRIBE_BIND_WAIT, Fanout
 from .guard import Guard, Outcome
 from .identity import Principal
+from .inflight import InFlight
 from .liveness import Liveness
 from .metrics import INVALID_TYPE, Asked
 from .ratelimit import TokenBucket, cost
@@ -132,6 +138,7 @@ from .registry import Registry
 from .routing import Timeouts, Watch, answered, in_scope, page, route, server_list, states_outcome
 from .routing import View, view_of, viewed, watch_for
 from .server import MAX_FRAME
+from .settings import DEFAULT_BULK_CONCURRENCY
 from .tokens import TokenError
 
 __all__ = ["MAX_IN_FLIGHT", "Session"]
@@ -171,6 +178,7 @@ class Session:
         pinned: str | None = None,
         timeouts: Timeouts = Timeouts(),
         max_in_flight: int = MAX_IN_FLIGHT,
+        bulk_concurrency: int = DEFAULT_BULK_CONCURRENCY,
     ) -> None:
         self._connection = connection
         self.conn_id = conn_id
@@ -182,12 +190,13 @@ class Session:
         self.principal = principal
         self.pinned = pinned
         self.timeouts = timeouts
+        self.bulk_concurrency = bulk_concurrency
         self.watch = (
             Watch(all=False, servers=frozenset({pinned})) if pinned is not None else Watch()
         )
         self.batch = False
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Requests waiting on servers (:mod:`resofleet.gateway.inflight`), bulk ones too.
+        self.inflight = InFlight(max_in_flight, closed=connection.wait_closed)
         #: Sends the unrequested ``servers_update``: one at a time, the latest news kept
         #: for the next one (a client that reads slowly holds one, not one per change).
         self._push: asyncio.Task[None] | None = None
@@ -358,7 +367,7 @@ class Session:
             "renewed" if renewed else "authenticated", principal.sub, principal.role.label,
         )
 
-    async def _limited(
+    async def limited(
         self, id: RequestId | None, what: str | None, outcome: CommandOutcome | None = None,
         *, cost: float = 1.0, asked: Asked | None = None,
     ) -> bool:
@@ -396,10 +405,7 @@ class Session:
             watchdog.cancel()
             if self._push is not None:
                 self._push.cancel()
-            for task in self._tasks:
-                task.cancel()
-            if self._tasks:
-                await asyncio.wait(self._tasks)
+            await self.inflight.cancel()
             sent = self._connection.protocol.close_sent
             if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self._refuse(Outcome.REJECTED_INPUT, "frame too big")
@@ -412,7 +418,7 @@ class Session:
         started = perf_counter()
         if isinstance(frame, bytes):
             asked: Asked = (INVALID_TYPE, started)
-            if await self._limited(None, None, asked=asked):
+            if await self.limited(None, None, asked=asked):
                 return
             self._refuse(Outcome.REJECTED_INPUT, "binary frame")
             return await self.send(
@@ -429,7 +435,7 @@ class Session:
         except ContractError as exc:
             what = refused_what(exc)
             asked = (exc.request_type or INVALID_TYPE, started)  # bounded where counted
-            if await self._limited(exc.id, what, refused_outcome(exc), asked=asked):
+            if await self.limited(exc.id, what, refused_outcome(exc), asked=asked):
                 return
             log.info("conn=%s: refused input: %s", self.conn_id, exc.message)
             self._refuse(Outcome.REJECTED_INPUT, exc.code.value, command=what, detail=exc.message)
@@ -437,7 +443,7 @@ class Session:
             return await self.send(reply, asked=asked)
         asked = (message.__struct_config__.tag, started)  # type: ignore[assignment]
         what = what_of(message)
-        if await self._limited(message.id, what, not_run(message), cost=cost(message), asked=asked):
+        if await self.limited(message.id, what, not_run(message), cost=cost(message), asked=asked):
             return  # `auth` too: bad tokens cost a bucket like any frame
         if isinstance(message, Auth):
             await self._auth(message, asked)
@@ -468,6 +474,8 @@ class Session:
                 await self.send(viewed(ServersUpdate(servers=infos, id=id), principal), asked=asked)
             case Subscribe():
                 await self._subscribe(message, principal, asked)
+            case Command(servers=list()) | Container(servers=list()):  # bulk: its own module
+                await bulkrun.start(self, message, principal, asked)
             case _:
                 try:
                     request = route(
@@ -486,7 +494,7 @@ class Session:
                         getattr(message, "server", None) or self.pinned or "-",
                         message.__struct_config__.tag, exc,
                     )
-                    self._audit_refusal(exc, message)
+                    self.audit_refusal(exc, message)
                     return await self.send(
                         error_for(exc, id=message.id, conn=self.conn_id, outcome=not_run(message)),
                         asked=asked,
@@ -496,16 +504,12 @@ class Session:
                         error_for(exc, id=message.id, conn=self.conn_id, outcome=not_run(message)),
                         asked=asked,
                     )
-                if not await self._take_slot():
-                    return  # the connection closed while the client waited for a slot
-                task = asyncio.create_task(
-                    self._ask(request, message.id, states=states_outcome(message), asked=asked),
+                await self.inflight.spawn(
+                    self.ask(request, message.id, states=states_outcome(message), asked=asked),
                     name=f"ask:{self.conn_id}:{request.server}",
                 )
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
 
-    def _audit_refusal(self, exc: GatewayError, message: ClientMessage) -> None:
+    def audit_refusal(self, exc: GatewayError, message: ClientMessage) -> None:
         """Audit a routing refusal that is a security event (the others are not), from what
         routing decided: the role needed, the server refused and why."""
         if isinstance(exc, Forbidden):
@@ -517,30 +521,11 @@ class Session:
             outcome, reason = SCOPE_AUDIT[exc.reason]
             self._refuse(outcome, reason, command=what_of(message), server=exc.refused)
 
-    async def _take_slot(self) -> bool:
-        """Wait for a free in-flight slot, or for the connection to close (False)."""
-        if not self._slots.locked():
-            await self._slots.acquire()
-            return True
-        acquire = asyncio.ensure_future(self._slots.acquire())
-        closed = asyncio.ensure_future(self._connection.wait_closed())
-        try:
-            await asyncio.wait({acquire, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-            if not acquire.done():
-                acquire.cancel()
-        return acquire.done() and not acquire.cancelled()
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
-
     async def _subscribe(self, message: Subscribe, principal: Principal, asked: Asked) -> None:
         try:
             watch = watch_for(message, pinned=self.pinned, principal=principal)
         except GatewayError as exc:
-            self._audit_refusal(exc, message)
+            self.audit_refusal(exc, message)
             return await self.send(error_for(exc, id=message.id, conn=self.conn_id), asked=asked)
         self.watch, self.batch = watch, message.batch
         self.fanout.update(self)
@@ -548,11 +533,11 @@ class Session:
         reply = Subscribed(servers=watch.listed(), batch=message.batch, id=message.id)
         await self.send(reply, asked=asked)
 
-    async def _ask(
+    async def ask(
         self, request: BusRequest, id: RequestId | None, *, states: bool, asked: Asked
-    ) -> None:
-        """Send ``request`` over the bus and its reply to the client; ``states``: the
-        request is one whose replies say whether it ran."""
+    ) -> ServerMessage | None:
+        """Send ``request`` over the bus and its reply to the client, and return the reply
+        (None: dropped, out of scope); ``states``: its replies say whether it ran."""
         log.debug(
             "conn=%s server=%s: %s", self.conn_id, request.server, type(request.body).__name__
         )
@@ -572,11 +557,12 @@ class Session:
         if principal is None or not in_scope(request.server, pinned=self.pinned, principal=principal):
             log.info("conn=%s server=%s: reply dropped: out of scope", self.conn_id, request.server)
             self.guard.metrics.request(asked[0], ErrorCode.UNKNOWN_SERVER, asked[1])
-            return
+            return None
         if isinstance(reply, OutputHistory):
             self._epochs[request.server] = reply.epoch
             reply = page(reply)  # an agent from before the bound may answer more
         await self.send(viewed(reply, principal), asked=asked)
+        return reply
 
     async def send(self, message: ServerMessage, *, asked: Asked | None = None) -> None:
         """Encode ``message`` once and send it; a closed connection is not an error, and

@@ -22,6 +22,7 @@ from typing import Annotated, Final
 import msgspec
 
 __all__ = [
+    "DEFAULT_BULK_CONCURRENCY",
     "DEFAULT_COMMAND_BURST",
     "DEFAULT_COMMAND_RATE",
     "DEFAULT_CONNECTIONS_PER_ADDRESS",
@@ -61,6 +62,11 @@ DEFAULT_PRE_AUTH_BURST: Final = 5
 #: a token scoped to 64 long patterns is about 6 KiB) with room for its id. Authenticated
 #: connections get the full 64 KiB; a typical token is 300 bytes.
 DEFAULT_PRE_AUTH_FRAME: Final = 8 * 1024 + 256
+#: Servers one bulk request (``servers`` patterns) has in flight at once; the others wait
+#: for one to answer. Enough to save or query a region of a fleet in a few round trips;
+#: few enough that a bulk ``restart`` never takes a whole fleet down at the same moment,
+#: and that one request cannot flood the broker or a host with hundreds of consoles at once.
+DEFAULT_BULK_CONCURRENCY: Final = 16
 #: Shortest secret accepted, in characters: HS256 wants a key of at least 256 bits, which
 #: ``secrets.token_urlsafe(32)`` (43 characters) gives.
 MIN_SECRET_LENGTH: Final = 32
@@ -135,6 +141,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     audit_log: _AuditPath | None = None
     #: Offer permessage-deflate to clients: less bandwidth, more CPU and memory per client.
     compression: bool = False
+    #: Servers one bulk request has in flight at once (see the README, *Bulk commands*).
+    bulk_concurrency: Annotated[
+        int, msgspec.Meta(ge=1, le=256, description="a whole number from 1 to 256")
+    ] = DEFAULT_BULK_CONCURRENCY
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ hosts = ["dash.example.com"]             # Host names answered besides loopback 
 revoked = ["<jti>"]         # token ids refused for good (`token revoke` is immediate)
 audit_log = "/var/log/resofleet/gateway.jsonl"   # false: no audit log
 compression = false         # offer permessage-deflate (costs CPU and memory per client)
+bulk_concurrency = 16       # servers of one bulk request (`servers` patterns) in flight at once
 [gateway.limits]
 command_rate = 20.0         # requests per second per connection (not for admin tokens)
 command_burst = 50

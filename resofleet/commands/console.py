@@ -7,7 +7,16 @@ headless prints it. Lines starting with ``/`` are the client's own:
     /status          CPU, memory and state of the server
     /servers         every server this gateway sees
     /server ID       talk to server ID from now on (``/server *``: let the gateway choose)
+    /bulk PATTERNS COMMAND
+                     run COMMAND on every server the comma-separated glob PATTERNS match
+                     (``/bulk eu-*,lab save``); COMMAND may be ``/container ACTION``
+    /container ACTION  start, stop or restart the server's container (or process)
     /help, /quit
+
+Bulk commands: ``--servers PATTERN ...`` sends every command (and ``/container``) to
+every server the patterns match, as ``/bulk`` does for one line. Each server's answer is
+printed with its id in brackets, then one summary line (``bulk: 3 ok; eu-2
+server_offline``); a script exits 1 when any server's answer was an error.
 
 On a terminal the live stream (``container_output``) is the view, as when attached to the
 headless itself, so a command's reply is not printed twice. With stdin from a pipe or a
@@ -35,7 +44,10 @@ MAX_MESSAGE: Final = 64 * 1024 * 1024
 
 HELP = """\
 commands: any console command (worlds, users, status, listbans, ...) runs on the current server
-  /worlds  /status  /servers  /server ID  /help  /quit"""
+  /worlds  /status  /servers  /server ID  /container start|stop|restart  /help  /quit
+  /bulk PATTERNS COMMAND   on every server the comma-separated globs match: /bulk eu-*,lab save"""
+#: The actions ``/container`` takes.
+CONTAINER_ACTIONS: Final = ("start", "stop", "restart")
 
 
 def register(subparsers: Any) -> None:
@@ -47,7 +59,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--url", default=DEFAULT_URL, help=f"the gateway's WebSocket URL (default {DEFAULT_URL})"
     )
-    parser.add_argument("--server", metavar="ID", help="the server to talk to (default: the only one)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--server", metavar="ID", help="the server to talk to (default: the only one)"
+    )
+    target.add_argument(
+        "--servers", nargs="+", metavar="PATTERN",
+        help="send every command to all servers these glob patterns match, e.g. 'eu-*' lab",
+    )
     parser.add_argument("--token", metavar="T", help="an access token (sent as a Bearer header)")
     parser.set_defaults(func=_run)
 
@@ -55,20 +74,31 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        return asyncio.run(Console(args.url, server=args.server, token=args.token, interactive=interactive).run())
+        console = Console(
+            args.url, server=args.server, servers=args.servers, token=args.token,
+            interactive=interactive,
+        )
+        return asyncio.run(console.run())
     except KeyboardInterrupt:
         return 130
 
 
 class Console:
-    def __init__(self, url: str, *, server: str | None, token: str | None, interactive: bool) -> None:
+    def __init__(
+        self, url: str, *, server: str | None, token: str | None, interactive: bool,
+        servers: list[str] | None = None,
+    ) -> None:
         self.url = url
         self.server = server
+        #: Patterns every command goes to (``--servers``): bulk requests instead of one server.
+        self.servers = servers
         self.token = token
         self.interactive = interactive
         self.prompt = "> "
         self._ids = itertools.count(1)
         self._pending: dict[int, str] = {}
+        #: Ids of bulk requests: several replies each, pending until ``bulk_done``.
+        self._bulk: set[int] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         #: Whether a request of this session was answered with an error (scripts exit 1).
@@ -171,12 +201,20 @@ class Console:
 
         threading.Thread(target=read, name="console-stdin", daemon=True).start()
 
-    async def _send(self, ws: Any, message: dict[str, Any], what: str) -> None:
+    async def _send(
+        self, ws: Any, message: dict[str, Any], what: str, *, servers: list[str] | None = None
+    ) -> None:
+        """Send ``message``; a command or container action to ``servers`` (patterns), else
+        to the ``--servers`` patterns, else to the current server."""
         import json
 
         request_id = next(self._ids)
         message["id"] = request_id
-        if self.server and message["type"] not in ("get_servers", "ping", "subscribe"):
+        servers = servers or self.servers
+        if servers and message["type"] in ("command", "container"):
+            message["servers"] = servers
+            self._bulk.add(request_id)
+        elif self.server and message["type"] not in ("get_servers", "ping", "subscribe"):
             message.setdefault("server", self.server)
         self._pending[request_id] = what
         self._idle.clear()
@@ -186,12 +224,13 @@ class Console:
         servers: Any = [self.server] if self.server else "*"
         await self._send(ws, {"type": "subscribe", "servers": servers}, "subscribe")
 
-    async def _handle(self, ws: Any, line: str) -> bool:
-        """Act on one input line; False means quit."""
+    async def _handle(self, ws: Any, line: str, *, servers: list[str] | None = None) -> bool:
+        """Act on one input line (for ``servers``: a ``/bulk`` line's patterns); False
+        means quit."""
         if not line:
             return True
         if not line.startswith("/"):
-            await self._send(ws, {"type": "command", "command": line}, line)
+            await self._send(ws, {"type": "command", "command": line}, line, servers=servers)
             return True
         name, _, rest = line[1:].partition(" ")
         rest = rest.strip()
@@ -206,6 +245,19 @@ class Console:
                 await self._send(ws, {"type": "get_status"}, "/status")
             case "servers":
                 await self._send(ws, {"type": "get_servers"}, "/servers")
+            case "bulk" if servers is None:
+                patterns, _, command = rest.partition(" ")
+                listed = [p for p in patterns.split(",") if p]
+                if not listed or not command.strip():
+                    self.show("usage: /bulk PATTERNS COMMAND, e.g. /bulk eu-*,lab save")
+                else:
+                    return await self._handle(ws, command.strip(), servers=listed)
+            case "container":
+                if rest not in CONTAINER_ACTIONS:
+                    self.show(f"usage: /container {'|'.join(CONTAINER_ACTIONS)}")
+                else:
+                    request = {"type": "container", "action": rest}
+                    await self._send(ws, request, f"/container {rest}", servers=servers)
             case "server":
                 if rest:
                     self.server = None if rest == "*" else rest
@@ -225,14 +277,41 @@ class Console:
             except ValueError:
                 continue
             request_id = message.get("id")
-            what = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
+            what = self._pending.get(request_id) if isinstance(request_id, int) else None
+            bulk = request_id in self._bulk
+            if what is not None and not (bulk and _one_of_many(message)):
+                del self._pending[request_id]  # answered: a bulk request by its last reply
+                self._bulk.discard(request_id)
             if not self._pending:
                 self._idle.set()
-            if what is not None and message.get("type") == "error":
+            if what is not None and _failed(message):
                 self.failed = True
-            text = render(message, replying_to=what, interactive=self.interactive)
+            text = render(message, replying_to=what, interactive=self.interactive and not bulk)
+            if text is not None and bulk and message["type"] in ("command_response", "bans_update"):
+                lines = text.split("\n") if text else ["(done, no output)"]
+                text = "\n".join(f"[{message['server']}] {line}" for line in lines)
             if text is not None:
                 self.show(text)
+
+
+def _one_of_many(message: dict[str, Any]) -> bool:
+    """Whether ``message`` is one server's reply to a bulk request (more follow), not its
+    last (``bulk_done``) nor an error that refused it whole (an error naming no server)."""
+    return message.get("type") != "bulk_done" and "server" in message
+
+
+def _failed(message: dict[str, Any]) -> bool:
+    """An error, or a bulk request with a server that did not answer ``ok``."""
+    if message.get("type") == "bulk_done":
+        return any(result != "ok" for result in message.get("results", {}).values())
+    return message.get("type") == "error"
+
+
+def render_bulk(results: dict[str, str]) -> str:
+    """The summary line of a bulk request: how many ``ok``, then each other result."""
+    ok = sum(1 for r in results.values() if r == "ok")
+    others = [f"{server} {result}" for server, result in results.items() if result != "ok"]
+    return f"bulk: {ok} ok" + "".join(f"; {o}" for o in others)
 
 
 def render(message: dict[str, Any], *, replying_to: str | None, interactive: bool) -> str | None:
@@ -263,6 +342,10 @@ def render(message: dict[str, Any], *, replying_to: str | None, interactive: boo
         return render_servers(message.get("servers", []))
     if kind == "subscribed":
         return None
+    if kind == "bulk_done":
+        return render_bulk(message.get("results", {}))
+    if kind == "container_response":
+        return f"[{server}] container {message.get('action')}: {message.get('status')}"
     return str(message)
 
 

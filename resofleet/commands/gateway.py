@@ -72,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         _serve(
             url, host, port, context, security=security, audit_log=config.gateway.audit_log,
             prefix=config.bus_prefix, compression=config.gateway.compression,
+            bulk_concurrency=config.gateway.bulk_concurrency,
         )
     )
 
@@ -86,6 +87,7 @@ async def _serve(
     audit_log: str | None,
     prefix: str = "",
     compression: bool = False,
+    bulk_concurrency: int,
 ) -> int:
     """Serve until SIGTERM/SIGINT; then the gateway closes, the bus, the audit log."""
     from resofleet.gateway import Gateway
@@ -96,7 +98,7 @@ async def _serve(
     ):
         gateway = Gateway(
             bus, host=host, port=port, ssl_context=context, security=security, audit=audit,
-            compression=compression,
+            compression=compression, bulk_concurrency=bulk_concurrency,
         )
         try:
             warn_if_open(security)

@@ -118,6 +118,7 @@ async def _serve(
         gateway = Gateway(
             bus, host=host, port=port, ssl_context=context, security=security,
             audit=gateway_audit, compression=config.gateway.compression,
+            bulk_concurrency=config.gateway.bulk_concurrency,
             scraped=scraped,  # one port serves every part's metrics
         )
         warn_if_open(security)

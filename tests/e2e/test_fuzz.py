@@ -5,7 +5,8 @@ A real fleet of `resofleet` processes (`up` over the in-process bus, or `agent` 
 sends frames that hypothesis draws: random text, random JSON, deep nesting, huge numbers,
 long strings, binary frames, and requests of every type with wrong, missing, extreme or
 plausible values in every field. The property: every frame is answered with one JSON
-message of a known type (an `error` with a documented code, never `internal`), or, for a
+message of a known type (an `error` with a documented code, never `internal`; a bulk
+request, one per matched server and then `bulk_done`), or, for a
 frame over the 64 KiB limit, closed with 1009; the connection otherwise stays open. A
 second, healthy client pings all along and keeps its latency, and the gateway logs no
 traceback.
@@ -55,6 +56,7 @@ TYPES = ["command", "get_status", "get_worlds", "get_servers", "get_output", "co
 REPLY_TYPES = {
     "error", "pong", "command_response", "bans_update", "status_update", "worlds_update",
     "servers_update", "output_history", "subscribed", "container_response", "authenticated",
+    "bulk_done",
 }
 CODES = {code.value for code in ErrorCode}
 
@@ -237,18 +239,38 @@ class Fuzzer:
             assert json.loads(self.ws.recv(timeout=ANSWER_TIMEOUT))["type"] == "subscribed"
         return self.ws
 
-    def answer(self, frame: str | bytes) -> dict | int:
-        """The answer to ``frame``: the message, or the close code if the gateway closed."""
+    def answer(self, frame: str | bytes) -> list[dict] | int:
+        """The answers to ``frame`` (one; a bulk request's up to the one that ends it), or
+        the close code if the gateway closed."""
         ws = self.connection()
         try:
             ws.send(frame)
-            return json.loads(ws.recv(timeout=ANSWER_TIMEOUT))
+            answers = [json.loads(ws.recv(timeout=ANSWER_TIMEOUT))]
+            while _bulk(frame) and not _ends_bulk(answers[-1]):
+                answers.append(json.loads(ws.recv(timeout=ANSWER_TIMEOUT)))
+            return answers
         except ConnectionClosed as exc:
             self.ws = None
             return exc.rcvd.code if exc.rcvd is not None else -1
 
     def close(self) -> None:
         self._open.close()
+
+
+def _bulk(frame: str | bytes) -> bool:
+    """Whether ``frame`` asks for a bulk request (``servers`` on a command or container)."""
+    try:
+        message = json.loads(frame)
+    except (ValueError, TypeError, RecursionError):
+        return False
+    return (isinstance(message, dict) and message.get("type") in ("command", "container")
+            and isinstance(message.get("servers"), list))
+
+
+def _ends_bulk(answer: dict) -> bool:
+    """The last answer to a bulk request: `bulk_done`, or an error refusing it whole (one
+    that names no server)."""
+    return answer.get("type") == "bulk_done" or (answer.get("type") == "error" and "server" not in answer)
 
 
 @pytest.fixture(scope="module")
@@ -267,19 +289,21 @@ def fuzzer(fleet: Fleet) -> Iterator[Fuzzer]:
 @example(frame=json.dumps({"type": "command", "command": "users", "world": 2**70, "id": 2}))
 @example(frame=json.dumps({"type": "get_status", "id": -(2**70)}))
 @example(frame="[" * 100_000)
+@example(frame=json.dumps({"type": "command", "command": "users", "servers": [SERVER, "*"], "id": 3}))
 def test_every_frame_gets_a_documented_answer(fuzzer: Fuzzer, frame: str | bytes) -> None:
     """One JSON message of a known type per frame, an error with a documented code and
     never `internal`; a frame over 64 KiB is closed with 1009 and nothing else is."""
-    answer = fuzzer.answer(frame)
+    answers = fuzzer.answer(frame)
     size = len(frame.encode() if isinstance(frame, str) else frame)
-    if isinstance(answer, int):
-        assert answer == 1009 and size > MAX_FRAME, f"closed with {answer} after {frame[:200]!r}"
+    if isinstance(answers, int):
+        assert answers == 1009 and size > MAX_FRAME, f"closed with {answers} after {frame[:200]!r}"
         return
     assert size <= MAX_FRAME
-    assert answer.get("type") in REPLY_TYPES, answer
-    if answer["type"] == "error":
-        assert answer["code"] in CODES and answer["code"] != "internal", (frame[:200], answer)
-        assert isinstance(answer["message"], str) and answer["message"]
+    for answer in answers:
+        assert answer.get("type") in REPLY_TYPES, answer
+        if answer["type"] == "error":
+            assert answer["code"] in CODES and answer["code"] != "internal", (frame[:200], answer)
+            assert isinstance(answer["message"], str) and answer["message"]
 
 
 def test_a_healthy_client_kept_its_latency_and_nothing_was_logged_as_a_failure(fleet: Fleet) -> None:

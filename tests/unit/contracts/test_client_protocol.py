@@ -39,7 +39,7 @@ def test_public_names_are_pinned():
     """contracts exports exactly the names third-party clients may rely on."""
     assert sorted(contracts.__all__, key=str.lower) == contracts.__all__
     assert set(contracts.__all__) == {
-        "Announce", "AuditSink", "AuditValue", "Auth", "Authenticated", "COMMAND_DEADLINE", "deadline_for", "LONG_COMMAND_DEADLINES", "Ban", "BansUpdate", "BUS_VERSION", "BusEvent",
+        "Announce", "AuditSink", "AuditValue", "Auth", "Authenticated", "COMMAND_DEADLINE", "deadline_for", "LONG_COMMAND_DEADLINES", "Ban", "BansUpdate", "BulkDone", "BUS_VERSION", "BusEvent",
         "BusReply", "BusRequest", "check_command_text", "check_world_text", "ClientMessage", "Command",
         "CommandOutcome",
         "COMMAND_ROLES", "CONTROL_CHARACTERS", "command_name", "CommandResponse", "Container", "ContainerAction",

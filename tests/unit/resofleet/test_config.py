@@ -196,7 +196,7 @@ def test_bad_values_name_the_file_the_key_and_what_it_must_be(data: dict, line: 
     [
         ({"gatway": {"port": 1}}, "gatway is not a known key (known: gateway, agent, bus, log, servers, schedules, notifier, webhooks)"),
         ({"gateway": {"secrte": SECRET}}, "gateway.secrte is not a known key (known: host, port, secret, "
-         "old_secrets, origins, trusted_proxies, revoked, hosts, limits, audit_log, compression)"),
+         "old_secrets, origins, trusted_proxies, revoked, hosts, limits, audit_log, compression, bulk_concurrency)"),
         ({"gateway": {"limits": {"rate": 1}}},
          "gateway.limits.rate is not a known key (known: command_rate, command_burst, connections_per_address, "
          "pre_auth_rate, pre_auth_burst, pre_auth_frame)"),
