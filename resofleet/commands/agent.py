@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 from .common import (
     FAILURE,
     CommandError,
+    add_amqp_argument,
     add_config_argument,
+    broker_url,
     load_config,
     opened_audit,
     started_bus,
@@ -49,20 +51,16 @@ def register(sub: Any) -> None:
         description="Drive every [[servers]] entry of the config and serve it over RabbitMQ.",
     )
     add_config_argument(parser)
-    parser.add_argument(
-        "--amqp", metavar="URL", help=(
-            "broker URL, or a cluster's URLs separated by commas "
-            "(default: [bus] url or $RESOFLEET_AMQP_URL)"
-        )
-    )
+    add_amqp_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args, command=COMMAND)
-    url = args.amqp or config.bus_url
-    if not url:
-        raise CommandError("no broker: pass --amqp URL, set [bus] url or RESOFLEET_AMQP_URL", command=COMMAND)
+    url = broker_url(
+        args, config, command=COMMAND,
+        missing="no broker: pass --amqp URL, set [bus] url or RESOFLEET_AMQP_URL",
+    )
     if not config.servers:
         raise CommandError(f"{config.source}: no [[servers]] to serve", command=COMMAND)
     return asyncio.run(_serve(config, url))

@@ -176,6 +176,26 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     add_log_argument(parser)
 
 
+def add_amqp_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--amqp", metavar="URL", help=(
+            "RabbitMQ URL, or a cluster's URLs separated by commas "
+            "(default: $RESOFLEET_AMQP_URL or [bus] url)"
+        )
+    )
+
+
+def broker_url(
+    args: argparse.Namespace, config: Config, *, missing: str, command: str | None = None
+) -> str:
+    """``--amqp``, else the config's ``[bus] url`` (or ``$RESOFLEET_AMQP_URL``); without
+    either, a :class:`CommandError` saying ``missing``."""
+    url: str | None = args.amqp or config.bus_url
+    if not url:
+        raise CommandError(missing, command=command)
+    return url
+
+
 def load_config(args: argparse.Namespace, *, command: str | None = None) -> Config:
     """The configuration ``--config`` (or ``$RESOFLEET_CONFIG``) names, or the defaults;
     its ``[log] format`` applies from here on unless ``--log-format`` said otherwise."""

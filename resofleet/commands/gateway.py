@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from .common import (
     CommandError,
+    add_amqp_argument,
     add_config_argument,
     add_listen_arguments,
     announce,
     auth_note,
+    broker_url,
     connection_name,
     listen_error,
     listen_options,
@@ -46,24 +48,17 @@ def register(subparsers: Any) -> None:
         ),
     )
     add_config_argument(parser)
-    parser.add_argument(
-        "--amqp", metavar="URL", help=(
-            "RabbitMQ URL, or a cluster's URLs separated by commas "
-            "(default: $RESOFLEET_AMQP_URL or [bus] url)"
-        )
-    )
+    add_amqp_argument(parser)
     add_listen_arguments(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args)
-    url = args.amqp or config.bus_url
-    if not url:
-        raise CommandError(
-            "the gateway needs a message bus: pass --amqp URL, set RESOFLEET_AMQP_URL or "
-            f"[bus] url in {config.source} (or run `resofleet up` for one host without a broker)"
-        )
+    url = broker_url(args, config, missing=(
+        "the gateway needs a message bus: pass --amqp URL, set RESOFLEET_AMQP_URL or "
+        f"[bus] url in {config.source} (or run `resofleet up` for one host without a broker)"
+    ))
     if not url.startswith(("amqp://", "amqps://")):
         raise CommandError(f"--amqp must be an amqp:// or amqps:// URL, not {url!r}")
     host, port, context = listen_options(args, config)

@@ -20,7 +20,17 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from .common import FAILURE, CommandError, add_config_argument, connection_name, load_config, started_bus, stop_signals
+from .common import (
+    FAILURE,
+    CommandError,
+    add_amqp_argument,
+    add_config_argument,
+    broker_url,
+    connection_name,
+    load_config,
+    started_bus,
+    stop_signals,
+)
 
 if TYPE_CHECKING:
     from resofleet.bus import Bus
@@ -43,20 +53,16 @@ def register(sub: Any) -> None:
         ),
     )
     add_config_argument(parser)
-    parser.add_argument(
-        "--amqp", metavar="URL", help=(
-            "broker URL, or a cluster's URLs separated by commas "
-            "(default: [bus] url or $RESOFLEET_AMQP_URL)"
-        )
-    )
+    add_amqp_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args, command=COMMAND)
-    url = args.amqp or config.bus_url
-    if not url:
-        raise CommandError("no broker: pass --amqp URL, set [bus] url or RESOFLEET_AMQP_URL", command=COMMAND)
+    url = broker_url(
+        args, config, command=COMMAND,
+        missing="no broker: pass --amqp URL, set [bus] url or RESOFLEET_AMQP_URL",
+    )
     if not config.webhooks:
         raise CommandError(f"{config.source}: no [[webhooks]] to deliver to", command=COMMAND)
     return asyncio.run(_serve(config, url))

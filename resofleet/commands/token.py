@@ -23,7 +23,16 @@ import argparse
 import sys
 from typing import Any
 
-from .common import FAILURE, CommandError, add_config_argument, connection_name, load_config, started_bus
+from .common import (
+    FAILURE,
+    CommandError,
+    add_amqp_argument,
+    add_config_argument,
+    broker_url,
+    connection_name,
+    load_config,
+    started_bus,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -51,12 +60,7 @@ def register(subparsers: Any) -> None:
     revoke = sub.add_parser("revoke", help="make every gateway refuse a token now")
     add_config_argument(revoke)
     revoke.add_argument("token", metavar="ID", help="the token's id (jti), or the token itself")
-    revoke.add_argument(
-        "--amqp", metavar="URL", help=(
-            "RabbitMQ URL, or a cluster's URLs separated by commas "
-            "(default: $RESOFLEET_AMQP_URL or [bus] url)"
-        )
-    )
+    add_amqp_argument(revoke)
     revoke.set_defaults(func=_revoke)
 
     secret = sub.add_parser("secret", help="print a fresh secret for RESOFLEET_SECRET")
@@ -114,13 +118,11 @@ def _revoke(args: argparse.Namespace) -> int:
     from resofleet.gateway.tokens import LEEWAY, MAX_TTL
 
     config = load_config(args)
-    url = args.amqp or config.bus_url
-    if not url:
-        raise CommandError(
-            "revoking goes over the message bus: pass --amqp URL or set RESOFLEET_AMQP_URL "
-            "(with `resofleet up` there is no bus: rotate the secret, or list the id in "
-            "[gateway] revoked and restart)"
-        )
+    url = broker_url(args, config, missing=(
+        "revoking goes over the message bus: pass --amqp URL or set RESOFLEET_AMQP_URL "
+        "(with `resofleet up` there is no bus: rotate the secret, or list the id in "
+        "[gateway] revoked and restart)"
+    ))
     jti, until = args.token, time.time() + MAX_TTL
     if args.token.count(".") == 2:  # the token itself: revoke it until it expires
         import jwt
