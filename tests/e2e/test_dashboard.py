@@ -1,0 +1,216 @@
+"""The dashboard in a real browser (Debian's chromium), against real gateways, agents and
+emulated consoles, over LocalBus and over RabbitMQ: signing in and out, the fleet list,
+a server's worlds and users, moderation by role, and a hostile headless whose names hold
+HTML, script and rich-text tags. Every test ends with no CSP violation, no console error
+and no dialog (tests/e2e/dashboard_page.py watches for them).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from resofleet.contracts import Role
+from resofleet.gateway.security import Security
+from resofleet.gateway.tokens import Keyring, new_secret
+
+from .browser import WAIT, browser  # noqa: F401 (fixture)
+from .conftest import emulated
+from .dashboard_page import PHONE, Watched, open_dashboard
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=WAIT * 1000)
+
+#: The cookie /login sets.
+COOKIE = "resofleet_token"
+HOSTILE = Path(__file__).resolve().parents[1] / "support" / "scenarios" / "hostile.toml"
+
+
+def home(gateway: Any) -> str:
+    return f"http://127.0.0.1:{gateway.port}/"
+
+
+async def sign_in(watched: Watched, token: str) -> None:
+    page = watched.page
+    try:
+        await expect(page.get_by_role("textbox", name="Token")).to_be_visible()
+    except AssertionError as exc:
+        raise AssertionError(f"no sign-in form; the page saw: {watched.errors}") from exc
+    await page.get_by_role("textbox", name="Token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+async def open_server(watched: Watched, server: str) -> None:
+    await watched.page.get_by_role("link", name=server, exact=True).click()
+    await expect(watched.page.get_by_role("heading", name=re.compile(f"^{server}"))).to_be_visible()
+
+
+async def test_sign_in_keeps_the_token_from_scripts_and_sign_out_forgets_it(browser, fleet):
+    """With a secret, / shows the sign-in form; a refused token says why; a good one signs
+    in through an HttpOnly cookie that no script can read (nor any storage), survives a
+    reload, and Sign out forgets it."""
+    keyring = Keyring((new_secret(),))
+    await fleet.agent("alpha")
+    gateway = await fleet.gateway(security=Security(keyring=keyring))
+    token = keyring.issue(role=Role.VIEWER, sub="alice", ttl=600)
+    watched = await open_dashboard(browser, home(gateway))
+    page = watched.page
+
+    forged = Keyring((new_secret(),)).issue(role=Role.ADMIN, sub="mallory", ttl=600)
+    await page.get_by_role("textbox", name="Token").fill(forged)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Sign-in refused")
+    await expect(page.get_by_role("link", name="alpha")).to_have_count(0)
+
+    await sign_in(watched, token)
+    await expect(page.get_by_role("link", name="alpha", exact=True)).to_be_visible()
+    await expect(page.get_by_text("alice (viewer)")).to_be_visible()
+    [cookie] = [c for c in await page.context.cookies() if c["name"] == COOKIE]
+    assert (cookie["value"], cookie["httpOnly"], cookie["sameSite"]) == (token, True, "Strict")
+    readable = await page.evaluate(
+        "JSON.stringify([document.cookie, {...localStorage}, {...sessionStorage},"
+        " document.documentElement.outerHTML])"
+    )
+    assert token not in readable
+
+    await page.reload()
+    await expect(page.get_by_role("link", name="alpha", exact=True)).to_be_visible()
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("textbox", name="Token")).to_be_visible()
+    assert [c for c in await page.context.cookies() if c["name"] == COOKIE] == []
+    await page.reload()
+    await expect(page.get_by_role("textbox", name="Token")).to_be_visible()
+    await watched.assert_clean(allow=("status of 401",))  # the forged token's answer
+
+
+async def test_open_mode_loads_straight_in_and_the_fleet_follows_a_server_going_and_back(browser, fleet):
+    """Without a secret the fleet shows at once; a server whose agent stops turns
+    offline, and running again when an agent serves it again; the filter narrows the list."""
+    await fleet.agent("alpha")
+    beta = await fleet.agent("beta")
+    gateway = await fleet.gateway()
+    watched = await open_dashboard(browser, home(gateway))
+    page = watched.page
+    await expect(page.get_by_role("textbox", name="Token")).to_have_count(0)
+    row = page.get_by_role("row", name=re.compile(r"^beta\b"))
+    await expect(row).to_contain_text("running")
+    await expect(row).to_contain_text("%")  # CPU and memory from status_update
+
+    await beta.close()
+    await expect(row).to_contain_text("offline")
+    await expect(page.get_by_role("row", name=re.compile(r"^alpha\b"))).to_contain_text("running")
+    await fleet.agent("beta")
+    await expect(row).to_contain_text("running")
+
+    await page.get_by_role("searchbox", name="Filter").fill("alp")
+    await expect(page.get_by_role("link", name="beta")).to_have_count(0)
+    await expect(page.get_by_role("link", name="alpha", exact=True)).to_be_visible()
+    await page.get_by_role("searchbox", name="Filter").fill("")
+    await page.get_by_role("combobox", name="State").select_option("offline")
+    await expect(page.get_by_role("link", name="alpha", exact=True)).to_have_count(0)
+    await watched.assert_clean()
+
+
+async def test_the_server_page_shows_worlds_and_users_as_the_scenario_defines_them(browser, fleet):
+    """The default scenario's two worlds with their settings, and each user as one row
+    with role, presence and ping; at phone width nothing spills sideways."""
+    await fleet.agent("alpha")
+    gateway = await fleet.gateway()
+    watched = await open_dashboard(browser, home(gateway), viewport=PHONE)
+    page = watched.page
+    await open_server(watched, "alpha")
+    harbor = page.get_by_role("region", name="World Harbor Lounge")
+    await expect(harbor).to_contain_text("A quiet place by the water")
+    await expect(harbor).to_contain_text("chill, music, harbor")
+    mira = harbor.get_by_role("row", name=re.compile(r"^Mira\b"))
+    await expect(mira).to_contain_text("Builder")
+    await expect(mira).to_contain_text("42 ms")
+    await expect(harbor.get_by_role("row", name=re.compile(r"^Tobias\b"))).to_contain_text("Guest")
+    night = page.get_by_role("region", name="World Night Market")
+    await expect(night).to_contain_text("Private, hidden")
+    await expect(night).to_contain_text("of 4")
+    # open mode is admin: every control is offered
+    for name in ("Kick", "Ban", "Silence", "Respawn", "Save", "Close", "Restart", "Stop"):
+        await expect(page.get_by_role("button", name=name, exact=True).first).to_be_visible()
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than a phone"
+    await watched.assert_clean()
+
+
+async def test_a_moderator_kicks_and_a_viewer_is_offered_no_kick(browser, fleet):
+    """A moderator's Kick asks first, then the user's row goes and the console's answer is
+    shown; a viewer sees the same users with no moderation control at all."""
+    keyring = Keyring((new_secret(),))
+    await fleet.agent("alpha")
+    gateway = await fleet.gateway(security=Security(keyring=keyring))
+    moderator = await open_dashboard(browser, home(gateway))
+    await sign_in(moderator, keyring.issue(role=Role.MODERATOR, sub="mo", ttl=600))
+    await open_server(moderator, "alpha")
+    page = moderator.page
+    harbor = page.get_by_role("region", name="World Harbor Lounge")
+    tobias = harbor.get_by_role("row", name=re.compile(r"^Tobias\b"))
+    await tobias.get_by_role("button", name="Kick").click()
+    confirm = page.get_by_role("alertdialog")
+    await expect(confirm).to_contain_text("Kick Tobias")
+    await confirm.get_by_role("button", name="Confirm").click()
+    await expect(page.get_by_role("status").filter(has_text="kick Tobias")).to_contain_text("Tobias kicked!")
+    await expect(tobias).to_have_count(0)
+    await expect(harbor.get_by_role("row", name=re.compile(r"^Mira\b"))).to_be_visible()
+    # below operator: no world actions, no container actions
+    for name in ("Save", "Close", "Stop"):
+        await expect(page.get_by_role("button", name=name, exact=True)).to_have_count(0)
+
+    viewer = await open_dashboard(browser, home(gateway))
+    await sign_in(viewer, keyring.issue(role=Role.VIEWER, sub="vi", ttl=600))
+    await open_server(viewer, "alpha")
+    vpage = viewer.page
+    await expect(vpage.get_by_role("region", name="World Harbor Lounge")
+                 .get_by_role("row", name=re.compile(r"^Mira\b"))).to_be_visible()
+    for name in ("Kick", "Ban", "Silence", "Respawn", "Role", "Save", "Stop"):
+        await expect(vpage.get_by_role("button", name=name, exact=True)).to_have_count(0)
+    await moderator.assert_clean()
+    await viewer.assert_clean()
+
+
+async def test_a_hostile_headless_is_shown_as_text_and_runs_nothing(browser, fleet):
+    """World names, descriptions, tags, user names, bans and friend requests holding HTML,
+    script and rich-text tags: the HTML appears as its characters, the rich text as styled
+    text without its tags, and no element, script or dialog comes of any of it."""
+    await fleet.agent(emulated("evil", scenario=str(HOSTILE)))
+    gateway = await fleet.gateway()
+    watched = await open_dashboard(browser, home(gateway))
+    page = watched.page
+    await open_server(watched, "evil")
+    world = page.get_by_role("region", name="World <img src=x onerror=alert(1)>")
+    await expect(world.get_by_role("heading", name="<img src=x onerror=alert(1)>")).to_be_visible()
+    await expect(world).to_contain_text("<script>window.__pwned=1</script>bold and red")
+    await expect(world).to_contain_text("<iframe src=javascript:alert(1)>, under")
+    rich = world.get_by_role("row", name=re.compile(r"^BoldRed\b"))
+    await expect(rich).to_be_visible()
+    red = rich.get_by_text("Red", exact=True)
+    assert await red.evaluate("e => getComputedStyle(e).color") == "rgb(255, 0, 0)"
+    assert await rich.get_by_text("Bold", exact=True).evaluate("e => getComputedStyle(e).fontWeight") == "700"
+    await expect(world.get_by_role("row", name=re.compile(r"^<svg onload=window.__pwned=1>"))).to_be_visible()
+
+    await page.get_by_role("button", name="Bans").click()
+    await expect(page.get_by_role("row", name=re.compile("click"))).to_contain_text(
+        "<a href=javascript:window.__pwned=1>click</a>"
+    )
+    await page.get_by_role("button", name="Friend requests").click()
+    await expect(page.get_by_role("listitem")).to_contain_text("<img src=x onerror=window.__pwned=1>")
+    await page.get_by_role("button", name="Console").click()
+    await expect(page.get_by_role("log", name="Console")).to_contain_text("World running...")
+
+    injected = await page.evaluate(
+        "document.querySelectorAll('#root img, #root script, #root iframe, #root svg, "
+        "#root a[href^=\"javascript\"]').length"
+    )
+    assert injected == 0
+    assert await page.evaluate("window.__pwned") is None
+    await watched.assert_clean()
