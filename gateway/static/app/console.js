@@ -140,6 +140,7 @@ export class ConsoleBuffer {
 function lineElement(line) {
   const element = document.createElement('div');
   element.className = line.mark ? 'line mark' : `line ${kind(line.text)}`;
+  if (line.seq != null) element.dataset.seq = String(line.seq);
   for (const run of ansi(line.text)) {
     if (run.classes.length) {
       const span = document.createElement('span');
@@ -150,7 +151,6 @@ function lineElement(line) {
       element.append(document.createTextNode(run.text));
     }
   }
-  if (!element.childNodes.length) element.append(document.createTextNode('\u200b'));
   return element;
 }
 

@@ -226,7 +226,8 @@ function App() {
   if (identity.signedOut) return html`<${SignIn} error=${identity.error} />`;
   async function signOut() {
     try {
-      await fetch('/logout', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      const response = await fetch('/logout', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      await response.json(); // read to the end: the cookie is cleared once this returns
     } finally {
       signedOut();
     }
