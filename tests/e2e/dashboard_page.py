@@ -14,6 +14,9 @@ from typing import Any
 
 from .browser import WAIT
 
+#: Roles of controls, each of which must have an accessible name.
+CONTROLS = frozenset({"button", "link", "textbox", "searchbox", "combobox", "checkbox", "spinbutton", "tab"})
+
 #: Viewports the tests use: a laptop and a phone held upright.
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -63,3 +66,21 @@ async def open_dashboard(browser: Any, url: str, *, viewport: dict[str, int] = D
     page.on("dialog", dialog)
     await page.goto(url)
     return watched
+
+
+async def unnamed_controls(page: Any) -> list[str]:
+    """Controls on the page whose accessible name (as chromium computes it, read through
+    the DevTools accessibility tree) is empty."""
+    session = await page.context.new_cdp_session(page)
+    try:
+        tree = await session.send("Accessibility.getFullAXTree")
+    finally:
+        await session.detach()
+    unnamed = []
+    for node in tree["nodes"]:
+        role = (node.get("role") or {}).get("value")
+        if node.get("ignored") or role not in CONTROLS:
+            continue
+        if not str((node.get("name") or {}).get("value") or "").strip():
+            unnamed.append(f"{role} (node {node.get('backendDOMNodeId')})")
+    return unnamed

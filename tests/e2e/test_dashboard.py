@@ -20,7 +20,7 @@ from resofleet.gateway.tokens import Keyring, new_secret
 
 from .browser import WAIT, browser  # noqa: F401 (fixture)
 from .conftest import emulated
-from .dashboard_page import PHONE, Watched, open_dashboard
+from .dashboard_page import PHONE, Watched, open_dashboard, unnamed_controls
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=WAIT * 1000)
@@ -213,4 +213,65 @@ async def test_a_hostile_headless_is_shown_as_text_and_runs_nothing(browser, fle
     )
     assert injected == 0
     assert await page.evaluate("window.__pwned") is None
+    await watched.assert_clean()
+
+
+async def test_an_admin_changes_settings_manages_worlds_bans_friends_and_the_container(browser, fleet):
+    """World settings through the console's commands, Save, Close after confirming (and
+    not after Cancel), a world started from a template, an unban, a friend request
+    accepted and the headless restarted: each shows its answer and the page follows; every
+    control on the way has an accessible name."""
+    await fleet.agent("alpha")
+    gateway = await fleet.gateway()
+    watched = await open_dashboard(browser, home(gateway))
+    page = watched.page
+    await open_server(watched, "alpha")
+    answer = page.locator(".answer")
+
+    harbor = page.get_by_role("region", name="World Harbor Lounge")
+    await harbor.get_by_text("World settings").click()
+    settings = harbor.get_by_role("form", name="Settings of Harbor Lounge")
+    await settings.get_by_role("spinbutton", name="Max users").fill("20")
+    await settings.get_by_role("combobox", name="Access level").select_option("Contacts")
+    await settings.get_by_role("checkbox", name="Hidden").check()
+    await settings.get_by_role("button", name="Apply settings").click()
+    await expect(answer).to_contain_text("World Harbor Lounge will now be hidden from listing")
+    await expect(harbor).to_contain_text("of 20")
+    await expect(harbor).to_contain_text("Contacts, hidden")
+    assert await unnamed_controls(page) == []
+
+    await harbor.get_by_role("button", name="Save", exact=True).click()
+    await expect(answer).to_have_text("save: done")
+
+    night = page.get_by_role("region", name="World Night Market")
+    await night.get_by_role("button", name="Close", exact=True).click()
+    await page.get_by_role("alertdialog").get_by_role("button", name="Cancel").click()
+    await expect(page.get_by_role("alertdialog")).to_have_count(0)
+    await expect(night).to_be_visible()
+    await night.get_by_role("button", name="Close", exact=True).click()
+    await page.get_by_role("alertdialog").get_by_role("button", name="Confirm").click()
+    await expect(night).to_have_count(0)
+
+    await page.get_by_role("combobox", name="Template").select_option("SpaceWorld")
+    await page.get_by_role("button", name="Start template").click()
+    await expect(page.get_by_role("region", name=re.compile("^World "))).to_have_count(2)
+
+    await page.get_by_role("button", name="Bans").click()
+    spam = page.get_by_role("row", name=re.compile(r"^SpamBot\b"))
+    await spam.get_by_role("button", name="Unban").click()
+    await expect(answer).to_contain_text("Removed 1 matching bans")
+    await expect(page.get_by_text("No bans.")).to_be_visible()
+
+    await page.get_by_role("button", name="Friend requests").click()
+    nadia = page.get_by_role("listitem").filter(has_text="Nadia")
+    await nadia.get_by_role("button", name="Accept").click()
+    await expect(answer).to_contain_text("Request accepted!")
+    await expect(page.get_by_text("No friend requests.")).to_be_visible()
+    assert await unnamed_controls(page) == []
+
+    await page.get_by_role("group", name="Container").get_by_role("button", name="Restart").click()
+    confirm = page.get_by_role("alertdialog")
+    await expect(confirm).to_contain_text("Restart the headless alpha?")
+    await confirm.get_by_role("button", name="Confirm").click()
+    await expect(answer).to_contain_text("container restart: running")
     await watched.assert_clean()

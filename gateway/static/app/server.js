@@ -230,7 +230,7 @@ export function ServerPage({ state, server, connection, role, consoleFor, back }
       <h2 id="server-title">${server} <span class="state state-${current}">${current}</span></h2>
       <p class="muted">${info?.host ? `host ${info.host}` : ''}${status?.latest ? ` · CPU ${status.latest.cpu_usage?.toFixed?.(1) ?? '-'} % · memory ${status.latest.memory_used} · up ${status.latest.uptime || '-'}` : ''}</p>
       ${may(role, 'admin') && html`
-        <div class="actions" aria-label="Container">
+        <div class="actions" role="group" aria-label="Container">
           <button onClick=${() => container('start')}>Start</button>
           <button class="danger" onClick=${() => container('stop')}>Stop</button>
           <button class="danger" onClick=${() => container('restart')}>Restart</button>
