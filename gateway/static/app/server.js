@@ -101,7 +101,7 @@ function World({ world, role, act }) {
     <section class="world" aria-label="World ${plain(world.name)}">
       <h3><${Rich} text=${world.name} /></h3>
       <dl class="facts">
-        <div><dt>Users</dt><dd>${Math.max(0, (world.users ?? 1) - 1)} (${Math.max(0, world.present ?? 0)} present) of ${world.maxUsers}</dd></div>
+        <div><dt>Users</dt><dd>${Math.max(0, (world.users ?? 1) - 1)} users, ${Math.max(0, world.present ?? 0)} present, max ${world.maxUsers}</dd></div>
         <div><dt>Access</dt><dd>${world.accessLevel}${world.hidden ? ', hidden' : ''}</dd></div>
         <div><dt>Uptime</dt><dd>${world.uptime}</dd></div>
         <div><dt>Description</dt><dd><${Rich} text=${world.description || '-'} /></dd></div>
