@@ -144,3 +144,33 @@ async def test_the_console_keeps_every_line_in_order_through_a_gateway_restart(b
 
 async def _printed_past(client: Client, seq: int) -> bool:
     return max(await ring(client, "alpha"), default=0) >= seq
+
+
+async def test_the_console_marks_an_agent_restart_and_shows_the_new_run_from_its_start(browser, fleet):
+    """When the agent restarts (a new epoch, seq counting from 1 again), the console keeps
+    the old run's lines, says the agent restarted, and shows the new run's lines from its
+    first, once each and in order."""
+    agent = await fleet.agent("alpha")
+    gateway = await fleet.gateway()
+    watched = await open_dashboard(browser, home(gateway))
+    page = watched.page
+    console = await open_console(watched, "alpha")
+    await expect(console).to_contain_text("World running...")
+    old = await shown(console)
+
+    await agent.close()
+    await fleet.agent("alpha")
+    await expect(console).to_contain_text("the agent restarted")
+    await page.wait_for_function(
+        "() => document.querySelector('[role=log] .mark ~ [data-seq]:last-child')?.textContent === 'World running...'"
+        " && document.querySelectorAll('[role=log] .mark ~ [data-seq]').length >= 2",
+        timeout=WAIT * 1000,
+    )
+    marks = await console.evaluate("e => [...e.children].filter(c => c.classList.contains('mark')).length")
+    assert marks == 1
+    lines = await shown(console)
+    assert lines[: len(old)] == old
+    new = [seq for seq, _ in lines[len(old):]]
+    assert new == list(range(1, len(new) + 1))
+    assert lines[len(old)][1].startswith("Initializing App")
+    await watched.assert_clean()
