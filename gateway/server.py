@@ -350,7 +350,7 @@ class Edge:
                 connection,
                 HTTPStatus.NOT_FOUND,
                 "not found: the WebSocket endpoints are /ws and /ws/<server>; "
-                "health checks are /healthz and /readyz; browsers log in with /login?token=",
+                "health checks are /healthz and /readyz; the dashboard is /",
             )
         return self._admit(connection, request, target, query)
 

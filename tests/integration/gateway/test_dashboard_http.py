@@ -9,7 +9,6 @@ import gzip
 import json
 import re
 
-import pytest
 
 from resofleet.contracts import Role
 from resofleet.gateway import Security
