@@ -174,6 +174,11 @@ async def test_a_moderator_kicks_and_a_viewer_is_offered_no_kick(browser, fleet)
                  .get_by_role("row", name=re.compile(r"^Mira\b"))).to_be_visible()
     for name in ("Kick", "Ban", "Silence", "Respawn", "Role", "Save", "Stop"):
         await expect(vpage.get_by_role("button", name=name, exact=True)).to_have_count(0)
+    # typed by hand, the gateway refuses it, and the page says why
+    await vpage.get_by_role("button", name="Console", exact=True).click()
+    await vpage.get_by_role("textbox", name="Command").fill("kick Mira")
+    await vpage.get_by_role("textbox", name="Command").press("Enter")
+    await expect(vpage.get_by_role("status").filter(has_text="kick Mira:")).to_contain_text("moderator")
     await moderator.assert_clean()
     await viewer.assert_clean()
 
