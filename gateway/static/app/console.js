@@ -15,18 +15,25 @@ const MAX_HELD = 20_000;
 /** Commands kept for the arrow keys, in this page only (a command may hold a password). */
 const HISTORY = 100;
 
-const ANSI = /\x1b\[([0-9;]*)m/g;
+// An escape sequence: CSI (SGR when it ends in "m"), OSC (up to BEL or ST), or a
+// two-character one. Only SGR colours are kept, as classes; the rest are dropped.
+const ESCAPE = /\x1b(?:\[([0-9;?]*)[ -/]*([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])/g;
 const CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/g;
 
-/** `text` as styled runs: `[{text, classes}]`, ANSI SGR colours turned into classes. */
+/** `text` as styled runs: `[{text, classes}]`, ANSI SGR colours turned into classes,
+ * other escape sequences and control characters (but TAB) removed. */
 export function ansi(text) {
   const runs = [];
   let classes = [];
   let last = 0;
-  const push = (piece) => { if (piece) runs.push({ text: piece.replace(CONTROL, ''), classes }); };
-  for (const match of text.matchAll(ANSI)) {
+  const push = (piece) => {
+    const clean = piece.replace(CONTROL, '');
+    if (clean) runs.push({ text: clean, classes });
+  };
+  for (const match of text.matchAll(ESCAPE)) {
     push(text.slice(last, match.index));
     last = match.index + match[0].length;
+    if (match[2] !== 'm') continue;
     for (const code of (match[1] || '0').split(';').map(Number)) {
       if (code === 0) classes = [];
       else if (code === 1) classes = [...classes, 'ansi-bold'];
