@@ -233,6 +233,7 @@ function App() {
     }
   }
   const route = state.route;
+  document.title = route.page === 'server' ? `${route.server} - resofleet` : 'Fleet - resofleet';
   return html`
     <header class="top">
       <h1><a href="#/" onClick=${(e) => { e.preventDefault(); go('#/'); }}>resofleet</a></h1>

@@ -23,7 +23,8 @@ function said(label, reply) {
 function Confirm({ ask, done }) {
   if (!ask) return null;
   return html`
-    <div class="confirm" role="alertdialog" aria-modal="false" aria-labelledby="confirm-text">
+    <div class="confirm" role="alertdialog" aria-modal="false" aria-labelledby="confirm-text"
+      onKeyDown=${(e) => { if (e.key === 'Escape') done(); }}>
       <p id="confirm-text">${ask.text}</p>
       <button class="danger" ref=${(b) => b && b.focus()} onClick=${() => { done(); ask.run(); }}>Confirm</button>
       <button onClick=${done}>Cancel</button>
