@@ -7,6 +7,7 @@ and no dialog (tests/e2e/dashboard_page.py watches for them).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from resofleet.gateway.tokens import Keyring, new_secret
 
 from .browser import WAIT, browser  # noqa: F401 (fixture)
 from .conftest import emulated
+from .test_commands import START_TIMEOUT, clean_env, running
 from .dashboard_page import PHONE, Watched, open_dashboard, unnamed_controls
 
 pytestmark = pytest.mark.browser
@@ -284,3 +286,16 @@ async def test_an_admin_changes_settings_manages_worlds_bans_friends_and_the_con
     await confirm.get_by_role("button", name="Confirm").click()
     await expect(answer).to_contain_text("container restart: running")
     await watched.assert_clean()
+
+
+async def test_resofleet_up_prints_the_dashboard_address_and_it_opens(browser, tmp_path):
+    """`make demo`'s `resofleet up --demo` prints where the dashboard is, after the
+    listening line; that address opens it, with the demo server running."""
+    async with running("up", "--demo", "--port", "0", cwd=tmp_path, env=clean_env()) as up:
+        assert up.process.stdout is not None
+        async with asyncio.timeout(START_TIMEOUT):
+            line = (await up.process.stdout.readline()).decode().strip()
+        assert line == f"resofleet: dashboard at http://127.0.0.1:{up.port}/"
+        watched = await open_dashboard(browser, line.rsplit(" ", 1)[1])
+        await expect(watched.page.get_by_role("row", name=re.compile(r"^demo\b"))).to_contain_text("running")
+        await watched.assert_clean()
