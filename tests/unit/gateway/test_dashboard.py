@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,47 @@ def test_the_shipped_dashboard_has_its_page_app_and_licensed_vendor_code():
         assert f"/vendor/{folder}/LICENSE" in shipped.assets
     page = shipped.assets["/"].body.decode()
     assert "<script>" not in page and "style=" not in page and "<style" not in page
+
+
+def _vendor_script():
+    """deploy/dev/vendor-browser.py, loaded as a module (its name has a dash)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[3] / "deploy" / "dev" / "vendor-browser.py"
+    spec = importlib.util.spec_from_file_location("vendor_browser", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_vendored_files_are_what_the_refresh_script_pins():
+    """gateway/static/vendor holds one folder per pinned package, named name@version, with
+    exactly the files the script copies (the licence among them)."""
+    script = _vendor_script()
+    vendor = STATIC / "vendor"
+    assert {p.name for p in vendor.iterdir()} == {p.folder for p in script.PACKAGES}
+    for package in script.PACKAGES:
+        assert {p.name for p in (vendor / package.folder).iterdir()} == set(package.files.values())
+        assert "LICENSE" in package.files.values()
+
+
+def test_every_import_the_browser_sees_is_a_path():
+    """No bare specifier (``from "preact"``) is left in a served module: without an import
+    map (an inline script the policy refuses) the browser could not resolve it."""
+    import re
+
+    specifier = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*)["']([^"']+)["']""")
+    for path in STATIC.rglob("*.js"):
+        for target in specifier.findall(path.read_text(encoding="utf-8")):
+            assert target.startswith(("/", "./", "../")), (path, target)
+
+
+def test_the_refresh_script_rewrites_known_bare_imports_and_refuses_others():
+    script = _vendor_script()
+    assert script.rewrite('import{a}from"preact";', {"preact": "./preact.module.js"}) == (
+        'import{a}from"./preact.module.js";'
+    )
+    with pytest.raises(SystemExit, match="unknown bare import 'react'"):
+        script.rewrite("import x from 'react'", {})
