@@ -29,6 +29,8 @@ expect.set_options(timeout=WAIT * 1000)
 
 #: The cookie /login sets.
 COOKIE = "resofleet_token"
+#: Seconds a token lives in the expiry test: long enough to sign in on a loaded machine.
+SHORT_TTL = 4
 HOSTILE = Path(__file__).resolve().parents[1] / "support" / "scenarios" / "hostile.toml"
 
 
@@ -299,3 +301,18 @@ async def test_resofleet_up_prints_the_dashboard_address_and_it_opens(browser, t
         watched = await open_dashboard(browser, line.rsplit(" ", 1)[1])
         await expect(watched.page.get_by_role("row", name=re.compile(r"^demo\b"))).to_contain_text("running")
         await watched.assert_clean()
+
+
+async def test_a_session_whose_token_expires_returns_to_the_sign_in_form(browser, fleet):
+    """When the gateway ends the session (the token expired: close 4401), the page goes
+    back to the sign-in form and says why, rather than reconnecting in vain."""
+    keyring = Keyring((new_secret(),))
+    await fleet.agent("alpha")
+    gateway = await fleet.gateway(security=Security(keyring=keyring))
+    watched = await open_dashboard(browser, home(gateway))
+    await sign_in(watched, keyring.issue(role=Role.VIEWER, sub="brief", ttl=SHORT_TTL))
+    page = watched.page
+    await expect(page.get_by_role("link", name="alpha", exact=True)).to_be_visible()
+    await expect(page.get_by_role("alert")).to_contain_text("sign in again", timeout=(SHORT_TTL + WAIT) * 1000)
+    await expect(page.get_by_role("textbox", name="Token")).to_be_visible()
+    await watched.assert_clean()

@@ -136,7 +136,10 @@ function connect(identity) {
     url: `${scheme}//${location.host}/ws`,
     onEvent,
     onOpen,
-    onState: (conn) => store.update((s) => { s.conn = conn; }),
+    onState: (conn) => {
+      if (conn.phase === 'refused') signedOut(`The gateway ended this session (${conn.reason}); sign in again.`);
+      else store.update((s) => { s.conn = conn; });
+    },
     onRefusal: async () => {
       const who = await whoAmI();
       return who !== null && !!who.signedOut;
@@ -213,7 +216,6 @@ function Banner({ conn }) {
     const seconds = Math.max(0, Math.ceil((conn.retryAt - Date.now()) / 1000));
     text = `Disconnected (${conn.reason}). Reconnecting in ${seconds} s ...`;
   }
-  if (conn.phase === 'refused') text = `The gateway refused this browser's token (${conn.reason}). Sign in again.`;
   return html`
     <p class="conn conn-${conn.phase}" role="status">${text}
       ${conn.phase === 'waiting' && html` <button onClick=${() => connection?.retry()}>Reconnect now</button>`}</p>`;
@@ -241,7 +243,6 @@ function App() {
       ${!identity.open && html`<button onClick=${signOut}>Sign out</button>`}
     </header>
     <${Banner} conn=${state.conn} />
-    ${state.conn.phase === 'refused' && html`<button onClick=${() => signedOut('Your token was refused; sign in again.')}>Sign in again</button>`}
     <main>
       ${route.page === 'server'
         ? html`<${ServerPage} key=${route.server} state=${state} server=${route.server} connection=${connection}

@@ -167,6 +167,21 @@ function Friends({ requests, act }) {
     <li key=${name}><${Rich} text=${name} /> <button onClick=${() => act(`acceptFriendRequest ${arg(name)}`)}>Accept</button></li>`)}</ul>`;
 }
 
+/** One line about the server: host, usage, uptime, restarts, console health, last exit. */
+function facts(info, latest) {
+  const parts = [];
+  if (info?.host) parts.push(`host ${info.host}`);
+  if (latest && latest.status !== 'offline') {
+    if (typeof latest.cpu_usage === 'number') parts.push(`CPU ${latest.cpu_usage.toFixed(1)} %`);
+    if (latest.memory_used) parts.push(`memory ${latest.memory_used}`);
+    if (latest.uptime) parts.push(`up ${latest.uptime}`);
+    if (latest.restarts) parts.push(`${latest.restarts} restarts`);
+    if (latest.health) parts.push(`console ${latest.health}`);
+    if (latest.exit_code != null) parts.push(`last exit code ${latest.exit_code}`);
+  }
+  return parts.join(' · ');
+}
+
 export function ServerPage({ state, server, connection, role, consoleFor, back }) {
   const [tab, setTab] = useState('worlds');
   const [answer, setAnswer] = useState(null);
@@ -229,7 +244,7 @@ export function ServerPage({ state, server, connection, role, consoleFor, back }
     <section class="server" aria-labelledby="server-title">
       <p><a href="#/" onClick=${(e) => { e.preventDefault(); back(); }}>All servers</a></p>
       <h2 id="server-title">${server} <span class="state state-${current}">${current}</span></h2>
-      <p class="muted">${info?.host ? `host ${info.host}` : ''}${status?.latest ? ` · CPU ${status.latest.cpu_usage?.toFixed?.(1) ?? '-'} % · memory ${status.latest.memory_used} · up ${status.latest.uptime || '-'}` : ''}</p>
+      <p class="muted">${facts(info, status?.latest)}</p>
       ${may(role, 'admin') && html`
         <div class="actions" role="group" aria-label="Container">
           <button onClick=${() => container('start')}>Start</button>
