@@ -73,9 +73,9 @@ from websockets.http11 import Request, Response
 
 from resofleet.contracts import Role, is_server_id
 
+from .dashboard import Dashboard, Reply
 from .errors import CLOSE_GOING_AWAY
 from .guard import Guard, Outcome
-from .dashboard import Dashboard, Reply
 from .handshake import (
     TokenSource,
     client_address,
@@ -314,14 +314,13 @@ class Edge:
             )
         if path == "/metrics":
             return self._metrics(connection, request)
-        if path in self.dashboard:
-            reply = self.dashboard.answer(
-                path, method=request.method, host=_one(request, "Host"),
-                accept_encoding=_one(request, "Accept-Encoding"),
-                if_none_match=_one(request, "If-None-Match"),
-                if_modified_since=_one(request, "If-Modified-Since"),
-            )
-            assert reply is not None
+        reply = self.dashboard.answer(
+            path, method=request.method, host=_one(request, "Host"),
+            accept_encoding=_one(request, "Accept-Encoding"),
+            if_none_match=_one(request, "If-None-Match"),
+            if_modified_since=_one(request, "If-Modified-Since"),
+        )
+        if reply is not None:  # one of the dashboard's files
             return _reply(reply)
         if path in ("/login", "/logout"):
             origins = request.headers.get_all("Origin")
