@@ -12,6 +12,9 @@ const FIRST_PAGE = 1000;
 const MAX_PAGES = 20;
 /** Live lines held while a catch-up runs; past it the oldest go (the catch-up has them). */
 const MAX_HELD = 20_000;
+/** Milliseconds before live lines may start another read after one failed (a server
+ * offline, a rate limit): a chattering console must not turn into a request storm. */
+const RETRY_AFTER = 2000;
 /** Commands kept for the arrow keys, in this page only (a command may hold a password). */
 const HISTORY = 100;
 
@@ -66,6 +69,7 @@ export class ConsoleBuffer {
     this.held = [];
     this.listeners = new Set();
     this.problem = '';
+    this.retryAt = 0; // after a failed read, live lines start another only from then on
   }
 
   subscribe(listener) {
@@ -77,19 +81,18 @@ export class ConsoleBuffer {
     for (const listener of this.listeners) listener(added, reset);
   }
 
-  /** Live lines from container_output(_batch). */
+  /** Live lines from container_output(_batch): shown at once when they follow the last
+   * line shown, else held while the missing ones are read (or the history, at first). */
   feed(epoch, lines) {
-    if (this.busy || this.last === null) {
-      this.held.push(...lines.map((l) => ({ ...l, epoch })));
-      if (this.held.length > MAX_HELD) this.held.splice(0, this.held.length - MAX_HELD);
+    const follows = !this.busy && this.last !== null && epoch === this.epoch
+      && !(lines.length && lines[0].seq > this.last + 1);
+    if (follows) {
+      this.append(lines.filter((l) => l.seq > this.last));
       return;
     }
-    if (epoch !== this.epoch || (lines.length && lines[0].seq > this.last + 1)) {
-      this.held.push(...lines.map((l) => ({ ...l, epoch })));
-      this.catchUp();
-      return;
-    }
-    this.append(lines.filter((l) => l.seq > this.last));
+    this.held.push(...lines.map((l) => ({ ...l, epoch })));
+    if (this.held.length > MAX_HELD) this.held.splice(0, this.held.length - MAX_HELD);
+    if (!this.busy && Date.now() >= this.retryAt) this.catchUp();
   }
 
   append(lines, mark = '') {
@@ -114,6 +117,7 @@ export class ConsoleBuffer {
         const reply = await this.connection.request(ask);
         if (reply.type !== 'output_history') {
           this.problem = `Could not load the console's history: ${reply.message ?? reply.type}`;
+          this.retryAt = Date.now() + RETRY_AFTER;
           this.emit([], false);
           return;
         }

@@ -69,12 +69,14 @@ function setServers(list) {
   store.update((s) => {
     s.servers = new Map(list.map((info) => [info.server, info]));
   });
-  // a server back online: its last status said "offline"; ask for the current one
+  // a server back online: its last status said "offline"; ask for the current one, and
+  // let its console read what it missed
   for (const info of list) {
     if (info.online && before.get(info.server)?.online === false && connection) {
       connection.request({ type: 'get_status', server: info.server }).then((reply) => {
         if (reply.type === 'status_update') noteStatus(reply.server, reply.status);
       });
+      consoles.get(info.server)?.catchUp();
     }
   }
 }
