@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
+from resofleet.agent.settings import AgentSettings
 from resofleet.contracts import Role
 from resofleet.gateway.security import Security
 from resofleet.gateway.tokens import Keyring, new_secret
@@ -29,6 +30,9 @@ expect.set_options(timeout=WAIT * 1000)
 
 #: The cookie /login sets.
 COOKIE = "resofleet_token"
+#: Seconds between an agent's status samples where the fleet's sparklines are watched
+#: (5 s by default): a status_update each second at least (the uptime changes).
+STATUS_INTERVAL = 0.25
 #: Seconds a token lives in the expiry test: long enough to sign in on a loaded machine.
 SHORT_TTL = 4
 HOSTILE = Path(__file__).resolve().parents[1] / "support" / "scenarios" / "hostile.toml"
@@ -94,9 +98,10 @@ async def test_sign_in_keeps_the_token_from_scripts_and_sign_out_forgets_it(brow
 
 
 async def test_open_mode_loads_straight_in_and_the_fleet_follows_a_server_going_and_back(browser, fleet):
-    """Without a secret the fleet shows at once; a server whose agent stops turns
-    offline, and running again when an agent serves it again; the filter narrows the list."""
-    await fleet.agent("alpha")
+    """Without a secret the fleet shows at once, CPU and memory drawn live from
+    status_update; a server whose agent stops turns offline, and running again when an
+    agent serves it again; the filters narrow the list."""
+    await fleet.agent("alpha", settings=AgentSettings(name="host-a", status_interval=STATUS_INTERVAL))
     beta = await fleet.agent("beta")
     gateway = await fleet.gateway()
     watched = await open_dashboard(browser, home(gateway))
@@ -105,6 +110,8 @@ async def test_open_mode_loads_straight_in_and_the_fleet_follows_a_server_going_
     row = page.get_by_role("row", name=re.compile(r"^beta\b"))
     await expect(row).to_contain_text("running")
     await expect(row).to_contain_text("%")  # CPU and memory from status_update
+    sparkline = page.get_by_role("img", name="Memory of alpha")
+    await expect(sparkline.locator("polyline")).to_have_attribute("points", re.compile(r"^\S+( \S+){2,}$"))
 
     await beta.close()
     await expect(row).to_contain_text("offline")
