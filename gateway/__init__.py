@@ -10,7 +10,8 @@ Endpoints
     only it (so a client written against the seed works unchanged against one server of a
     fleet). On a pinned connection a request naming another server is ``unknown_server``.
     ``GET /healthz`` (alive) and ``GET /readyz`` (bus connected; 503 with the reason
-    otherwise). Frames over 64 KiB close the connection with 1009.
+    otherwise). ``GET /`` is the dashboard (:mod:`resofleet.gateway.dashboard`), a client
+    of ``/ws`` like any other. Frames over 64 KiB close the connection with 1009.
 
 Server selection
     ``server`` absent: the pinned server, else the one server online; none online is

@@ -17,7 +17,13 @@ Routes (answered in ``process_request``, before any WebSocket handshake):
   cookie (``resofleet_token``) for browser pages that cannot add a query or a header;
   200 with a small page naming who is logged in, 401 when the token is refused. ``GET
   /logout`` clears the cookie. In open mode (no secret) ``/login`` answers 200 saying no
-  login is needed, and sets nothing.
+  login is needed, and sets nothing. Asked with ``Accept: application/json`` (the
+  dashboard's ``fetch``), both answer JSON instead: ``{signed_in: true, sub, role,
+  expires, open}``, or ``{signed_in: false, error, reason}`` with 401; ``/login`` without
+  a token then says whom the cookie the browser already holds names (200 either way;
+  nothing is set or audited).
+- ``GET /`` and the dashboard's files (:mod:`resofleet.gateway.dashboard`: caching, gzip,
+  the Content-Security-Policy and the other security headers).
 - anything else: 404 naming the endpoints.
 
 Before a WebSocket handshake is accepted (:mod:`resofleet.gateway.handshake` decides, the
@@ -49,21 +55,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
 
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from resofleet.contracts import Role, is_server_id
 
+from .dashboard import Dashboard, Reply
 from .errors import CLOSE_GOING_AWAY
 from .guard import Guard, Outcome
 from .handshake import (
@@ -203,6 +213,7 @@ class Edge:
         self.host = host
         self.requested_port = port
         self._ready = ready
+        self.dashboard = Dashboard.load()
         self._ssl = ssl_context
         self._server: Server | None = None
         self._port: int | None = None
@@ -303,6 +314,14 @@ class Edge:
             )
         if path == "/metrics":
             return self._metrics(connection, request)
+        reply = self.dashboard.answer(
+            path, method=request.method, host=_one(request, "Host"),
+            accept_encoding=_one(request, "Accept-Encoding"),
+            if_none_match=_one(request, "If-None-Match"),
+            if_modified_since=_one(request, "If-Modified-Since"),
+        )
+        if reply is not None:  # one of the dashboard's files
+            return _reply(reply)
         if path in ("/login", "/logout"):
             origins = request.headers.get_all("Origin")
             if len(origins) > 1 or not fetch_allowed(
@@ -317,7 +336,7 @@ class Edge:
                 )
             if path == "/login":
                 return self._login(connection, request, query)
-            return self._logout(connection)
+            return self._logout(connection, request)
         target = parse_path(path)
         if target is None:
             if path.startswith("/ws/"):
@@ -330,7 +349,7 @@ class Edge:
                 connection,
                 HTTPStatus.NOT_FOUND,
                 "not found: the WebSocket endpoints are /ws and /ws/<server>; "
-                "health checks are /healthz and /readyz; browsers log in with /login?token=",
+                "health checks are /healthz and /readyz; the dashboard is /",
             )
         return self._admit(connection, request, target, query)
 
@@ -451,7 +470,12 @@ class Edge:
 
     def _login(self, connection: ServerConnection, request: Request, query: str) -> Response:
         guard = self.guard
+        as_json = _wants_json(request)
         if guard.open:
+            if as_json:
+                return _json(HTTPStatus.OK, {"signed_in": True, "sub": OPEN_ADMIN.sub,
+                                             "role": OPEN_ADMIN.role.label, "expires": None,
+                                             "open": True})
             return _html(
                 connection,
                 HTTPStatus.OK,
@@ -463,29 +487,48 @@ class Edge:
             )
         client = self._client(connection, request)
         found = find_token(None, query, ())
+        # The page asks whom its cookie names: nothing is set, a refusal is not an attempt.
+        held = found is None and as_json
+        if held:
+            found = find_token(None, "", request.headers.get_all("Cookie"))
         try:
             if found is None:
                 raise TokenError("missing", "Add the token to the address: /login?token=...")
             principal = guard.check(found[0])
         except TokenError as exc:
-            log.info("conn=- server=-: login from %s refused: %s", client, exc.reason)
-            guard.refuse(
-                Outcome.HANDSHAKE_REFUSED, client=client, reason=exc.reason, command="login",
-                coalesce=(client, "login", exc.reason),
-            )
+            if not held:
+                log.info("conn=- server=-: login from %s refused: %s", client, exc.reason)
+                guard.refuse(
+                    Outcome.HANDSHAKE_REFUSED, client=client, reason=exc.reason, command="login",
+                    coalesce=(client, "login", exc.reason),
+                )
+            if as_json:  # asked whom the cookie names: "nobody" is an answer, not a failure
+                return _json(HTTPStatus.OK if held else HTTPStatus.UNAUTHORIZED,
+                             {"signed_in": False, "error": exc.message, "reason": exc.reason})
             return _html(
                 connection,
                 HTTPStatus.UNAUTHORIZED,
                 message_page("resofleet: login refused", exc.message),
             )
+        if as_json:
+            response = _json(HTTPStatus.OK, {"signed_in": True, "sub": principal.sub,
+                                             "role": principal.role.label,
+                                             "expires": principal.expires, "open": False})
+            if held:
+                return response
+        else:
+            response = _html(connection, HTTPStatus.OK, login_page(principal))
         log.info("conn=- server=-: %s logged in from %s (cookie)", principal.sub, client)
-        response = _html(connection, HTTPStatus.OK, login_page(principal))
         response.headers["Set-Cookie"] = login_cookie(
             found[0], principal, now=time.time(), secure=self._ssl is not None
         )
         return response
 
-    def _logout(self, connection: ServerConnection) -> Response:
+    def _logout(self, connection: ServerConnection, request: Request) -> Response:
+        if _wants_json(request):
+            response = _json(HTTPStatus.OK, {"open": self.guard.open})
+            response.headers["Set-Cookie"] = logout_cookie(secure=self._ssl is not None)
+            return response
         response = _html(
             connection,
             HTTPStatus.OK,
@@ -517,6 +560,25 @@ def _html(connection: ServerConnection, status: HTTPStatus, page: str) -> Respon
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'"
     return response
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in (_one(request, "Accept") or "").lower()
+
+
+def _json(status: HTTPStatus, value: dict[str, object]) -> Response:
+    body = json.dumps(value).encode()
+    return _reply(Reply(status, [
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+    ], body))
+
+
+def _reply(reply: Reply) -> Response:
+    """An HTTP response from a :class:`~resofleet.gateway.dashboard.Reply`."""
+    status = HTTPStatus(reply.status)
+    headers = Headers([("Date", formatdate(usegmt=True)), ("Connection", "close"), *reply.headers])
+    return Response(status.value, status.phrase, headers, reply.body)
 
 
 def _text(connection: ServerConnection, status: HTTPStatus, text: str) -> Response:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from resofleet.gateway import Security
 
 __all__ = [
+    "DASHBOARD",
     "FAILURE",
     "LISTENING",
     "LOG_FORMAT",
@@ -53,6 +54,7 @@ __all__ = [
     "announce",
     "auth_note",
     "connection_name",
+    "dashboard_url",
     "listen_error",
     "listen_options",
     "load_config",
@@ -71,6 +73,8 @@ USAGE: Final = 2
 FAILURE: Final = 1
 #: The line saying where a gateway listens: scripts and tests wait for it on stdout.
 LISTENING: Final = "resofleet: gateway listening on"
+#: The line after it: where a browser opens the dashboard.
+DASHBOARD: Final = "resofleet: dashboard at"
 #: Every log line: when, how bad, which logger (module), what.
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The log formats: ``text`` (:data:`LOG_FORMAT`, for people) and ``json`` (one object
@@ -282,8 +286,16 @@ def listen_error(host: str, port: int, exc: OSError) -> CommandError:
 
 
 def announce(url: str, extra: str = "") -> None:
-    """The one line saying where the gateway listens (with the real port)."""
+    """The line saying where the gateway listens (with the real port), then the line
+    naming its dashboard (``http(s)://host:port/``, the same socket)."""
     print(f"{LISTENING} {url}{extra}", flush=True)
+    print(f"{DASHBOARD} {dashboard_url(url)}", flush=True)
+
+
+def dashboard_url(ws_url: str) -> str:
+    """The dashboard's address for a gateway listening on ``ws_url`` (``ws://h:p/ws``)."""
+    scheme, _, rest = ws_url.partition("://")
+    return f"{'https' if scheme == 'wss' else 'http'}://{rest.partition('/')[0]}/"
 
 
 # -- what a service runs with ----------------------------------------------------------------

@@ -51,6 +51,13 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
     assert {"default.toml", "demo.toml", "busy.toml"} <= {
         Path(n).name for n in names if n.startswith("resofleet/emulator/scenarios/")
     }
+    # the dashboard ships with the gateway: its page, its modules, the vendored code and
+    # each vendored library's licence, exactly the files of the source tree
+    static = REPO / "gateway" / "static"
+    shipped = {n.removeprefix("resofleet/gateway/static/") for n in names if n.startswith("resofleet/gateway/static/")}
+    assert shipped == {p.relative_to(static).as_posix() for p in static.rglob("*") if p.is_file()}
+    assert {"index.html", "app/main.js"} <= shipped
+    assert any(n.startswith("vendor/") and n.endswith("/LICENSE") for n in shipped)
 
 
 def test_the_installed_package_imports_from_any_directory(wheel: Path, tmp_path: Path) -> None:
