@@ -66,7 +66,11 @@ export class Connection {
         return;
       }
       const waiter = message.id != null ? this.pending.get(message.id) : undefined;
-      if (waiter) {
+      if (waiter?.each && !endsBulk(message)) {
+        clearTimeout(waiter.timer); // a bulk request lives as long as its servers answer
+        waiter.timer = waiter.arm();
+        waiter.each(message);
+      } else if (waiter) {
         this.pending.delete(message.id);
         clearTimeout(waiter.timer);
         waiter.resolve(message);
@@ -109,18 +113,36 @@ export class Connection {
   /** Send `message` with a fresh id; resolves with the reply carrying that id (an `error`
    * reply included: check `reply.type`). Never rejects. */
   request(message) {
+    return this.send(message, null);
+  }
+
+  /** Send a bulk request (`servers` instead of `server`, README *Bulk commands*): `each`
+   * is called with every server's own reply (`command_response`, `container_response`,
+   * `bans_update` or `error`, each with its `server`); resolves with the `bulk_done`, or
+   * with the `error` that refused the whole request (it names no server). Never rejects. */
+  bulk(message, each) {
+    return this.send(message, each);
+  }
+
+  send(message, each) {
     const id = ++this.ids;
     return new Promise((resolve) => {
       if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
         resolve({ type: 'error', code: 'disconnected', message: 'Not connected to the gateway; try again once it is back.', id });
         return;
       }
-      const timer = setTimeout(() => {
+      const arm = () => setTimeout(() => {
         this.pending.delete(id);
         resolve({ type: 'error', code: 'timeout', message: 'No answer from the gateway in time.', id });
       }, REQUEST_TIMEOUT);
-      this.pending.set(id, { resolve, timer });
+      this.pending.set(id, { resolve, timer: arm(), arm, each });
       this.ws.send(JSON.stringify({ ...message, id }));
     });
   }
+}
+
+/** Whether `message` is the last one a bulk request gets: its `bulk_done`, or an error
+ * about the request as a whole (no `server`: nothing matched, bad request, rate limit). */
+function endsBulk(message) {
+  return message.type === 'bulk_done' || (message.type === 'error' && message.server == null);
 }

@@ -1,6 +1,8 @@
 // The fleet: every server this token may see, its state, host, CPU and memory with
-// sparklines from status_update, users and worlds; filtered by text and by state.
+// sparklines from status_update, users and worlds; filtered by text and by state; and one
+// command for the servers the filters show (bulk.js).
 import { html, useState } from './lib.js';
+import { FleetCommand } from './bulk.js';
 
 export const STATES = ['running', 'starting', 'restarting', 'crashloop', 'exited', 'offline'];
 
@@ -27,7 +29,7 @@ function percent(value) {
   return typeof value === 'number' ? `${value.toFixed(1)} %` : '-';
 }
 
-export function Fleet({ state, open }) {
+export function Fleet({ state, open, connection }) {
   const [text, setText] = useState('');
   const [only, setOnly] = useState('');
   const rows = [...state.servers.values()]
@@ -83,5 +85,6 @@ export function Fleet({ state, open }) {
         </table>
       </div>
       ${!state.servers.size && html`<p class="muted">No server yet: agents announce theirs every few seconds.</p>`}
+      ${connection && html`<${FleetCommand} servers=${rows.map((row) => row.info.server)} connection=${connection} />`}
     </section>`;
 }

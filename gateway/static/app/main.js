@@ -13,6 +13,9 @@ const SPARK_POINTS = 60;
 const SERVERS_REFRESH = 10_000;
 /** Servers asked for their status at once when the list arrives. */
 const FIRST_STATUS = 50;
+/** schedule_run events kept per server for its page: the newest, a few days of hourly runs
+ * would be too many to read; these are what an operator looks at after a slot. */
+const SCHEDULE_RUNS = 20;
 
 const store = new Store({
   identity: null, // null: asking; {open, sub, role}; {signedOut: true, error}
@@ -21,6 +24,7 @@ const store = new Store({
   status: new Map(),
   worlds: new Map(),
   bans: new Map(),
+  scheduleRuns: new Map(), // server -> its last schedule_run events, newest first
   generation: 0, // bumped on every (re)connection: pages reload what they show
   route: parseRoute(),
 });
@@ -87,6 +91,11 @@ function onEvent(message) {
     case 'status_update': noteStatus(message.server, message.status); break;
     case 'worlds_update': store.state.setWorlds(message.server, message.output); break;
     case 'bans_update': store.state.setBans(message.server, message.bans); break;
+    case 'schedule_run':
+      store.update((s) => {
+        s.scheduleRuns.set(message.server, [message, ...(s.scheduleRuns.get(message.server) ?? [])].slice(0, SCHEDULE_RUNS));
+      });
+      break;
     case 'container_output':
       consoles.get(message.server)?.feed(message.epoch, [{ seq: message.seq, output: message.output }]);
       break;
@@ -159,7 +168,7 @@ function signedOut(error = '') {
   consoles.clear();
   store.update((s) => {
     s.identity = { signedOut: true, error };
-    for (const key of ['servers', 'status', 'worlds', 'bans']) s[key] = new Map();
+    for (const key of ['servers', 'status', 'worlds', 'bans', 'scheduleRuns']) s[key] = new Map();
   });
 }
 
@@ -249,7 +258,7 @@ function App() {
       ${route.page === 'server'
         ? html`<${ServerPage} key=${route.server} state=${state} server=${route.server} connection=${connection}
             role=${identity.role} consoleFor=${consoleFor} back=${() => go('#/')} />`
-        : html`<${Fleet} state=${state} open=${(server) => go(`#/server/${encodeURIComponent(server)}`)} />`}
+        : html`<${Fleet} state=${state} connection=${connection} open=${(server) => go(`#/server/${encodeURIComponent(server)}`)} />`}
     </main>`;
 }
 

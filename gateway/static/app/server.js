@@ -6,6 +6,7 @@ import { html, useEffect, useState, may, arg } from './lib.js';
 import { Rich, plain } from './richtext.js';
 import { Console } from './console.js';
 import { stateOf } from './fleet.js';
+import { Confirm } from './confirm.js';
 
 const ACCESS_LEVELS = ['Private', 'LAN', 'Contacts', 'ContactsPlus', 'RegisteredUsers', 'Anyone'];
 const TEMPLATES = ['Grid', 'Platform', 'Blank', 'SpaceWorld'];
@@ -18,17 +19,6 @@ function said(label, reply) {
   if (reply.type === 'error') return { error: true, text: `${label}: ${reply.message}` };
   const text = (reply.output ?? reply.status ?? '').trim().split('\n').filter((l) => l && !/^\s+at /.test(l)).at(-1);
   return { error: false, text: `${label}: ${text || 'done'}` };
-}
-
-function Confirm({ ask, done }) {
-  if (!ask) return null;
-  return html`
-    <div class="confirm" role="alertdialog" aria-modal="false" aria-labelledby="confirm-text"
-      onKeyDown=${(e) => { if (e.key === 'Escape') done(); }}>
-      <p id="confirm-text">${ask.text}</p>
-      <button class="danger" ref=${(b) => b && b.focus()} onClick=${() => { done(); ask.run(); }}>Confirm</button>
-      <button onClick=${done}>Cancel</button>
-    </div>`;
 }
 
 function UserRow({ user, host, role, act }) {
@@ -167,7 +157,7 @@ function Friends({ requests, act }) {
     <li key=${name}><${Rich} text=${name} /> <button onClick=${() => act(`acceptFriendRequest ${arg(name)}`)}>Accept</button></li>`)}</ul>`;
 }
 
-/** One line about the server: host, usage, uptime, restarts, console health, last exit. */
+/** One line about the server: host, usage, uptime. */
 function facts(info, latest) {
   const parts = [];
   if (info?.host) parts.push(`host ${info.host}`);
@@ -175,11 +165,40 @@ function facts(info, latest) {
     if (typeof latest.cpu_usage === 'number') parts.push(`CPU ${latest.cpu_usage.toFixed(1)} %`);
     if (latest.memory_used) parts.push(`memory ${latest.memory_used}`);
     if (latest.uptime) parts.push(`up ${latest.uptime}`);
-    if (latest.restarts) parts.push(`${latest.restarts} restarts`);
-    if (latest.health) parts.push(`console ${latest.health}`);
-    if (latest.exit_code != null) parts.push(`last exit code ${latest.exit_code}`);
   }
   return parts.join(' · ');
+}
+
+/** status_update's recovery fields, each where the agent sent it (README, *Crash
+ * recovery*): the console's health (an unhealthy console flagged), restarts, last exit. */
+function Recovery({ latest }) {
+  if (!latest || latest.status === 'offline') return null;
+  const items = [];
+  if (latest.health) {
+    items.push(html`<div><dt>Console</dt><dd>${latest.health === 'unhealthy'
+      ? html`<span class="state state-unhealthy">unhealthy</span> <span class="error">it stopped answering</span>`
+      : latest.health}</dd></div>`);
+  }
+  if (typeof latest.restarts === 'number') items.push(html`<div><dt>Restarts</dt><dd>${latest.restarts}</dd></div>`);
+  if (latest.exit_code != null) items.push(html`<div><dt>Last exit code</dt><dd>${latest.exit_code}</dd></div>`);
+  return items.length ? html`<dl class="facts" aria-label="Recovery">${items}</dl>` : null;
+}
+
+/** The last schedule_run events of this server, newest first (README, *Schedules*). */
+function ScheduleRuns({ runs }) {
+  if (!runs?.length) return null;
+  return html`
+    <div class="table-wrap"><table class="runs">
+      <caption>Schedule runs</caption>
+      <thead><tr><th scope="col">Time</th><th scope="col">Schedule</th><th scope="col">Action</th>
+        <th scope="col">Outcome</th><th scope="col">Detail</th></tr></thead>
+      <tbody>${runs.map((run) => html`
+        <tr key=${`${run.schedule}-${run.slot}`} class=${run.outcome === 'ok' ? '' : 'failed'}>
+          <td class="mono">${new Date(run.slot * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z')}</td>
+          <th scope="row">${run.schedule}</th><td>${run.action}</td>
+          <td><span class=${`outcome outcome-${run.outcome}`}>${run.outcome}</span></td><td>${run.detail}</td>
+        </tr>`)}</tbody>
+    </table></div>`;
 }
 
 export function ServerPage({ state, server, connection, role, consoleFor, back }) {
@@ -245,6 +264,8 @@ export function ServerPage({ state, server, connection, role, consoleFor, back }
       <p><a href="#/" onClick=${(e) => { e.preventDefault(); back(); }}>All servers</a></p>
       <h2 id="server-title">${server} <span class="state state-${current}">${current}</span></h2>
       <p class="muted">${facts(info, status?.latest)}</p>
+      <${Recovery} latest=${status?.latest} />
+      <${ScheduleRuns} runs=${state.scheduleRuns.get(server)} />
       ${may(role, 'admin') && html`
         <div class="actions" role="group" aria-label="Container">
           <button onClick=${() => container('start')}>Start</button>

@@ -210,3 +210,19 @@ def test_the_refresh_script_rewrites_known_bare_imports_and_refuses_others():
     )
     with pytest.raises(SystemExit, match="unknown bare import 'react'"):
         script.rewrite("import x from 'react'", {})
+
+
+def test_the_fleet_command_asks_first_for_everything_a_viewer_may_not_run():
+    """bulk.js's READ_ONLY (run without asking) is exactly the console commands the
+    contracts give the viewer role: a new read-only command, or one that stops being
+    read-only, changes both."""
+    import re
+
+    from resofleet.contracts import Role
+    from resofleet.contracts.permissions import COMMAND_ROLES
+
+    source = (STATIC / "app" / "bulk.js").read_text()
+    block = re.search(r"READ_ONLY = new Set\(\[(.*?)\]\)", source, re.S)
+    assert block is not None
+    listed = set(re.findall(r"'([a-z]+)'", block.group(1)))
+    assert listed == {name for name, role in COMMAND_ROLES.items() if role is Role.VIEWER}
