@@ -26,7 +26,7 @@ from tests.support.clock import ManualClock
 
 from .browser import WAIT, browser  # noqa: F401 (fixture)
 from .conftest import emulated
-from .dashboard_page import Watched, open_dashboard, unnamed_controls
+from .dashboard_page import PHONE, Watched, open_dashboard, unnamed_controls
 from .test_dashboard import home, open_server, sign_in
 
 pytestmark = pytest.mark.browser
@@ -71,24 +71,27 @@ def answer_row(watched: Watched, server: str) -> Any:
 
 
 async def test_a_bulk_save_reaches_the_filtered_servers_and_shows_each_answer(browser, fleet):
-    """The filter narrows the fleet to eu-*; the bulk command names those servers before
-    it runs; a read-only `status` runs at once with each server's own answer; `save` asks
-    first (Cancel sends nothing), then each server's answer and the summary are shown, and
-    the server the filter hides gets nothing."""
+    """The filter narrows the fleet to eu-*, one of them offline; the bulk command names
+    those servers before it runs; a read-only `status` runs at once with each server's own
+    answer; `save` asks first (Cancel sends nothing), then each server's answer and the
+    summary are shown (the offline one's refusal among them), and the server the filter
+    hides gets nothing."""
     await fleet.agent("eu-1", "eu-2", "lab")
+    gone = await fleet.agent("eu-3")
     gateway = await fleet.gateway()
     watched = await open_dashboard(browser, home(gateway))
     page = watched.page
-    await expect(page.get_by_role("link", name="lab", exact=True)).to_be_visible()
     section = bulk_section(watched)
-    await expect(section).to_contain_text("Reaches the 3 servers the filters show: eu-1, eu-2, lab.")
+    await expect(section).to_contain_text("Reaches the 4 servers the filters show: eu-1, eu-2, eu-3, lab.")
+    await gone.close()
+    await expect(page.get_by_role("row", name=re.compile(r"^eu-3\b"))).to_contain_text("offline")
     await page.get_by_role("searchbox", name="Filter").fill("eu-")
-    await expect(section).to_contain_text("Reaches the 2 servers the filters show: eu-1, eu-2.")
+    await expect(section).to_contain_text("Reaches the 3 servers the filters show: eu-1, eu-2, eu-3.")
     box = section.get_by_role("textbox", name="Command for these servers")
-    await expect(box).to_have_accessible_description(re.compile("eu-1, eu-2"))
+    await expect(box).to_have_accessible_description(re.compile("eu-1, eu-2, eu-3"))
 
     await run_for_shown(watched, "status")
-    await expect(section.get_by_role("status")).to_have_text("status: 2 ok")
+    await expect(section.get_by_role("status")).to_have_text("status: 2 ok; server_offline: eu-3")
     for server in ("eu-1", "eu-2"):
         await expect(answer_row(watched, server)).to_contain_text("Name: ")
     await expect(answer_row(watched, "lab")).to_have_count(0)
@@ -96,16 +99,17 @@ async def test_a_bulk_save_reaches_the_filtered_servers_and_shows_each_answer(br
 
     await run_for_shown(watched, "save")
     confirm = page.get_by_role("alertdialog")
-    await expect(confirm).to_contain_text('Run "save" on 2 servers (eu-1, eu-2)?')
+    await expect(confirm).to_contain_text('Run "save" on 3 servers (eu-1, eu-2, eu-3)?')
     await confirm.get_by_role("button", name="Cancel").click()
     await expect(section.get_by_role("table", name="Answers to status")).to_be_visible()
     await section.get_by_role("button", name="Run on these servers").click()
     await page.get_by_role("alertdialog").get_by_role("button", name="Confirm").click()
-    await expect(section.get_by_role("status")).to_have_text("save: 2 ok")
+    await expect(section.get_by_role("status")).to_have_text("save: 2 ok; server_offline: eu-3")
     answers = section.get_by_role("table", name="Answers to save")
-    await expect(answers.get_by_role("row")).to_have_count(3)  # the header and two servers
+    await expect(answers.get_by_role("row")).to_have_count(4)  # the header and three servers
     for server in ("eu-1", "eu-2"):
-        await expect(answer_row(watched, server)).to_contain_text("ok")
+        await expect(answer_row(watched, server)).to_contain_text(re.compile(r"ok\s*\(done, no output\)"))
+    await expect(answer_row(watched, "eu-3")).to_contain_text(re.compile(r"server_offline\s*Server 'eu-3' is offline"))
     assert await unnamed_controls(page) == []
     await watched.assert_clean()
 
@@ -113,11 +117,11 @@ async def test_a_bulk_save_reaches_the_filtered_servers_and_shows_each_answer(br
 async def test_a_scoped_viewer_sees_each_server_refuse_what_it_may_not_run(browser, fleet):
     """A viewer whose token covers eu-* sees only those servers; its bulk `worlds` answers
     from each, its bulk `save` (after confirming) is refused by each server with the
-    gateway's reason, and the summary names them."""
+    gateway's reason, and the summary names them; at phone width nothing spills sideways."""
     keyring = Keyring((new_secret(),))
     await fleet.agent("eu-1", "eu-2", "lab")
     gateway = await fleet.gateway(security=Security(keyring=keyring))
-    watched = await open_dashboard(browser, home(gateway))
+    watched = await open_dashboard(browser, home(gateway), viewport=PHONE)
     await sign_in(watched, keyring.issue(role=Role.VIEWER, sub="vic", servers=["eu-*"], ttl=600))
     page = watched.page
     section = bulk_section(watched)
@@ -135,6 +139,8 @@ async def test_a_scoped_viewer_sees_each_server_refuse_what_it_may_not_run(brows
         row = answer_row(watched, server)
         await expect(row).to_contain_text("forbidden")
         await expect(row).to_contain_text("operator")  # the gateway's sentence: who may
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than a phone"
     await watched.assert_clean()
 
 
@@ -170,7 +176,7 @@ async def test_schedule_runs_appear_on_the_server_page(browser, fleet):
 async def test_a_crash_and_a_hung_console_show_on_the_server_page(browser, fleet):
     """Under restart = "always", a `crash` typed in the console brings the headless back:
     the page shows one restart and the last exit code, 134. A console that stops answering
-    (its agent's probes miss) is flagged unhealthy, in the danger colour."""
+    (its agent's probes miss) is flagged unhealthy, in the danger colour, on its page and in the fleet list."""
     await fleet.agent(
         ServerConfig(id="crashy", runtime="emulator", emulator_args=("--startup-delay", "0"),
                      restart="always", restart_backoff=0.1),
@@ -201,4 +207,7 @@ async def test_a_crash_and_a_hung_console_show_on_the_server_page(browser, fleet
     await expect(flag).to_be_visible()
     await expect(facts).to_contain_text("it stopped answering")
     assert await flag.evaluate("e => getComputedStyle(e).color") == "rgb(255, 122, 122)"  # --bad
+    await page.get_by_role("link", name="All servers").click()
+    await expect(page.get_by_role("row", name=re.compile(r"^wedged\b"))).to_contain_text("unhealthy")
+    await expect(page.get_by_role("row", name=re.compile(r"^crashy\b"))).not_to_contain_text("unhealthy")
     await watched.assert_clean()

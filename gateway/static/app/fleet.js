@@ -74,7 +74,8 @@ export function Fleet({ state, open, connection }) {
             ${rows.map((row) => html`
               <tr key=${row.info.server} data-state=${row.state}>
                 <th scope="row"><a href="#/server/${encodeURIComponent(row.info.server)}" onClick=${(e) => { e.preventDefault(); open(row.info.server); }}>${row.info.server}</a></th>
-                <td data-label="State"><span class="state state-${row.state}">${row.state}</span></td>
+                <td data-label="State"><span class="state state-${row.state}">${row.state}</span>${row.status?.latest?.health === 'unhealthy' && row.state !== 'offline'
+                  ? html` <span class="state state-unhealthy">unhealthy</span>` : ''}</td>
                 <td data-label="Host">${[row.info.host, row.info.agent].filter(Boolean).filter((v, i, a) => a.indexOf(v) === i).join(' / ') || '-'}</td>
                 <td class="num" data-label="CPU"><${Sparkline} values=${row.status?.cpu ?? []} label="CPU of ${row.info.server}" /> ${percent(row.status?.latest?.cpu_usage)}</td>
                 <td class="num" data-label="Memory"><${Sparkline} values=${row.status?.mem ?? []} label="Memory of ${row.info.server}" /> ${percent(row.status?.latest?.memory_percent)}</td>

@@ -265,7 +265,6 @@ export function ServerPage({ state, server, connection, role, consoleFor, back }
       <h2 id="server-title">${server} <span class="state state-${current}">${current}</span></h2>
       <p class="muted">${facts(info, status?.latest)}</p>
       <${Recovery} latest=${status?.latest} />
-      <${ScheduleRuns} runs=${state.scheduleRuns.get(server)} />
       ${may(role, 'admin') && html`
         <div class="actions" role="group" aria-label="Container">
           <button onClick=${() => container('start')}>Start</button>
@@ -274,6 +273,7 @@ export function ServerPage({ state, server, connection, role, consoleFor, back }
         </div>`}
       <${Confirm} ask=${ask} done=${() => setAsk(null)} />
       <p class=${answer?.error ? 'answer error' : 'answer'} role="status" aria-live="polite">${answer?.text ?? ''}</p>
+      <${ScheduleRuns} runs=${state.scheduleRuns.get(server)} />
       <nav class="tabs" aria-label="Server sections">
         ${tabs.map(([key, label]) => html`<button aria-current=${tab === key ? 'page' : undefined} onClick=${() => setTab(key)}>${label}</button>`)}
       </nav>
