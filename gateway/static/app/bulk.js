@@ -59,7 +59,7 @@ export function FleetCommand({ servers, connection }) {
   const [run, setRun] = useState(null); // {command, servers, answers, done, error}
 
   async function send(line, targets) {
-    let current = { command: line, servers: targets, answers: [], done: null, error: null };
+    let current = { command: line, servers: targets, answers: [], done: null, errors: [] };
     const show = (change) => { current = { ...current, ...change }; setRun(current); };
     show({});
     const results = {};
@@ -69,9 +69,16 @@ export function FleetCommand({ servers, connection }) {
         show({ answers: [...current.answers, reply] });
       });
       if (last.type === 'bulk_done') Object.assign(results, last.results);
-      else show({ error: `${line}: ${last.message}` });
+      else show({ errors: [...current.errors, last.message] }); // refused whole: nothing ran
     }
     show({ done: results });
+  }
+
+  /** The status line: progress, then the summary and any request refused whole. */
+  function said() {
+    if (!run.done) return `${run.command} on ${run.servers.length} servers ...`;
+    const parts = Object.keys(run.done).length || !run.errors.length ? [summary(run.done)] : [];
+    return `${run.command}: ${[...parts, ...run.errors].join('; ')}`;
   }
 
   function submit(event) {
@@ -105,8 +112,7 @@ export function FleetCommand({ servers, connection }) {
       </form>
       <${Confirm} ask=${ask} done=${() => setAsk(null)} />
       ${run && html`
-        <p class=${run.error ? 'answer error' : 'answer'} role="status" aria-live="polite">${run.error
-          ?? (run.done ? `${run.command}: ${summary(run.done)}` : `${run.command} on ${run.servers.length} servers ...`)}</p>
+        <p class=${run.errors.length ? 'answer error' : 'answer'} role="status" aria-live="polite">${said()}</p>
         <div class="table-wrap"><table class="answers">
           <caption>Answers to ${run.command}</caption>
           <thead><tr><th scope="col">Server</th><th scope="col">Result</th><th scope="col">Answer</th></tr></thead>
