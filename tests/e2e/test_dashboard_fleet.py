@@ -36,7 +36,10 @@ expect.set_options(timeout=WAIT * 1000)
 SLOT = datetime(2026, 11, 30, 4, tzinfo=timezone.utc).timestamp()
 #: The emulator's ``crash`` exits like an unhandled .NET exception (SIGABRT): 128 + 6.
 CRASH_CODE = 134
-WEDGE = str(Path(__file__).resolve().parents[1] / "support" / "scenarios" / "wedge.toml")
+SCENARIOS = Path(__file__).resolve().parents[1] / "support" / "scenarios"
+WEDGE = str(SCENARIOS / "wedge.toml")
+#: HTML, script and rich-text tags in every name the console prints.
+HOSTILE = SCENARIOS / "hostile.toml"
 #: Status every quarter second and a health check that decides within about a second, so
 #: the page sees a restart and a hung console quickly.
 QUICK = AgentSettings(name="host-a", status_interval=0.25, health_interval=0.2,
@@ -145,18 +148,23 @@ async def test_a_scoped_viewer_sees_each_server_refuse_what_it_may_not_run(brows
 
 
 async def test_schedule_runs_appear_on_the_server_page(browser, fleet):
-    """At the slot, each schedule's run appears on the server's page: its time, schedule,
-    action, outcome and detail, newest first."""
+    """At the slot, each schedule's run appears on its server's page: its time, schedule,
+    action, outcome and detail, newest first; a detail quoting a hostile console's HTML
+    is shown as its characters."""
     clock = ManualClock(SLOT - 5)
     schedules = [
         ScheduleConfig(name="hourly-save", servers=("eu-*",), every="1h", action="save"),
         ScheduleConfig(name="hourly-status", servers=("eu-1",), every="1h", action="command",
                        command="status"),
+        ScheduleConfig(name="hourly-worlds", servers=("evil",), every="1h", action="command",
+                       command="worlds"),
     ]
-    await fleet.agent(emulated("eu-1"), schedules=schedules, clock=clock)
+    await fleet.agent(emulated("eu-1"), emulated("evil", scenario=str(HOSTILE)),
+                      schedules=schedules, clock=clock)
     gateway = await fleet.gateway()
     watched = await open_dashboard(browser, home(gateway))
     page = watched.page
+    await expect(page.get_by_role("link", name="evil", exact=True)).to_be_visible()
     await open_server(watched, "eu-1")
     await expect(page.get_by_role("region", name="World Harbor Lounge")).to_be_visible()
     runs = page.get_by_role("table", name="Schedule runs")
@@ -165,11 +173,18 @@ async def test_schedule_runs_appear_on_the_server_page(browser, fleet):
 
     clock.set(SLOT)
     rows = runs.get_by_role("row")
-    await expect(rows).to_have_count(3)  # the header and the two runs
+    await expect(rows).to_have_count(3)  # the header and eu-1's two runs
     await expect(rows.nth(1)).to_contain_text(re.compile(
         r"2026-11-30 04:00:00Z\s*hourly-status\s*command\s*ok\s*Name: "))
     await expect(rows.nth(2)).to_contain_text(re.compile(
         r"2026-11-30 04:00:00Z\s*hourly-save\s*save\s*ok\s*saved 2 worlds"))
+
+    await page.get_by_role("link", name="All servers").click()
+    await open_server(watched, "evil")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(1)).to_contain_text(re.compile(
+        r"hourly-worlds\s*command\s*ok\s*.*<img src=x onerror=alert\(1\)>"))
+    assert await runs.locator("img, script, iframe, svg").count() == 0
     await watched.assert_clean()
 
 
