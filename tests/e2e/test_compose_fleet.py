@@ -1,6 +1,7 @@
 """The compose fleet (deploy/compose.yaml) on a real Docker engine, through its load
 balancer: two gateways behind HAProxy, RabbitMQ with a user per agent, agents host-a
-(a1, a2) and host-b (b1, b2) driving emulated headless containers over the Docker socket.
+(a1, a2) and host-b (b1, b2) driving emulated headless containers over the Docker socket,
+and the notifier posting to the stack's webhook receiver (profile "webhooks").
 
 One stack for the module (`deploy/fleet.py up`, as `make fleet` runs it), removed at the
 end whatever happened. The tests run in file order: the ones that kill or stop parts come
