@@ -8,7 +8,8 @@
     python deploy/fleet.py compose [--env-file F] -- ps     # any compose command, same files
 
 ``up`` writes the env file when it is missing (mode 0600: passwords of the broker users,
-the token secret, a free subnet, the Docker socket's group; see :func:`new_env`), renders
+the token secret, the webhook's signing secret and URL, a free subnet, the Docker
+socket's group; see :func:`new_env`; an older env file gets the keys it lacks), renders
 the broker's definitions and the services' configuration into the fleet directory
 (``deploy/.fleet/`` by default) from the templates in deploy/, builds the images, starts
 the stack, waits until the load balancer answers ``/readyz`` and every server is online
@@ -71,6 +72,9 @@ POLL_INTERVAL: Final = 0.5
 #: Seconds compose gives a container to stop before killing it (every process here
 #: handles SIGTERM at once; RabbitMQ takes a second or two).
 STOP_TIMEOUT: Final = 10
+#: Where the notifier POSTs unless the env file says otherwise: the stack's own receiver
+#: (deploy/webhook-receiver.py, compose profile "webhooks"), which only logs.
+DEFAULT_WEBHOOK_URL: Final = "http://webhook-receiver:8080/resofleet"
 #: A template's placeholders: {{NAME}}.
 _PLACEHOLDER: Final = re.compile(r"\{\{([A-Z0-9_]+)\}\}")
 
@@ -116,6 +120,17 @@ def new_env(*, project: str, port: int, fleet_dir: str, images: str) -> dict[str
         "RESOFLEET_BROKER_GATEWAY_PASSWORD": secrets.token_hex(24),
         "RESOFLEET_BROKER_HOST_A_PASSWORD": secrets.token_hex(24),
         "RESOFLEET_BROKER_HOST_B_PASSWORD": secrets.token_hex(24),
+        **notifier_env(),
+    }
+
+
+def notifier_env() -> dict[str, str]:
+    """The notifier's values: its broker password, the webhook's URL and signing secret
+    (the receiver verifies with the same one)."""
+    return {
+        "RESOFLEET_BROKER_NOTIFIER_PASSWORD": secrets.token_hex(24),
+        "RESOFLEET_WEBHOOK_URL": DEFAULT_WEBHOOK_URL,
+        "RESOFLEET_WEBHOOK_SECRET": secrets.token_urlsafe(32),
     }
 
 
@@ -126,7 +141,14 @@ def ensure_env(path: Path, *, project: str = "resofleet", port: int = 8000, flee
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             raise FleetError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
-        return read_env(path)
+        values = read_env(path)
+        missing = {k: v for k, v in notifier_env().items() if k not in values}
+        if missing:  # an env file from before the notifier: add its keys, keep the rest
+            with path.open("a", encoding="utf-8") as file:
+                file.write("".join(f"{key}={value}\n" for key, value in missing.items()))
+            say(f"added {', '.join(missing)} to {path}")
+            values.update(missing)
+        return values
     images = os.environ.get("RESOFLEET_FLEET_IMAGES") or ("local" if local_base_present() else "official")
     if images not in ("local", "official"):
         raise FleetError(f"RESOFLEET_FLEET_IMAGES must be local or official, not {images!r}")
@@ -208,12 +230,15 @@ def render(env: dict[str, str]) -> Path:
         "GATEWAY_HASH": password_hash(env["RESOFLEET_BROKER_GATEWAY_PASSWORD"]),
         "HOST_A_HASH": password_hash(env["RESOFLEET_BROKER_HOST_A_PASSWORD"]),
         "HOST_B_HASH": password_hash(env["RESOFLEET_BROKER_HOST_B_PASSWORD"]),
+        "NOTIFIER_HASH": password_hash(env["RESOFLEET_BROKER_NOTIFIER_PASSWORD"]),
+        "WEBHOOK_URL": json.dumps(env["RESOFLEET_WEBHOOK_URL"]),  # a quoted TOML string
     }
     files = {
         "definitions.json": DEPLOY / "rabbitmq" / "definitions.json.in",
         "gateway.toml": DEPLOY / "fleet" / "gateway.toml.in",
         "host-a.toml": DEPLOY / "fleet" / "host-a.toml.in",
         "host-b.toml": DEPLOY / "fleet" / "host-b.toml.in",
+        "notifier.toml": DEPLOY / "fleet" / "notifier.toml.in",
     }
     for name, template in files.items():
         target = out / name

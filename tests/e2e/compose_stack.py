@@ -86,6 +86,9 @@ class Stack:
     def up(self) -> None:
         init = self.fleet("init", "--project", self.project, "--port", str(self.port), "--fleet-dir", str(self.fleet_dir))
         assert init.returncode == 0, init.stderr
+        # The webhook receiver too (profile "webhooks"), which the notifier posts to.
+        with self.env_file.open("a", encoding="utf-8") as file:
+            file.write("COMPOSE_PROFILES=webhooks\n")
         self.env = dict(
             line.split("=", 1) for line in self.env_file.read_text().splitlines() if "=" in line and not line.startswith("#")
         )

@@ -1,6 +1,7 @@
 """The compose fleet (deploy/compose.yaml) on a real Docker engine, through its load
 balancer: two gateways behind HAProxy, RabbitMQ with a user per agent, agents host-a
-(a1, a2) and host-b (b1, b2) driving emulated headless containers over the Docker socket.
+(a1, a2) and host-b (b1, b2) driving emulated headless containers over the Docker socket,
+and the notifier posting to the stack's webhook receiver (profile "webhooks").
 
 One stack for the module (`deploy/fleet.py up`, as `make fleet` runs it), removed at the
 end whatever happened. The tests run in file order: the ones that kill or stop parts come
@@ -287,6 +288,37 @@ async def test_host_a_cannot_bind_its_own_queue_to_b1s_requests(stack: Stack) ->
 # -- failures -------------------------------------------------------------------------------
 
 
+def received_notices(stack: Stack) -> list[dict[str, Any]]:
+    """What the stack's webhook receiver logged: one JSON object per POST."""
+    out = docker("logs", stack.container("webhook-receiver"))
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+async def test_a_stopped_server_is_posted_as_a_signed_server_down(stack: Stack, token: str) -> None:
+    """`docker stop` a1's headless: the notifier (its own broker user, its durable queues)
+    POSTs server_down for a1 to the receiver inside the stack, with a signature that
+    verifies with the secret in the env file; started again, server_up follows."""
+    async with await connect(stack, token) as client:
+        await online(client, ("a1",))
+        stopped = time.monotonic()
+        docker("stop", "-t", "10", stack.container("a1"))
+        try:
+            async with asyncio.timeout(RECOVERY):
+                while not any(n["event"] == "server_down" and n["server"] == "a1" for n in received_notices(stack)):
+                    await asyncio.sleep(0.2)
+            report("headless a1 stopped -> signed server_down received", time.monotonic() - stopped)
+        finally:
+            docker("start", stack.container("a1"))
+        async with asyncio.timeout(RECOVERY):
+            while not any(n["event"] == "server_up" and n["server"] == "a1" for n in received_notices(stack)):
+                await asyncio.sleep(0.2)
+        await online(client, ("a1",))
+    notices = [n for n in received_notices(stack) if n["server"] == "a1"]
+    assert all(n["verified"] for n in notices), notices
+    assert [n["event"] for n in notices].count("server_down") == 1, notices  # once per outage
+    assert len({n["delivery"] for n in notices}) == len(notices)
+
+
 async def test_a_killed_gateway_new_and_reconnecting_clients_keep_working(stack: Stack, token: str) -> None:
     """Kill the gateway a client is on: that client is disconnected, reconnects through
     the load balancer and is answered; a client of the other gateway never notices."""
@@ -387,12 +419,13 @@ async def test_a_killed_headless_shows_in_status_and_comes_back_per_its_restart_
 def test_every_image_is_labelled_with_its_role(stack: Stack) -> None:
     """org.resofleet.role on every container of the stack, from its image or its service."""
     roles = {}
-    for service in ("rabbitmq", "gateway-1", "gateway-2", "lb", "agent-a", "agent-b", "a1", "b2"):
+    for service in ("rabbitmq", "gateway-1", "gateway-2", "lb", "agent-a", "agent-b", "a1", "b2", "notifier"):
         roles[service] = stack.inspect(service)["Config"]["Labels"]["org.resofleet.role"]
     assert roles == {
         "rabbitmq": "broker", "gateway-1": "gateway", "gateway-2": "gateway", "lb": "lb",
-        "agent-a": "agent", "agent-b": "agent", "a1": "headless", "b2": "headless",
+        "agent-a": "agent", "agent-b": "agent", "a1": "headless", "b2": "headless", "notifier": "notifier",
     }
-    for service, user in (("gateway-1", "resofleet"), ("agent-a", "resofleet"), ("a1", "65534:65534")):
+    assert stack.inspect("notifier")["State"]["Health"]["Status"] == "healthy"  # its /readyz
+    for service, user in (("gateway-1", "resofleet"), ("agent-a", "resofleet"), ("notifier", "resofleet"), ("a1", "65534:65534")):
         assert stack.inspect(service)["Config"]["User"].startswith(user)
     assert Path(stack.env_file).stat().st_mode & 0o077 == 0

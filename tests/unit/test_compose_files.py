@@ -41,6 +41,9 @@ ENV = {
     "RESOFLEET_BROKER_GATEWAY_PASSWORD": "g" * 48,
     "RESOFLEET_BROKER_HOST_A_PASSWORD": "a" * 48,
     "RESOFLEET_BROKER_HOST_B_PASSWORD": "b" * 48,
+    "RESOFLEET_BROKER_NOTIFIER_PASSWORD": "n" * 48,
+    "RESOFLEET_WEBHOOK_URL": 'https://hooks.example.com/a"b',  # a quote: still one TOML string
+    "RESOFLEET_WEBHOOK_SECRET": "w" * 43,
 }
 
 
@@ -53,7 +56,7 @@ def test_the_folder_is_private_and_the_files_readable_by_the_containers(rendered
     """0700 folder (others cannot list or read it), 0644 files (a container's own user
     reads the one file mounted)."""
     assert rendered.stat().st_mode & 0o777 == 0o700
-    assert {p.name for p in rendered.iterdir()} == {"definitions.json", "gateway.toml", "host-a.toml", "host-b.toml"}
+    assert {p.name for p in rendered.iterdir()} == {"definitions.json", "gateway.toml", "host-a.toml", "host-b.toml", "notifier.toml"}
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in rendered.iterdir())
 
 
@@ -81,8 +84,8 @@ def test_gateway_configuration_trusts_only_the_load_balancer(rendered: Path, mon
 def test_password_hashes_are_rabbitmqs_salted_sha256(rendered: Path) -> None:
     """base64(salt(4) + sha256(salt + password)), the format RabbitMQ imports."""
     users = {u["name"]: u for u in json.loads((rendered / "definitions.json").read_text())["users"]}
-    assert set(users) == {"gateway", "host-a", "host-b"}  # and no guest
-    for name, letter in (("gateway", "g"), ("host-a", "a"), ("host-b", "b")):
+    assert set(users) == {"gateway", "host-a", "host-b", "notifier"}  # and no guest
+    for name, letter in (("gateway", "g"), ("host-a", "a"), ("host-b", "b"), ("notifier", "n")):
         raw = base64.b64decode(users[name]["password_hash"])
         salt, digest = raw[:4], raw[4:]
         assert digest == hashlib.sha256(salt + (letter * 48).encode()).digest()
@@ -145,6 +148,56 @@ def test_the_gateway_user_sends_requests_and_reads_events_but_serves_nothing(ren
     assert allows(p["read"], TOPOLOGY.events) and allows(p["read"], TOPOLOGY.presence)
     assert not allows(p["write"], TOPOLOGY.events) and not allows(p["write"], "amq.default")
     assert all(allows(p[kind], BUS_QUEUE) for kind in ("configure", "write", "read"))
+
+
+def test_the_notifier_user_has_its_queues_and_reads_events_and_presence_only(rendered: Path) -> None:
+    """Its durable queues: declare, bind, consume, publish (through the default exchange);
+    binds the events it judges (never output) and the presence fanout; sends no request,
+    publishes no event, serves no server."""
+    perms, topics = permissions(rendered)
+    p = perms["notifier"]
+    for queue in (TOPOLOGY.notify_events, TOPOLOGY.notify_queue("ops"), TOPOLOGY.notify_dead, BUS_QUEUE):
+        assert all(allows(p[kind], queue) for kind in ("configure", "write", "read")), queue
+    for exchange in (TOPOLOGY.commands, TOPOLOGY.events, TOPOLOGY.presence):
+        assert allows(p["configure"], exchange)  # the bus declares all three
+    assert allows(p["read"], TOPOLOGY.events) and allows(p["read"], TOPOLOGY.presence)
+    assert allows(p["write"], TOPOLOGY.presence)  # a discover at start
+    assert allows(p["write"], "amq.default")  # put: persistent notices to its queues
+    assert not allows(p["write"], TOPOLOGY.events) and not allows(p["write"], TOPOLOGY.commands)
+    assert not allows(p["read"], TOPOLOGY.commands)
+    for server in ("a1", "b2"):
+        queue = TOPOLOGY.command_queue(server)
+        assert not (allows(p["configure"], queue) or allows(p["write"], queue) or allows(p["read"], queue))
+    for kind in ("state", "status", "worlds", "schedule"):
+        assert allows(topics["notifier"]["read"], f"*.{kind}")  # the binding keys it uses
+    assert not allows(topics["notifier"]["read"], "*.output") and not allows(topics["notifier"]["read"], "#")
+    assert not allows(topics["notifier"]["write"], TOPOLOGY.event_key("a1", "state"))
+
+
+def test_notifier_configuration_is_valid_and_signs_with_the_env_secret(rendered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One json webhook to the env file's URL, signed with RESOFLEET_WEBHOOK_SECRET, and
+    the health endpoint the image's HEALTHCHECK asks and Prometheus scrapes."""
+    monkeypatch.setenv("RESOFLEET_WEBHOOK_SECRET", "w" * 43)
+    path = rendered / "notifier.toml"
+    config = parse_config(tomllib.loads(path.read_text()), source=str(path))
+    assert config.notifier.health == "0.0.0.0:8002"
+    [hook] = config.webhooks
+    assert (hook.name, hook.url, hook.format, hook.secret_env) == (
+        "fleet", 'https://hooks.example.com/a"b', "json", "RESOFLEET_WEBHOOK_SECRET",
+    )
+    assert "server_down" in hook.events
+
+
+def test_an_env_file_from_before_the_notifier_gets_its_keys(tmp_path: Path) -> None:
+    """The notifier's password, URL and secret are appended; every other value is kept."""
+    path = tmp_path / ".env"
+    path.write_text("COMPOSE_PROJECT_NAME=old\nRESOFLEET_SECRET=keep\n")
+    path.chmod(0o600)
+    values = fleet.ensure_env(path)
+    assert values["COMPOSE_PROJECT_NAME"] == "old" and values["RESOFLEET_SECRET"] == "keep"
+    assert values["RESOFLEET_WEBHOOK_URL"] == fleet.DEFAULT_WEBHOOK_URL
+    assert len(values["RESOFLEET_WEBHOOK_SECRET"]) >= 32 and len(values["RESOFLEET_BROKER_NOTIFIER_PASSWORD"]) == 48
+    assert fleet.read_env(path) == values and fleet.ensure_env(path) == values  # written once
 
 
 def test_a_template_placeholder_without_a_value_is_an_error(tmp_path: Path) -> None:

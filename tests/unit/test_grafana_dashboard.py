@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "resofleet-fleet.json"
 
-#: Every metric the gateway and the agent export (the README's Metrics section).
+#: Every metric the gateway, the agent and the notifier export (the README's Metrics and
+#: Webhooks sections).
 COUNTERS_AND_GAUGES = {
     "resofleet_gateway_connections", "resofleet_gateway_requests_total", "resofleet_gateway_events_total",
     "resofleet_gateway_cut_off_total", "resofleet_gateway_sent_bytes_total",
@@ -26,8 +27,12 @@ COUNTERS_AND_GAUGES = {
     "resofleet_server_worlds", "resofleet_server_users", "resofleet_server_present_users",
     "resofleet_server_restarts_total", "resofleet_console_timeouts_total",
     "resofleet_console_resyncs_total", "resofleet_output_lines_total", "resofleet_output_dropped_total",
+    "resofleet_notifier_events_total", "resofleet_notifier_notices_total", "resofleet_notifier_deliveries_total",
 }
-HISTOGRAMS = {"resofleet_gateway_request_seconds", "resofleet_console_command_seconds", "resofleet_poll_seconds"}
+HISTOGRAMS = {
+    "resofleet_gateway_request_seconds", "resofleet_console_command_seconds", "resofleet_poll_seconds",
+    "resofleet_notifier_post_seconds",
+}
 KNOWN = COUNTERS_AND_GAUGES | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 #: PromQL's functions, aggregations and keywords the panels may use besides metric names.
 PROMQL_WORDS = {
@@ -35,7 +40,7 @@ PROMQL_WORDS = {
     "histogram_quantile", "vector", "or", "and", "unless", "le", "on", "ignoring",
 }
 #: Labels the metrics carry (the panels group and filter by these only).
-LABELS = {"type", "outcome", "reason", "state", "server", "class", "poll", "instance", "job"}
+LABELS = {"type", "outcome", "reason", "state", "server", "class", "poll", "instance", "job", "webhook"}
 #: Grafana's names of the units the panels use.
 UNITS = {"none", "short", "percent", "bytes", "Bps", "reqps", "ops", "s", "bool_on_off"}
 

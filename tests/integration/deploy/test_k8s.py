@@ -28,6 +28,7 @@ from resofleet.agent.runtime.process import STOP_GRACE
 from resofleet.config import ConfigError, parse_config
 from resofleet.gateway.app import DRAIN_TIMEOUT
 from resofleet.gateway.fanout import SLOW_CLIENTS_BUDGET
+from resofleet.notifier.settings import REQUEST_TIMEOUT
 
 from .k8s import (
     DEPLOYABLE,
@@ -100,6 +101,9 @@ PRIVATE_RANGES: Final = {
 TEST_SECRET: Final = "k8s-test-secret-" + "x" * 32
 GATEWAY: Final = {"app.kubernetes.io/name": "resofleet", "app.kubernetes.io/component": "gateway"}
 HEADLESS: Final = {"app.kubernetes.io/name": "resofleet", "app.kubernetes.io/component": "headless"}
+NOTIFIER: Final = {"app.kubernetes.io/name": "resofleet", "app.kubernetes.io/component": "notifier"}
+#: Where Prometheus is assumed to run (the notifier's metrics port is open to it alone).
+MONITORING_PEER: Final = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
 every_kustomization = pytest.mark.parametrize("name", KUSTOMIZATIONS)
 with_fleet = pytest.mark.parametrize("name", ("base", *DEPLOYABLE))
@@ -514,8 +518,8 @@ def test_headless_internet_egress_keeps_the_cluster_closed() -> None:
 
 
 @deployable
-def test_the_broker_takes_amqp_only_from_gateways_and_agents(name: str) -> None:
-    """Broker ingress on 5672 comes from the gateway and headless pods only; other ports
+def test_the_broker_takes_amqp_only_from_gateways_agents_and_the_notifier(name: str) -> None:
+    """Broker ingress on 5672 comes from the gateway, headless and notifier pods only; other ports
     (clustering, the operators' management API) never from them."""
     objects = render(name)
     (broker,) = broker_pod_labels(objects)
@@ -526,18 +530,30 @@ def test_the_broker_takes_amqp_only_from_gateways_and_agents(name: str) -> None:
         assert rule.get("from"), f"a broker ingress rule without `from` opens it to everyone: {rule}"
     for rule in amqp:
         assert ports_of(rule) == {(5672, "TCP")}
-        assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [GATEWAY, HEADLESS]
+        assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [GATEWAY, HEADLESS, NOTIFIER]
 
 
 # -- config, secrets, broker -----------------------------------------------------------------
 
 
 @with_fleet
-def test_config_files_load_with_resofleets_own_loader(name: str, loader_env: None) -> None:
-    """Every TOML file in a ConfigMap is accepted by resofleet.config.parse_config."""
-    files = toml_files(render(name))
+def test_config_files_load_with_resofleets_own_loader(name: str, loader_env: None, tmp_path: Path) -> None:
+    """Every TOML file in a ConfigMap is accepted by resofleet.config.parse_config (a
+    webhook's secret_file read from a real secret where the pod mounts Secret
+    resofleet-webhooks)."""
+    objects = render(name)
+    files = toml_files(objects)
     assert files
+    _, template = workload(objects, NOTIFIER)
+    (notifier,) = containers(template)
+    mount = next(m for m in notifier["volumeMounts"] if m["name"] == "webhooks")["mountPath"]
     for (cm, key), document in files.items():
+        for hook in document.get("webhooks", []):
+            if "secret_file" in hook:
+                path = Path(hook["secret_file"])
+                assert path.parent == Path(mount) and path.name in secret_keys(objects, "resofleet-webhooks"), hook
+                hook["secret_file"] = str(tmp_path / path.name)
+                (tmp_path / path.name).write_text("w" * 32 + "\n")
         try:
             parse_config(document, source=f"{cm}/{key}")
         except ConfigError as exc:
@@ -621,3 +637,88 @@ def test_operator_permissions_are_the_statefulset_brokers() -> None:
     for role in ("gateway", "agent"):
         expected = by_placeholder[f"@{role.upper()}_USER@"]
         assert operator[f"resofleet-{role}"] == {k: expected[k] for k in ("configure", "write", "read")}
+
+
+def secret_keys(objects: tuple[Obj, ...], name: str) -> set[str]:
+    (secret,) = [s for s in find(objects, "Secret") if s["metadata"]["name"] == name]
+    return {*secret.get("stringData", {}), *secret.get("data", {})}
+
+
+# -- the notifier ----------------------------------------------------------------------------
+
+
+@with_fleet
+def test_the_notifier_runs_two_replicas_probed_and_scraped_on_its_health_port(name: str, loader_env: None, tmp_path: Path) -> None:
+    """Two replicas (they share the broker's queues), a PDB keeping one, probes on the port
+    `[notifier] health` listens on, the prometheus.io annotations naming it, its own
+    broker user, and a grace period over a POST's timeout."""
+    objects = render(name)
+    deployment, template = workload(objects, NOTIFIER)
+    assert deployment["spec"]["replicas"] == 2
+    assert any(matches(p["spec"]["selector"]["matchLabels"], NOTIFIER) and p["spec"]["minAvailable"] == 1
+               for p in find(objects, "PodDisruptionBudget"))
+    (notifier,) = containers(template)
+    assert notifier["args"][0] == "notifier"
+    (config,) = [d for (cm, k), d in toml_files(objects).items() if k == "notifier.toml"]
+    health = int(config["notifier"]["health"].rsplit(":", 1)[1])
+    assert config["notifier"]["health"].startswith("0.0.0.0:")  # the kubelet and Prometheus reach it
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert port_number(notifier, notifier[probe]["httpGet"]["port"]) == health
+    assert notifier["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    annotations = template["metadata"]["annotations"]
+    assert (annotations["prometheus.io/scrape"], int(annotations["prometheus.io/port"]), annotations["prometheus.io/path"]) == ("true", health, "/metrics")
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in notifier["env"] if "valueFrom" in e}
+    assert refs == {"resofleet-broker-notifier"}
+    assert template["spec"]["terminationGracePeriodSeconds"] > max(h.get("timeout", REQUEST_TIMEOUT) for h in config["webhooks"])
+
+
+@with_fleet
+def test_the_notifier_reaches_the_broker_dns_and_https_outside_the_cluster_only(name: str) -> None:
+    """Egress: the broker on 5672, DNS, and 443 to addresses outside the cluster's private
+    ranges and the metadata service; ingress: its metrics port from the monitoring
+    namespace alone."""
+    objects = render(name)
+    brokers = broker_pod_labels(objects)
+    _, template = workload(objects, NOTIFIER)
+    labels = template["metadata"]["labels"]
+    kinds = set()
+    for rule in rules(policies_for(objects, labels, "Egress"), "egress"):
+        peers = rule.get("to")
+        assert peers, "an egress rule without `to` opens everything"
+        if peers == [DNS_PEER]:
+            assert ports_of(rule) == {(53, "UDP"), (53, "TCP")}
+            kinds.add("dns")
+        elif all("ipBlock" in p for p in peers):
+            assert ports_of(rule) == {(443, "TCP")}, rule
+            for block in (p["ipBlock"] for p in peers):
+                network = ipaddress.ip_network(block["cidr"])
+                excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+                for private in PRIVATE_RANGES[network.version]:
+                    closed = ipaddress.ip_network(private)
+                    if closed.subnet_of(network):  # type: ignore[arg-type]
+                        assert any(closed.subnet_of(e) for e in excepted), f"{block['cidr']} opens {private}"  # type: ignore[arg-type]
+            kinds.add("https")
+        else:
+            assert len(peers) == 1 and set(peers[0]) == {"podSelector"} and ports_of(rule) == {(5672, "TCP")}, rule
+            if name != "base":
+                assert any(matches(peers[0]["podSelector"], b) for b in brokers), "selects no broker pod"
+            kinds.add("broker")
+    assert kinds == {"dns", "https", "broker"}
+    allowed = rules(policies_for(objects, labels, "Ingress"), "ingress")
+    assert allowed
+    for rule in allowed:
+        assert rule.get("from") == [MONITORING_PEER] and ports_of(rule) == {(8002, "TCP")}, rule
+
+
+def test_the_example_webhook_secret_is_refused(loader_env: None, tmp_path: Path) -> None:
+    """The committed resofleet-webhooks Secret fails closed: too short to sign with."""
+    objects = render("base")
+    (secret,) = [s for s in find(objects, "Secret") if s["metadata"]["name"] == "resofleet-webhooks"]
+    (document,) = [d for (cm, k), d in toml_files(objects).items() if k == "notifier.toml"]
+    for hook in document["webhooks"]:
+        path = tmp_path / Path(hook["secret_file"]).name
+        path.write_text(secret["stringData"][path.name])
+        hook["secret_file"] = str(path)
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        parse_config(document)
+

@@ -41,6 +41,11 @@ from resofleet.contracts import (
     RunCommand,
 )
 
+from resofleet.notifier import Notifier, NotifierSettings, WebhookSettings
+from tests.integration.notifier.conftest import SECRET
+from tests.support.notices import state
+from tests.support.receiver import Receiver
+
 from .k8s import configmap_files, kubectl, render, secret_value
 
 pytestmark = pytest.mark.skipif(
@@ -59,6 +64,7 @@ STEP_TIMEOUT: Final = 10.0
 USERS: Final = {
     "GATEWAY_USER": "gw", "GATEWAY_PASSWORD": "Gw.pass_1~x-",
     "AGENT_USER": "ag", "AGENT_PASSWORD": "Ag.pass_2~y-",
+    "NOTIFIER_USER": "nt", "NOTIFIER_PASSWORD": "Nt.pass_3~z-",
 }
 
 
@@ -89,9 +95,9 @@ def test_definitions_script_fills_in_the_users(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     definitions = json.loads((tmp_path / "out.json").read_text())
     assert {(u["name"], u["password"]) for u in definitions["users"]} == {
-        ("gw", "Gw.pass_1~x-"), ("ag", "Ag.pass_2~y-")
+        ("gw", "Gw.pass_1~x-"), ("ag", "Ag.pass_2~y-"), ("nt", "Nt.pass_3~z-")
     }
-    assert {p["user"] for p in definitions["permissions"]} == {"gw", "ag"}
+    assert {p["user"] for p in definitions["permissions"]} == {"gw", "ag", "nt"}
 
 
 @pytest.mark.parametrize(
@@ -102,6 +108,9 @@ def test_definitions_script_fills_in_the_users(tmp_path: Path) -> None:
         ({"GATEWAY_PASSWORD": "p/ss"}, "GATEWAY_PASSWORD may hold only"),
         ({"AGENT_USER": ""}, "AGENT_USER is empty"),
         ({"AGENT_USER": "gw"}, "must differ"),
+        ({"NOTIFIER_PASSWORD": "REPLACE-ME-notifier-password"}, "placeholder"),
+        ({"NOTIFIER_USER": ""}, "NOTIFIER_USER is empty"),
+        ({"NOTIFIER_USER": "ag"}, "notifier user must differ"),
     ],
 )
 def test_definitions_script_refuses_what_it_cannot_write(
@@ -120,11 +129,16 @@ def test_example_broker_passwords_are_refused_by_the_script(tmp_path: Path) -> N
     objects = render("overlays/example")
     env = {
         f"{role.upper()}_{var}": secret_value(objects, f"resofleet-broker-{role}", field)
-        for role in ("gateway", "agent")
+        for role in ("gateway", "agent", "notifier")
         for field, var in (("username", "USER"), ("password", "PASSWORD"))
     }
     done = run_definitions_script(tmp_path, **env)
     assert done.returncode == 1 and "placeholder" in done.stderr
+    real = {k: v.replace("REPLACE-ME", "real") for k, v in env.items()}
+    for role in ("GATEWAY", "AGENT", "NOTIFIER"):  # each placeholder alone stops it
+        done = run_definitions_script(tmp_path, **{**real, f"{role}_PASSWORD": env[f"{role}_PASSWORD"]})
+        assert done.returncode == 1 and "placeholder" in done.stderr, role
+    assert run_definitions_script(tmp_path, **real).returncode == 0
 
 
 # -- the definitions in a real broker --------------------------------------------------------
@@ -163,6 +177,7 @@ def imported(tmp_path: Path, broker_address: str) -> Iterator[dict[str, str]]:
     users = {
         "GATEWAY_USER": f"{tag}-gateway", "GATEWAY_PASSWORD": secrets.token_urlsafe(18),
         "AGENT_USER": f"{tag}-agent", "AGENT_PASSWORD": secrets.token_urlsafe(18),
+        "NOTIFIER_USER": f"{tag}-notifier", "NOTIFIER_PASSWORD": secrets.token_urlsafe(18),
     }
     done = run_definitions_script(tmp_path, **users)
     assert done.returncode == 0, done.stderr
@@ -184,13 +199,13 @@ def imported(tmp_path: Path, broker_address: str) -> Iterator[dict[str, str]]:
         yield {
             role: f"amqp://{users[f'{role.upper()}_USER']}:{users[f'{role.upper()}_PASSWORD']}"
             f"@{broker_address}/{tag}"
-            for role in ("gateway", "agent")
+            for role in ("gateway", "agent", "notifier")
         }
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         rabbitmqctl("delete_vhost", tag)
-        for user in (users["GATEWAY_USER"], users["AGENT_USER"]):
+        for user in (users["GATEWAY_USER"], users["AGENT_USER"], users["NOTIFIER_USER"]):
             rabbitmqctl("delete_user", user)
 
 
@@ -211,7 +226,7 @@ async def wait_until_login_works(url: str) -> None:
 async def buses(imported: dict[str, str]) -> AsyncIterator[tuple[AmqpBus, AmqpBus]]:
     """(gateway's bus, agent's bus), each logged in as its k8s broker user."""
     for url in imported.values():
-        await wait_until_login_works(url)
+        await wait_until_login_works(url)  # the notifier's too, for the tests below
     made: list[AmqpBus] = []
     try:
         for role in ("gateway", "agent"):
@@ -277,3 +292,30 @@ async def test_agent_user_cannot_send_requests(imported: dict[str, str]) -> None
                 await exchange.publish(aio_pika.Message(b"{}"), routing_key="k8s-1", mandatory=True)
     finally:
         await connection.close()
+
+
+@pytest.mark.amqp
+async def test_the_notifier_user_delivers_an_agents_server_down(buses: tuple[AmqpBus, AmqpBus], imported: dict[str, str]) -> None:
+    """Logged in as the k8s notifier user, a notifier declares its durable queues, binds
+    the events and presence, and POSTs an agent's server_down (signed) to a receiver."""
+    _, agent = buses
+    receiver = Receiver()
+    await receiver.start()
+    bus = AmqpBus(imported["notifier"], name="k8s-notifier")
+    hook = WebhookSettings(name="ops", url=receiver.url("ops"), secret=SECRET, backoff=0.05, max_backoff=0.2)
+    notifier = Notifier(bus, webhooks=[hook], secrets={"ops": SECRET}, settings=NotifierSettings(), name="k8s-notifier")
+    try:
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await bus.start()
+            await notifier.start()
+            await agent.publish(state("k8s-1", "crashed"))
+            (post,) = await receiver.wait_for("ops", 1)
+        assert (post.json["event"], post.json["server"]) == ("server_down", "k8s-1")
+        with pytest.raises(Exception, match="ACCESS_REFUSED"):  # it cannot pose as an agent
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await bus.serve("k8s-1", echo)
+    finally:
+        await notifier.close()
+        await bus.close()
+        await receiver.close()
+

@@ -46,8 +46,9 @@ def test_the_scrape_configuration_is_valid(tmp_path: Path) -> None:
     promtool("check", "config", "prometheus.yml", cwd=tmp_path)
 
 
-def test_both_gateways_and_both_agents_are_scraped() -> None:
-    """The gateways on 8000 with the bearer token file, the agents on 8001, /metrics."""
+def test_both_gateways_both_agents_and_the_notifier_are_scraped() -> None:
+    """The gateways on 8000 with the bearer token file, the agents on 8001, the notifier
+    on 8002, /metrics."""
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = {
@@ -56,20 +57,21 @@ def test_both_gateways_and_both_agents_are_scraped() -> None:
     assert targets == {
         "resofleet-gateway": ["gateway-1:8000", "gateway-2:8000"],
         "resofleet-agent": ["agent-a:8001", "agent-b:8001"],
+        "resofleet-notifier": ["notifier:8002"],
     }
     assert all(job["metrics_path"] == "/metrics" for job in jobs.values())
     assert jobs["resofleet-gateway"]["authorization"] == {"type": "Bearer", "credentials_file": TOKEN_PATH}
 
 
 def test_the_alert_rules_are_valid() -> None:
-    """`promtool check rules`: the seven alerts parse."""
-    assert "SUCCESS: 7 rules found" in promtool("check", "rules", "alerts.yml")
+    """`promtool check rules`: the ten alerts parse."""
+    assert "SUCCESS: 10 rules found" in promtool("check", "rules", "alerts.yml")
 
 
 def test_the_alerts_fire_on_what_they_are_for() -> None:
     """`promtool test rules alerts.test.yml`: server down, agent unreachable, crash loop,
-    console timeouts, unhealthy console, gateway not ready, clients cut off, each from
-    input series."""
+    console timeouts, unhealthy console, gateway not ready, clients cut off, webhook dead
+    letters, a failing webhook, an unreachable notifier, each from input series."""
     assert "SUCCESS" in promtool("test", "rules", "alerts.test.yml")
 
 

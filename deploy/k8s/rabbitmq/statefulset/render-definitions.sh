@@ -11,6 +11,9 @@
 #   agent:   declare the exchanges, per-server command queues and its own queues; publish
 #            events, presence and replies (default exchange); read commands and presence.
 #            It cannot send a request to a server.
+#   notifier: declare the exchanges, its durable resofleet.notify.* queues and its own
+#            queues; publish to them (default exchange) and presence (a discover); read
+#            events and presence. It cannot send a request, serve or publish an event.
 set -eu
 template="${DEFINITIONS_TEMPLATE:-/templates/definitions.json}"
 out="${DEFINITIONS_OUT:-/etc/rabbitmq/definitions/definitions.json}"
@@ -31,17 +34,22 @@ check GATEWAY_USER "${GATEWAY_USER:-}"
 check GATEWAY_PASSWORD "${GATEWAY_PASSWORD:-}"
 check AGENT_USER "${AGENT_USER:-}"
 check AGENT_PASSWORD "${AGENT_PASSWORD:-}"
-for password in "$GATEWAY_PASSWORD" "$AGENT_PASSWORD"; do
+check NOTIFIER_USER "${NOTIFIER_USER:-}"
+check NOTIFIER_PASSWORD "${NOTIFIER_PASSWORD:-}"
+for password in "$GATEWAY_PASSWORD" "$AGENT_PASSWORD" "$NOTIFIER_PASSWORD"; do
     case "$password" in
-        REPLACE-ME*) fail "a broker password is still the example placeholder: put a real one in Secrets resofleet-broker-gateway and resofleet-broker-agent" ;;
+        REPLACE-ME*) fail "a broker password is still the example placeholder: put a real one in Secrets resofleet-broker-gateway, resofleet-broker-agent and resofleet-broker-notifier" ;;
     esac
 done
 [ "$GATEWAY_USER" != "$AGENT_USER" ] || fail "the gateway and agent users must differ"
+[ "$NOTIFIER_USER" != "$GATEWAY_USER" ] && [ "$NOTIFIER_USER" != "$AGENT_USER" ] || fail "the notifier user must differ from the gateway and agent users"
 
 sed -e "s/@GATEWAY_USER@/$GATEWAY_USER/g" \
     -e "s/@GATEWAY_PASSWORD@/$GATEWAY_PASSWORD/g" \
     -e "s/@AGENT_USER@/$AGENT_USER/g" \
     -e "s/@AGENT_PASSWORD@/$AGENT_PASSWORD/g" \
+    -e "s/@NOTIFIER_USER@/$NOTIFIER_USER/g" \
+    -e "s/@NOTIFIER_PASSWORD@/$NOTIFIER_PASSWORD/g" \
     "$template" > "$out.tmp"
 mv "$out.tmp" "$out"
-echo "rabbitmq-definitions: users $GATEWAY_USER and $AGENT_USER in vhost resofleet" >&2
+echo "rabbitmq-definitions: users $GATEWAY_USER, $AGENT_USER and $NOTIFIER_USER in vhost resofleet" >&2
