@@ -51,8 +51,8 @@ QUICK_WARMUP: Final = 0.2
 SCENARIO: Final = "default"
 
 
-def _command(server: str) -> dict[str, Any]:
-    return {"type": "command", "command": "status", "server": server}
+def _command(server: str, command: str = "status") -> dict[str, Any]:
+    return {"type": "command", "command": command, "server": server}
 
 
 async def _ws_clients(port: int, token: str | None, n: int) -> list[Caller]:
@@ -131,10 +131,10 @@ class _RpcClient:
         await self.connection.close()
 
 
-def _bus_body(server: str) -> bytes:
+def _bus_body(server: str, command: str = "status") -> bytes:
     from resofleet.contracts import BusRequest, RunCommand, encode_bus
 
-    return encode_bus(BusRequest(server=server, body=RunCommand(command="status"), timeout=15.0,
+    return encode_bus(BusRequest(server=server, body=RunCommand(command=command), timeout=15.0,
                                  sub="bench", role="admin", client="127.0.0.1"))
 
 
@@ -245,4 +245,7 @@ async def run(quick: bool = False) -> Table:
         f"{duration:g} s per figure after {warmup:g} s warm-up; ratios of p50 sums are judged "
         "at 1 client/1 server (more clients queue on a serial console)"
     )
+    from .defaults import default_case
+
+    await default_case(table, quick=quick)
     return table
