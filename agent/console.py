@@ -330,7 +330,10 @@ class ConsoleDriver:
     async def exclusive(self, *, wait: float | None = None) -> AsyncIterator[_Group]:
         """Hold the console for several commands that nothing may interleave with."""
         try:
-            async with asyncio.timeout(wait):
+            if self._lock.locked():  # else it is taken at once: no timer to arm
+                async with asyncio.timeout(wait):
+                    await self._lock.acquire()
+            else:
                 await self._lock.acquire()
         except TimeoutError:
             raise ConsoleBusy(

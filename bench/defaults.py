@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -123,7 +122,7 @@ async def default_case(table: Table, *, quick: bool = False) -> None:
             fleets.append(("amqp", Fleet("amqp", servers=1, name="defaults-amqp",
                                          audit_dir=f"{audit_dir}/amqp")))
         fleets.append(("local", Fleet("local", servers=1, name="defaults-local",
-                                      audit_dir=None if os.environ.get("BENCH_NO_AUDIT") else f"{audit_dir}/local")))
+                                      audit_dir=f"{audit_dir}/local")))
         for transport, fleet in fleets:
             await fleet.start()
             stack.push_async_callback(fleet.stop)

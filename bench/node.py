@@ -21,6 +21,10 @@ run on asyncio's loop too, for the system and the baselines alike.
 With ``audit_dir`` in the spec the gateway and the agent keep their audit logs there
 (``gateway.jsonl``, ``agent.jsonl``), as the commands do by default; without it, none.
 
+With ``BENCH_CPROFILE=DIR`` in the environment the whole run is profiled with cProfile
+into ``DIR/<role>.prof`` (deterministic, but it slows every Python call: for where the
+calls go, not for figures).
+
 It prints ``READY {json}`` (the port, when it listens) on stdout once serving, and stops
 when its stdin closes (so a crashed benchmark never leaves it behind) or on SIGTERM.
 Logs go to stderr, which the benchmark sends to a file under ``bench/results/``.
@@ -338,7 +342,17 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = json.loads(args.spec)
     system = args.role in ("gateway", "agent", "up")
-    return run(_run(args.role, spec), choice=spec.get("loop") or (None if system else "asyncio"))
+    choice = spec.get("loop") or (None if system else "asyncio")
+    if os.environ.get("BENCH_CPROFILE"):  # a deterministic profile of the whole run
+        import cProfile
+
+        profile = cProfile.Profile()
+        try:
+            return profile.runcall(run, _run(args.role, spec), choice=choice)
+        finally:
+            os.makedirs(os.environ["BENCH_CPROFILE"], exist_ok=True)
+            profile.dump_stats(os.path.join(os.environ["BENCH_CPROFILE"], f"{args.role}.prof"))
+    return run(_run(args.role, spec), choice=choice)
 
 
 if __name__ == "__main__":

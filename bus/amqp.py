@@ -74,7 +74,6 @@ import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractRobustConnection,
 )
 
@@ -93,7 +92,7 @@ from resofleet.contracts import (
 )
 
 from .amqp_failover import broker_urls, connect, redact
-from .amqp_queues import AmqpServed, BoundQueue, publish_raw
+from .amqp_queues import AmqpServed, BoundQueue, ack_raw, consume_raw, publish_raw
 from .amqp_work import AmqpWorkQueues
 from .base import (
     DEFAULT_EVENT_QUEUE,
@@ -321,8 +320,8 @@ class AmqpBus(AmqpWorkQueues, Bus):
         self._commands = await self._rpc.declare_exchange(
             self.topology.commands, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        reply_queue = await self._rpc.declare_queue(_REPLY_TO, passive=True)
-        await reply_queue.consume(self._on_reply, no_ack=True)
+        await self._rpc.declare_queue(_REPLY_TO, passive=True)
+        await consume_raw(self._rpc, _REPLY_TO, self._on_reply, no_ack=True)  # type: ignore[arg-type]
 
         self._events_channel = await self._connection.channel(publisher_confirms=False)
         self._events = await self._events_channel.declare_exchange(
@@ -356,8 +355,8 @@ class AmqpBus(AmqpWorkQueues, Bus):
 
     # -- requests --------------------------------------------------------------------
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.pop(message.correlation_id or "", None)
+    async def _on_reply(self, message: aiormq.abc.DeliveredMessage) -> None:
+        future = self._pending.pop(message.header.properties.correlation_id or "", None)
         if future is None or future.done():
             return  # the requester timed out already
         try:
@@ -449,20 +448,19 @@ class AmqpBus(AmqpWorkQueues, Bus):
         await queue.bind(commands, routing_key=server)
         loop = asyncio.get_running_loop()
 
-        async def on_request(message: AbstractIncomingMessage) -> None:
+        async def on_request(message: aiormq.abc.DeliveredMessage) -> None:
             arrived = loop.time()
-            if self.requesters is not None and message.user_id not in self.requesters:
+            props = message.header.properties
+            if self.requesters is not None and props.user_id not in self.requesters:
                 # e.g. another host's agent writing into this queue through the default exchange
                 log.warning("server=%s: dropped a request from broker user %r, not one of "
-                            "[bus] requesters", server, message.user_id)
-                await message.ack()
-                return
+                            "[bus] requesters", server, props.user_id)
+                return await ack_raw(message)
             try:
                 request = decode_request(message.body)
             except ContractError as exc:
                 log.error("server=%s: dropped an undecodable request: %s", server, exc)
-                await message.ack()
-                return
+                return await ack_raw(message)
             deadline = serve_deadline(
                 request, arrived=arrived, now=arrived, wall=time.time(), skew=self.clock_skew
             )
@@ -477,21 +475,22 @@ class AmqpBus(AmqpWorkQueues, Bus):
                 reply = await handler(request, deadline)
             except Exception as exc:  # a handler bug must not stop the consumer
                 reply = reply_for(exc, server=server)
-            if message.reply_to and loop.time() < deadline:
+            if props.reply_to and loop.time() < deadline:
                 with contextlib.suppress(Exception):
                     await publish_raw(
-                        channel, "", encode_bus(reply), message.reply_to,
+                        channel, "", encode_bus(reply), props.reply_to,
                         aiormq.spec.Basic.Properties(
                             content_type=_CONTENT_TYPE,
                             delivery_mode=_NOT_PERSISTENT,
-                            correlation_id=message.correlation_id,
+                            correlation_id=props.correlation_id,
                         ),
                     )
-            with contextlib.suppress(Exception):
-                await message.ack()
+            await ack_raw(message)
 
         served.queue = queue
-        served.tag = await queue.consume(on_request)
+        served.tag = await consume_raw(
+            channel, queue.name, on_request, tagged=served.retag  # type: ignore[arg-type]
+        )
 
     # -- events ----------------------------------------------------------------------
 

@@ -155,8 +155,10 @@ class LocalBus(Bus):
         except asyncio.QueueFull:
             raise ServerBusy(request.server) from None
         try:
+            # not shielded: a cancelled requester cancels its reply, which tells the
+            # worker the requester gave up, as the ``finally`` below does
             async with asyncio.timeout(request.timeout):
-                return await asyncio.shield(item.reply)
+                return await item.reply
         except TimeoutError:
             raise RequestTimeout(request.server, request.timeout) from None
         finally:
