@@ -550,8 +550,8 @@ class ManagedServer:
     async def _publish_state(self, state: str, detail: str = "") -> None:
         await self._publish("state", ServerState(server=self.id, state=state, detail=detail))
 
-    async def _publish_output(self, batch: ContainerOutputBatch) -> None:
-        await self.bus.publish(BusEvent(server=self.id, kind="output", body=batch))
+    async def _publish_output(self, batch: ContainerOutputBatch) -> bool:
+        return await self.bus.publish(BusEvent(server=self.id, kind="output", body=batch))
 
     async def _publish(self, kind, body) -> None:  # type: ignore[no-untyped-def]
         try:

@@ -92,7 +92,8 @@ from resofleet.contracts import (
 )
 
 from .amqp_failover import broker_urls, connect, redact
-from .amqp_queues import AmqpServed, BoundQueue, ack_raw, consume_raw, publish_raw
+from .amqp_queues import (AmqpServed, BoundQueue, ack_raw, consume_raw, delivery_error,
+                          publish_raw)
 from .amqp_work import AmqpWorkQueues
 from .base import (
     DEFAULT_EVENT_QUEUE,
@@ -108,7 +109,7 @@ from .base import (
     stamp,
 )
 from .control import Control
-from .errors import (AlreadyServed, BusUnavailable, NotPermitted, RequestTimeout, ServerBusy,
+from .errors import (AlreadyServed, BusUnavailable, NotPermitted, RequestTimeout,
                      ServerOffline, reply_for)
 from .local import COMMAND_QUEUE_LIMIT
 
@@ -323,7 +324,8 @@ class AmqpBus(AmqpWorkQueues, Bus):
         await self._rpc.declare_queue(_REPLY_TO, passive=True)
         await consume_raw(self._rpc, _REPLY_TO, self._on_reply, no_ack=True)  # type: ignore[arg-type]
 
-        self._events_channel = await self._connection.channel(publisher_confirms=False)
+        self._events_channel = await self._connection.channel(  # confirms, returns: see publish
+            publisher_confirms=True, on_return_raises=True)
         self._events = await self._events_channel.declare_exchange(
             self.topology.events, aio_pika.ExchangeType.TOPIC, durable=True
         )
@@ -390,7 +392,7 @@ class AmqpBus(AmqpWorkQueues, Bus):
                         properties, mandatory=True,
                     )
                 except aio_pika.exceptions.DeliveryError as exc:
-                    raise _delivery_error(request.server, exc) from None
+                    raise delivery_error(request.server, exc) from None
                 except aiormq.exceptions.PublishError as exc:
                     raise ServerOffline(request.server) from exc
                 except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
@@ -494,10 +496,12 @@ class AmqpBus(AmqpWorkQueues, Bus):
 
     # -- events ----------------------------------------------------------------------
 
-    async def publish(self, event: BusEvent) -> None:
+    async def publish(self, event: BusEvent) -> bool:
+        """Mandatory: the broker returns an event no queue is bound for (False)."""
         self._check()
         assert self._events is not None
-        await self._send(self._events, encode_bus(event), f"{event.server}.{event.kind}", "event")
+        key = f"{event.server}.{event.kind}"
+        return await self._send(self._events, encode_bus(event), key, "event", mandatory=True)
 
     async def _bound_queue(self, queue: BoundQueue, what: str) -> None:
         """Open ``queue`` in the owner task; a caller that gave up leaves it closed."""
@@ -552,8 +556,10 @@ class AmqpBus(AmqpWorkQueues, Bus):
         assert self._presence_ex is not None
         await self._send(self._presence_ex, encode_bus(message), "", "presence message")
 
-    async def _send(self, exchange: AbstractExchange, body: bytes, key: str, what: str) -> None:
-        """Publish without confirms or persistence; a failure becomes BusUnavailable."""
+    async def _send(self, exchange: AbstractExchange, body: bytes, key: str, what: str,
+                    *, mandatory: bool = False) -> bool:
+        """Publish, not persistent, and wait for the broker's confirm; whether a queue took
+        it (a ``mandatory`` message none took comes back); a failure is BusUnavailable."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 assert self._events_channel is not None
@@ -562,8 +568,11 @@ class AmqpBus(AmqpWorkQueues, Bus):
                     # new per message: aiormq writes a message id into the properties
                     aiormq.spec.Basic.Properties(
                         content_type=_CONTENT_TYPE, delivery_mode=_NOT_PERSISTENT
-                    ),
+                    ), mandatory=mandatory,
                 )
+            return True
+        except aiormq.exceptions.PublishError:
+            return False  # returned: no queue is bound for it
         except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BusUnavailable(f"The {what} could not be published: {exc}.") from None
 
@@ -589,11 +598,3 @@ def _seen(task: asyncio.Task[None]) -> None:
     """Retrieve a finished task's exception, so that asyncio does not report it."""
     if not task.cancelled():
         task.exception()
-
-
-def _delivery_error(server: str, exc: aio_pika.exceptions.DeliveryError) -> Exception:
-    """A returned request means no queue is bound (offline); a nack means the queue is full."""
-    frame = getattr(exc, "frame", None)
-    if frame is not None and type(frame).__name__ == "Nack":
-        return ServerBusy(server)
-    return ServerOffline(server)

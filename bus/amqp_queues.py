@@ -36,9 +36,12 @@ from resofleet.contracts import ContractError
 
 from .base import Served, Subscription
 from .control import Control
-from .errors import BusUnavailable
+from .errors import BusUnavailable, ServerBusy, ServerOffline
 
-__all__ = ["AmqpServed", "BoundQueue", "RawConsumer", "ack_raw", "consume_raw", "publish_raw"]
+__all__ = [
+    "AmqpServed", "BoundQueue", "RawConsumer", "ack_raw", "consume_raw", "delivery_error",
+    "publish_raw",
+]
 
 log = logging.getLogger(__name__)
 
@@ -218,3 +221,11 @@ async def ack_raw(message: aiormq.abc.DeliveredMessage) -> None:
     has gone took the delivery with it: nothing to do)."""
     with contextlib.suppress(Exception):
         await message.channel.basic_ack(message.delivery.delivery_tag)  # type: ignore[union-attr]
+
+
+def delivery_error(server: str, exc: aiormq.exceptions.DeliveryError) -> Exception:
+    """A returned request means no queue is bound (offline); a nack means the queue is full."""
+    frame = getattr(exc, "frame", None)
+    if frame is not None and type(frame).__name__ == "Nack":
+        return ServerBusy(server)
+    return ServerOffline(server)

@@ -177,14 +177,17 @@ class LocalBus(Bus):
         self._served[server] = served
         return served
 
-    async def publish(self, event: BusEvent) -> None:
+    async def publish(self, event: BusEvent) -> bool:
         self._check()
         key = f"{event.server}.{event.kind}"
+        taken = False
         for sub in self._subscriptions:
             if any(topic_matches(p, key) for p in sub.patterns):
                 sub.push(event)
+                taken = True
         for queue in self._work.values():
-            queue.offer(event, key)
+            taken = queue.offer(event, key) or taken
+        return taken
 
     async def subscribe(
         self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE
