@@ -330,10 +330,7 @@ class ConsoleDriver:
     async def exclusive(self, *, wait: float | None = None) -> AsyncIterator[_Group]:
         """Hold the console for several commands that nothing may interleave with."""
         try:
-            if self._lock.locked():  # else it is taken at once: no timer to arm
-                async with asyncio.timeout(wait):
-                    await self._lock.acquire()
-            else:
+            async with asyncio.timeout(wait):
                 await self._lock.acquire()
         except TimeoutError:
             raise ConsoleBusy(
