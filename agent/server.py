@@ -318,6 +318,9 @@ class ManagedServer:
 
     async def _console(self, deadline: float) -> ConsoleDriver:
         """The console, once ready; waits for a starting one within the deadline."""
+        driver = self.driver
+        if driver is not None and driver.ready and self._ready.is_set():
+            return driver  # the usual case: no timer to arm
         try:
             async with asyncio.timeout(self._remaining(deadline)):
                 while True:
@@ -349,7 +352,6 @@ class ManagedServer:
             check_world_text(world)
         driver = await self._console(deadline)
         name = command_name(command)
-        timeout = min(deadline_for(command), self._remaining(deadline))
         async with driver.exclusive(wait=self._remaining(deadline)) as group:
             timeout = min(deadline_for(command), self._remaining(deadline))
             if world is None:
@@ -548,8 +550,8 @@ class ManagedServer:
     async def _publish_state(self, state: str, detail: str = "") -> None:
         await self._publish("state", ServerState(server=self.id, state=state, detail=detail))
 
-    async def _publish_output(self, batch: ContainerOutputBatch) -> None:
-        await self.bus.publish(BusEvent(server=self.id, kind="output", body=batch))
+    async def _publish_output(self, batch: ContainerOutputBatch) -> bool:
+        return await self.bus.publish(BusEvent(server=self.id, kind="output", body=batch))
 
     async def _publish(self, kind, body) -> None:  # type: ignore[no-untyped-def]
         try:

@@ -16,6 +16,8 @@ import traceback
 from typing import Final
 
 NAMES: Final = ("roundtrip", "fanout", "connections", "parsing", "notify", "bulk")
+#: Benchmarks that run alone only: parts of one in NAMES (``defaults`` is in ``roundtrip``).
+PARTS: Final = ("defaults",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench",
         description="Benchmarks of resofleet; each prints its own baselines from the same run.",
     )
-    parser.add_argument("name", choices=[*NAMES, "all"], help="which benchmark (or all)")
+    parser.add_argument("name", choices=[*NAMES, *PARTS, "all"], help="which benchmark (or all)")
     parser.add_argument("--quick", action="store_true",
                         help="a short smoke run (CI): small sizes, short windows")
     parser.add_argument("--json", metavar="FILE", help="also write the tables as JSON")

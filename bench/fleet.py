@@ -94,8 +94,11 @@ class Fleet:
     """Gateway (+ agent) processes serving ``servers`` emulators; see the module docstring."""
 
     def __init__(self, transport: str, *, servers: int, scenario: str | None = None,
-                 emulator_args: tuple[str, ...] = (), name: str = "") -> None:
+                 emulator_args: tuple[str, ...] = (), name: str = "",
+                 audit_dir: str | None = None) -> None:
         self.transport = transport
+        #: Where the gateway and the agent keep their audit logs (None: no audit log).
+        self.audit_dir = audit_dir
         self.servers = servers
         self.scenario = scenario
         self.emulator_args = emulator_args
@@ -123,6 +126,7 @@ class Fleet:
             "scenario": self.scenario,
             "emulator_args": list(self.emulator_args),
             "connections_per_address": BENCH_CONNECTIONS_PER_ADDRESS,
+            "audit_dir": self.audit_dir,
         }
         env = {"RESOFLEET_SECRET": secret}
         try:

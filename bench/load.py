@@ -29,6 +29,8 @@ class LoadResult:
     latencies: list[float]  # seconds
     elapsed: float
     errors: int = 0
+    #: Answers received in all, the warm-up's too (what CPU seconds are divided by).
+    calls: int = 0
 
     @property
     def p50_ms(self) -> float:
@@ -48,14 +50,14 @@ async def closed_loop(
 ) -> LoadResult:
     """Run every ``calls[i]`` in its own loop for ``warmup + duration`` seconds."""
     latencies: list[float] = []
-    errors = 0
+    errors = answered = 0
     clock = time.perf_counter
     start = clock()
     measure_from = start + warmup
     stop_at = measure_from + duration
 
     async def worker(call: Callable[[], Awaitable[object]]) -> None:
-        nonlocal errors
+        nonlocal errors, answered
         while True:
             t0 = clock()
             if t0 >= stop_at:
@@ -67,8 +69,9 @@ async def closed_loop(
                 await asyncio.sleep(0.01)
                 continue
             t1 = clock()
+            answered += 1
             if t0 >= measure_from and t1 <= stop_at:
                 latencies.append(t1 - t0)
 
     await asyncio.gather(*(worker(c) for c in calls))
-    return LoadResult(latencies, duration, errors)
+    return LoadResult(latencies, duration, errors, answered)

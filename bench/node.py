@@ -5,12 +5,25 @@
 - ``gateway``: a :class:`resofleet.gateway.Gateway` over an :class:`resofleet.bus.AmqpBus` (as ``resofleet
   gateway`` runs it), with authentication on when ``RESOFLEET_SECRET`` is set;
 - ``agent``: an :class:`resofleet.agent.Agent` over an AmqpBus serving emulated servers ``s0``..
-  (as ``resofleet agent`` runs it, audit log off);
+  (as ``resofleet agent`` runs it; audit log off unless the spec gives ``audit_dir``);
 - ``up``: both over one in-process :class:`resofleet.bus.LocalBus` (as ``resofleet up`` runs them);
 - ``ws-echo``: a bare ``websockets`` server that echoes every frame (a baseline);
 - ``rpc-echo``: a bare aio-pika consumer answering on direct reply-to (a baseline);
 - ``ws-broadcast``: a bare ``websockets`` server broadcasting emulator-like console lines
   at the fan-out benchmark's rate, encoded as the gateway encodes them (a baseline).
+
+The parts of the system (``gateway``, ``agent``, ``up``) run on the event loop the
+commands use (:mod:`resofleet.eventloop`: uvloop where installed); the baselines on
+asyncio's own loop, as the bare libraries run out of the box, unless the spec's ``loop``
+says otherwise (``"auto"``, ``"uvloop"``, ``"asyncio"``). The benchmarks' own clients
+run on asyncio's loop too, for the system and the baselines alike.
+
+With ``audit_dir`` in the spec the gateway and the agent keep their audit logs there
+(``gateway.jsonl``, ``agent.jsonl``), as the commands do by default; without it, none.
+
+With ``BENCH_CPROFILE=DIR`` in the environment the whole run is profiled with cProfile
+into ``DIR/<role>.prof`` (deterministic, but it slows every Python call: for where the
+calls go, not for figures).
 
 It prints ``READY {json}`` (the port, when it listens) on stdout once serving, and stops
 when its stdin closes (so a crashed benchmark never leaves it behind) or on SIGTERM.
@@ -55,14 +68,25 @@ def _servers(spec: dict[str, Any]) -> list[Any]:
     ]
 
 
-def _agent(bus: Any, spec: dict[str, Any]) -> Any:
+async def _audit(spec: dict[str, Any], source: str, closers: list[Any]) -> Any:
+    """The started audit log of ``source`` under ``spec["audit_dir"]`` (None: no audit)."""
+    if not spec.get("audit_dir"):
+        return None
+    from resofleet.audit import start_audit_log
+
+    audit = await start_audit_log(os.path.join(spec["audit_dir"], f"{source}.jsonl"), source=source)
+    closers.append(audit.close)
+    return audit
+
+
+def _agent(bus: Any, spec: dict[str, Any], audit: Any = None) -> Any:
     from resofleet.agent import Agent
     from resofleet.agent.settings import AgentSettings
 
-    return Agent(bus, servers=_servers(spec), settings=AgentSettings(name="bench"))
+    return Agent(bus, servers=_servers(spec), settings=AgentSettings(name="bench"), audit=audit)
 
 
-def _gateway(bus: Any, spec: dict[str, Any]) -> tuple[Any, bool]:
+def _gateway(bus: Any, spec: dict[str, Any], audit: Any = None) -> tuple[Any, bool]:
     """The gateway, with a :class:`resofleet.gateway.security.Security` when the secret is set and
     the gateway takes one; returns (gateway, whether authentication is on)."""
     from resofleet.gateway import Gateway
@@ -80,7 +104,7 @@ def _gateway(bus: Any, spec: dict[str, Any]) -> tuple[Any, bool]:
         options["security"] = Security(keyring=Keyring(tuple(secret)), limits=limits)
         auth = True
     if "audit" in params:
-        options["audit"] = None
+        options["audit"] = audit
     return Gateway(bus, host="127.0.0.1", port=0, **options), auth
 
 
@@ -236,31 +260,37 @@ async def _ws_broadcast(spec: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 async def _run(role: str, spec: dict[str, Any]) -> int:
     closers: list[Any] = []
-    info: dict[str, Any] = {"pid": os.getpid()}
+    from resofleet.eventloop import loop_name
+
+    info: dict[str, Any] = {"pid": os.getpid(), "loop": loop_name(asyncio.get_running_loop())}
     try:
         if role == "gateway":
+            audit = await _audit(spec, "gateway", closers)
             bus = await _amqp(spec, "bench-gateway")
             closers.append(bus.close)
-            gateway, auth = _gateway(bus, spec)
+            gateway, auth = _gateway(bus, spec, audit)
             await gateway.start()
             closers.append(gateway.close)
             info.update(port=gateway.port, auth=auth)
         elif role == "agent":
+            audit = await _audit(spec, "agent", closers)
             bus = await _amqp(spec, "bench-agent")
             closers.append(bus.close)
-            agent = _agent(bus, spec)
+            agent = _agent(bus, spec, audit)
             await agent.start()
             closers.append(agent.close)
         elif role == "up":
             from resofleet.bus import LocalBus
 
+            agent_audit = await _audit(spec, "agent", closers)
+            gateway_audit = await _audit(spec, "gateway", closers)
             bus = LocalBus()
             await bus.start()
             closers.append(bus.close)
-            agent = _agent(bus, spec)
+            agent = _agent(bus, spec, agent_audit)
             await agent.start()
             closers.append(agent.close)
-            gateway, auth = _gateway(bus, spec)
+            gateway, auth = _gateway(bus, spec, gateway_audit)
             await gateway.start()
             closers.append(gateway.close)
             info.update(port=gateway.port, auth=auth)
@@ -308,7 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     from resofleet.commands.common import setup_logging
 
     setup_logging()  # as the command line does: INFO, websockets at WARNING
-    return asyncio.run(_run(args.role, json.loads(args.spec)))
+    from resofleet.eventloop import run
+
+    spec = json.loads(args.spec)
+    system = args.role in ("gateway", "agent", "up")
+    choice = spec.get("loop") or (None if system else "asyncio")
+    if os.environ.get("BENCH_CPROFILE"):  # a deterministic profile of the whole run
+        import cProfile
+
+        profile = cProfile.Profile()
+        try:
+            return profile.runcall(run, _run(args.role, spec), choice=choice)
+        finally:
+            os.makedirs(os.environ["BENCH_CPROFILE"], exist_ok=True)
+            profile.dump_stats(os.path.join(os.environ["BENCH_CPROFILE"], f"{args.role}.prof"))
+    return run(_run(args.role, spec), choice=choice)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ swarms (:mod:`bench.swarm`), with their CPU time and peak memory read from outsi
 
 Every child's stdin is a pipe the benchmark holds: closing it (or the benchmark dying)
 stops the child. Children's stderr goes to ``bench/results/logs/``.
+
+Profiling: with ``BENCH_PYSPY=DIR`` in the environment (and ``py-spy`` installed), every
+node is sampled by ``py-spy record --nonblocking`` from the moment it is ready until it
+stops, into ``DIR/<name>.txt`` (collapsed stacks: ``py-spy``'s ``raw`` format).
 """
 
 from __future__ import annotations
@@ -134,7 +138,21 @@ async def start_node(role: str, spec: dict[str, Any], *, name: str | None = None
     except BaseException:
         await child.stop()
         raise
+    if os.environ.get("BENCH_PYSPY"):
+        await _profile(child, Path(os.environ["BENCH_PYSPY"]))
     return child
+
+
+async def _profile(child: Child, where: Path) -> None:
+    """Sample ``child`` with py-spy until it exits (see the module docstring)."""
+    where.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    await asyncio.create_subprocess_exec(
+        str(spy), "record", "--pid", str(child.proc.pid), "--nonblocking", "--rate", "250",
+        "--format", "raw", "--output", str(where / f"{child.name}.txt"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 async def start_swarm(spec: dict[str, Any], *, name: str) -> Child:

@@ -15,6 +15,11 @@ Baselines, same run, same clients:
 - **driver**: the console driver alone against the emulator (``status``), one loop per
   console.
 
+Printed too, at 1 client/1 server and 100 clients/10 servers: the CPU seconds per request
+of the gateway and of the agent processes (psutil; LocalBus: the one process), so a
+regression shows even when latency hides it. The case under **default settings** (audit
+on, output streamed to the client, ``version``) is :mod:`bench.defaults`, run at the end.
+
 Targets: p50 over RabbitMQ within 1.5x (ws echo + rpc echo + driver), over LocalBus within
 1.5x (ws echo + driver), with one client on one server (more clients on a serial console
 measure its queue, not the path); 100 clients over 10 servers at least 70% of the rpc echo
@@ -51,8 +56,8 @@ QUICK_WARMUP: Final = 0.2
 SCENARIO: Final = "default"
 
 
-def _command(server: str) -> dict[str, Any]:
-    return {"type": "command", "command": "status", "server": server}
+def _command(server: str, command: str = "status") -> dict[str, Any]:
+    return {"type": "command", "command": command, "server": server}
 
 
 async def _ws_clients(port: int, token: str | None, n: int) -> list[Caller]:
@@ -131,10 +136,10 @@ class _RpcClient:
         await self.connection.close()
 
 
-def _bus_body(server: str) -> bytes:
+def _bus_body(server: str, command: str = "status") -> bytes:
     from resofleet.contracts import BusRequest, RunCommand, encode_bus
 
-    return encode_bus(BusRequest(server=server, body=RunCommand(command="status"), timeout=15.0,
+    return encode_bus(BusRequest(server=server, body=RunCommand(command=command), timeout=15.0,
                                  sub="bench", role="admin", client="127.0.0.1"))
 
 
@@ -214,7 +219,10 @@ async def run(quick: bool = False) -> Table:
             auth_states.add(fleet.auth)
             for s in servers_set:
                 for c in clients_set:
+                    children = [ch for ch in (fleet.gateway, fleet.agent) if ch is not None]
+                    before = [ch.cpu_seconds() for ch in children]
                     r = await _through_gateway(fleet, c, s, duration, warmup)
+                    cpu = [ch.cpu_seconds() - b for ch, b in zip(children, before)]
                     label = f"{'RabbitMQ' if transport == 'amqp' else 'LocalBus'}, {c} clients/{s} servers"
                     d = driver[min(c, s)]
                     if transport == "amqp":
@@ -237,6 +245,10 @@ async def run(quick: bool = False) -> Table:
                     else:
                         table.add(Row(f"{label}: throughput", r.throughput, "req/s",
                                       "ws echo", ws[c].throughput))
+                    if (c, s) in ((1, 1), (100, 10)) and r.calls:  # CPU per request, so a regression shows
+                        names = ["gateway", "agent"] if transport == "amqp" else ["process (gateway + agent)"]
+                        for name, seconds in zip(names, cpu):
+                            table.add(Row(f"{label}: {name} CPU per request", seconds / r.calls * 1e6, "us"))
                     if r.errors:
                         table.notes.append(f"{label}: {r.errors} requests failed")
     table.notes.insert(0, "authentication on (admin token)" if auth_states == {True}
@@ -245,4 +257,7 @@ async def run(quick: bool = False) -> Table:
         f"{duration:g} s per figure after {warmup:g} s warm-up; ratios of p50 sums are judged "
         "at 1 client/1 server (more clients queue on a serial console)"
     )
+    from .defaults import default_case
+
+    await default_case(table, quick=quick)
     return table

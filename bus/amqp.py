@@ -74,7 +74,6 @@ import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractRobustConnection,
 )
 
@@ -93,7 +92,8 @@ from resofleet.contracts import (
 )
 
 from .amqp_failover import broker_urls, connect, redact
-from .amqp_queues import AmqpServed, BoundQueue, publish_raw
+from .amqp_queues import (AmqpServed, BoundQueue, ack_raw, consume_raw, delivery_error,
+                          publish_raw)
 from .amqp_work import AmqpWorkQueues
 from .base import (
     DEFAULT_EVENT_QUEUE,
@@ -109,7 +109,7 @@ from .base import (
     stamp,
 )
 from .control import Control
-from .errors import (AlreadyServed, BusUnavailable, NotPermitted, RequestTimeout, ServerBusy,
+from .errors import (AlreadyServed, BusUnavailable, NotPermitted, RequestTimeout,
                      ServerOffline, reply_for)
 from .local import COMMAND_QUEUE_LIMIT
 
@@ -321,10 +321,11 @@ class AmqpBus(AmqpWorkQueues, Bus):
         self._commands = await self._rpc.declare_exchange(
             self.topology.commands, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        reply_queue = await self._rpc.declare_queue(_REPLY_TO, passive=True)
-        await reply_queue.consume(self._on_reply, no_ack=True)
+        await self._rpc.declare_queue(_REPLY_TO, passive=True)
+        await consume_raw(self._rpc, _REPLY_TO, self._on_reply, no_ack=True)  # type: ignore[arg-type]
 
-        self._events_channel = await self._connection.channel(publisher_confirms=False)
+        self._events_channel = await self._connection.channel(  # confirms, returns: see publish
+            publisher_confirms=True, on_return_raises=True)
         self._events = await self._events_channel.declare_exchange(
             self.topology.events, aio_pika.ExchangeType.TOPIC, durable=True
         )
@@ -356,8 +357,8 @@ class AmqpBus(AmqpWorkQueues, Bus):
 
     # -- requests --------------------------------------------------------------------
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.pop(message.correlation_id or "", None)
+    async def _on_reply(self, message: aiormq.abc.DeliveredMessage) -> None:
+        future = self._pending.pop(message.header.properties.correlation_id or "", None)
         if future is None or future.done():
             return  # the requester timed out already
         try:
@@ -391,7 +392,7 @@ class AmqpBus(AmqpWorkQueues, Bus):
                         properties, mandatory=True,
                     )
                 except aio_pika.exceptions.DeliveryError as exc:
-                    raise _delivery_error(request.server, exc) from None
+                    raise delivery_error(request.server, exc) from None
                 except aiormq.exceptions.PublishError as exc:
                     raise ServerOffline(request.server) from exc
                 except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
@@ -449,20 +450,19 @@ class AmqpBus(AmqpWorkQueues, Bus):
         await queue.bind(commands, routing_key=server)
         loop = asyncio.get_running_loop()
 
-        async def on_request(message: AbstractIncomingMessage) -> None:
+        async def on_request(message: aiormq.abc.DeliveredMessage) -> None:
             arrived = loop.time()
-            if self.requesters is not None and message.user_id not in self.requesters:
+            props = message.header.properties
+            if self.requesters is not None and props.user_id not in self.requesters:
                 # e.g. another host's agent writing into this queue through the default exchange
                 log.warning("server=%s: dropped a request from broker user %r, not one of "
-                            "[bus] requesters", server, message.user_id)
-                await message.ack()
-                return
+                            "[bus] requesters", server, props.user_id)
+                return await ack_raw(message)
             try:
                 request = decode_request(message.body)
             except ContractError as exc:
                 log.error("server=%s: dropped an undecodable request: %s", server, exc)
-                await message.ack()
-                return
+                return await ack_raw(message)
             deadline = serve_deadline(
                 request, arrived=arrived, now=arrived, wall=time.time(), skew=self.clock_skew
             )
@@ -477,28 +477,31 @@ class AmqpBus(AmqpWorkQueues, Bus):
                 reply = await handler(request, deadline)
             except Exception as exc:  # a handler bug must not stop the consumer
                 reply = reply_for(exc, server=server)
-            if message.reply_to and loop.time() < deadline:
+            if props.reply_to and loop.time() < deadline:
                 with contextlib.suppress(Exception):
                     await publish_raw(
-                        channel, "", encode_bus(reply), message.reply_to,
+                        channel, "", encode_bus(reply), props.reply_to,
                         aiormq.spec.Basic.Properties(
                             content_type=_CONTENT_TYPE,
                             delivery_mode=_NOT_PERSISTENT,
-                            correlation_id=message.correlation_id,
+                            correlation_id=props.correlation_id,
                         ),
                     )
-            with contextlib.suppress(Exception):
-                await message.ack()
+            await ack_raw(message)
 
         served.queue = queue
-        served.tag = await queue.consume(on_request)
+        served.tag = await consume_raw(
+            channel, queue.name, on_request, tagged=served.retag  # type: ignore[arg-type]
+        )
 
     # -- events ----------------------------------------------------------------------
 
-    async def publish(self, event: BusEvent) -> None:
+    async def publish(self, event: BusEvent) -> bool:
+        """Mandatory: the broker returns an event no queue is bound for (False)."""
         self._check()
         assert self._events is not None
-        await self._send(self._events, encode_bus(event), f"{event.server}.{event.kind}", "event")
+        key = f"{event.server}.{event.kind}"
+        return await self._send(self._events, encode_bus(event), key, "event", mandatory=True)
 
     async def _bound_queue(self, queue: BoundQueue, what: str) -> None:
         """Open ``queue`` in the owner task; a caller that gave up leaves it closed."""
@@ -553,8 +556,10 @@ class AmqpBus(AmqpWorkQueues, Bus):
         assert self._presence_ex is not None
         await self._send(self._presence_ex, encode_bus(message), "", "presence message")
 
-    async def _send(self, exchange: AbstractExchange, body: bytes, key: str, what: str) -> None:
-        """Publish without confirms or persistence; a failure becomes BusUnavailable."""
+    async def _send(self, exchange: AbstractExchange, body: bytes, key: str, what: str,
+                    *, mandatory: bool = False) -> bool:
+        """Publish, not persistent, and wait for the broker's confirm; whether a queue took
+        it (a ``mandatory`` message none took comes back); a failure is BusUnavailable."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 assert self._events_channel is not None
@@ -563,8 +568,11 @@ class AmqpBus(AmqpWorkQueues, Bus):
                     # new per message: aiormq writes a message id into the properties
                     aiormq.spec.Basic.Properties(
                         content_type=_CONTENT_TYPE, delivery_mode=_NOT_PERSISTENT
-                    ),
+                    ), mandatory=mandatory,
                 )
+            return True
+        except aiormq.exceptions.PublishError:
+            return False  # returned: no queue is bound for it
         except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BusUnavailable(f"The {what} could not be published: {exc}.") from None
 
@@ -590,11 +598,3 @@ def _seen(task: asyncio.Task[None]) -> None:
     """Retrieve a finished task's exception, so that asyncio does not report it."""
     if not task.cancelled():
         task.exception()
-
-
-def _delivery_error(server: str, exc: aio_pika.exceptions.DeliveryError) -> Exception:
-    """A returned request means no queue is bound (offline); a nack means the queue is full."""
-    frame = getattr(exc, "frame", None)
-    if frame is not None and type(frame).__name__ == "Nack":
-        return ServerBusy(server)
-    return ServerOffline(server)

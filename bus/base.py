@@ -284,8 +284,10 @@ class Bus(abc.ABC):
         Raises :class:`~resofleet.bus.errors.AlreadyServed` if another agent serves ``server``."""
 
     @abc.abstractmethod
-    async def publish(self, event: BusEvent) -> None:
-        """Send ``event`` to every subscription whose pattern matches ``<server>.<kind>``."""
+    async def publish(self, event: BusEvent) -> bool:
+        """Send ``event`` to every subscription whose pattern matches ``<server>.<kind>``
+        (and every work queue bound to it); whether any took it (none: nobody listens,
+        and the event is gone)."""
 
     @abc.abstractmethod
     async def subscribe(

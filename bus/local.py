@@ -155,8 +155,10 @@ class LocalBus(Bus):
         except asyncio.QueueFull:
             raise ServerBusy(request.server) from None
         try:
+            # not shielded: a cancelled requester cancels its reply, which tells the
+            # worker the requester gave up, as the ``finally`` below does
             async with asyncio.timeout(request.timeout):
-                return await asyncio.shield(item.reply)
+                return await item.reply
         except TimeoutError:
             raise RequestTimeout(request.server, request.timeout) from None
         finally:
@@ -175,14 +177,17 @@ class LocalBus(Bus):
         self._served[server] = served
         return served
 
-    async def publish(self, event: BusEvent) -> None:
+    async def publish(self, event: BusEvent) -> bool:
         self._check()
         key = f"{event.server}.{event.kind}"
+        taken = False
         for sub in self._subscriptions:
             if any(topic_matches(p, key) for p in sub.patterns):
                 sub.push(event)
+                taken = True
         for queue in self._work.values():
-            queue.offer(event, key)
+            taken = queue.offer(event, key) or taken
+        return taken
 
     async def subscribe(
         self, patterns: Iterable[str] = ("#",), *, maxsize: int = DEFAULT_EVENT_QUEUE

@@ -202,10 +202,12 @@ class LocalWorkQueue(WorkQueue):
             and overflow == self.overflow and single_active == self.single_active
         )
 
-    def offer(self, event: BusEvent, key: str) -> None:
-        """Keep ``event`` if the queue is bound to its routing key ``key``."""
+    def offer(self, event: BusEvent, key: str) -> bool:
+        """Keep ``event`` if the queue is bound to its routing key ``key``; whether it is."""
         if any(topic_matches(p, key) for p in self.patterns):
             self._add(encode_bus(event), drop=True)
+            return True
+        return False
 
     async def put(self, body: bytes) -> None:
         if self.closed:

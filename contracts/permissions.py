@@ -120,7 +120,7 @@ CONTAINER_ROLE: Final = Role.ADMIN
 
 def command_name(command: str) -> str:
     """The lowercase command name of a console line (its first word)."""
-    head = command.strip().split(maxsplit=1)
+    head = command.split(maxsplit=1)  # no separator: leading whitespace is skipped
     return head[0].lower() if head else ""
 
 

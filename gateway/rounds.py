@@ -34,11 +34,12 @@ No sockets, no clock: the fan-out does the I/O.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
 
 from resofleet.contracts import (
     BansUpdate,
@@ -66,11 +67,25 @@ UPDATE_WEIGHT: Final = 2048
 Update = StatusUpdate | WorldsUpdate | BansUpdate | ScheduleRun
 
 
+#: The header of an unmasked final text frame (FIN + opcode 1) by payload length (RFC 6455
+#: 5.2): 7-bit, 16-bit or 64-bit length.
+_SHORT: Final = struct.Struct("!BB")
+_MEDIUM: Final = struct.Struct("!BBH")
+_LONG: Final = struct.Struct("!BBQ")
+_FIN_TEXT: Final = 0x80 | Opcode.TEXT.value
+
+
 def text_frame(message: bytes) -> bytes:
     """``message`` (UTF-8) as the bytes of one server-to-client text frame, without
     extensions: what ``protocol.send_text`` would write to a connection that negotiated no
-    compression."""
-    return Frame(Opcode.TEXT, message).serialize(mask=False)
+    compression. Packed here (a header and the payload) rather than through a websockets
+    ``Frame``: the same bytes for a few times less CPU, and a round frames every line."""
+    n = len(message)
+    if n < 126:
+        return _SHORT.pack(_FIN_TEXT, n) + message
+    if n < 65536:
+        return _MEDIUM.pack(_FIN_TEXT, 126, n) + message
+    return _LONG.pack(_FIN_TEXT, 127, n) + message
 
 
 def weight(event: BusEvent) -> int:

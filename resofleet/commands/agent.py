@@ -15,7 +15,6 @@ the same: one endpoint serves both).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -30,6 +29,7 @@ from .common import (
     broker_url,
     load_config,
     opened_audit,
+    serve,
     started_bus,
     stop_signals,
 )
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not config.servers:
         raise CommandError(f"{config.source}: no [[servers]] to serve", command=COMMAND)
-    return asyncio.run(_serve(config, url))
+    return serve(_serve(config, url), command=COMMAND)
 
 
 async def _serve(config: Config, url: str) -> int:

@@ -30,8 +30,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Final
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import ssl
@@ -60,6 +60,7 @@ __all__ = [
     "load_config",
     "opened_audit",
     "security_for",
+    "serve",
     "setup_logging",
     "use_log_format",
     "started_bus",
@@ -107,6 +108,18 @@ class CommandError(Exception):
         """The line printed on stderr."""
         who = f"resofleet {self.command}" if self.command else "resofleet"
         return f"{who}: {self.message}"
+
+
+def serve(main: Coroutine[Any, Any, int], *, command: str | None = None) -> int:
+    """Run a service's main coroutine to its end on the event loop
+    :mod:`resofleet.eventloop` picks (uvloop where installed); a bad
+    ``RESOFLEET_EVENT_LOOP`` is a :class:`CommandError`."""
+    from resofleet.eventloop import EventLoopError, run
+
+    try:
+        return run(main)
+    except EventLoopError as exc:
+        raise CommandError(str(exc), command=command) from None
 
 
 # -- logging ---------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ module whenever it starts.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .common import (
@@ -27,6 +26,7 @@ from .common import (
     load_config,
     opened_audit,
     security_for,
+    serve,
     started_bus,
     stop_signals,
     warn_if_open,
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(f"--amqp must be an amqp:// or amqps:// URL, not {url!r}")
     host, port, context = listen_options(args, config)
     security = security_for(host, config)
-    return asyncio.run(
+    return serve(
         _serve(
             url, host, port, context, security=security, audit_log=config.gateway.audit_log,
             prefix=config.bus_prefix, compression=config.gateway.compression,

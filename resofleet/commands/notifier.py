@@ -13,7 +13,6 @@ connected, the queues consumed) and ``/metrics`` there.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -28,6 +27,7 @@ from .common import (
     broker_url,
     connection_name,
     load_config,
+    serve,
     started_bus,
     stop_signals,
 )
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not config.webhooks:
         raise CommandError(f"{config.source}: no [[webhooks]] to deliver to", command=COMMAND)
-    return asyncio.run(_serve(config, url))
+    return serve(_serve(config, url), command=COMMAND)
 
 
 def make_notifier(bus: Bus, config: Config) -> Notifier:

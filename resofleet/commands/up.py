@@ -14,7 +14,6 @@ logs (so the last commands are on disk).
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .common import (
@@ -29,6 +28,7 @@ from .common import (
     load_config,
     opened_audit,
     security_for,
+    serve,
     stop_signals,
     warn_if_open,
 )
@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args)
     host, port, context = listen_options(args, config)
     security = security_for(host, config)
-    return asyncio.run(
+    return serve(
         _serve(config, servers_for(config, demo=args.demo), host, port, context, security=security)
     )
 

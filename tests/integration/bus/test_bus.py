@@ -205,6 +205,19 @@ async def test_events_reach_every_subscriber_in_order(bus_factory):
     assert all(e.server == "a" for e in got_a)
 
 
+async def test_publish_says_whether_anyone_took_the_event(bus_factory):
+    """An event no subscription is bound for is gone, and publish says so; one that a
+    subscription takes is delivered, and publish says that too."""
+    agent, gateway = await bus_factory(), await bus_factory()
+    assert await agent.publish(output_event("unwatched", 1)) is False
+    sub = await gateway.subscribe(["watched.*"])
+    assert await agent.publish(output_event("watched", 1)) is True
+    assert (await asyncio.wait_for(sub.get(), AT_ONCE)).server == "watched"
+    assert await agent.publish(output_event("unwatched", 2)) is False
+    await sub.close()
+    assert await agent.publish(output_event("watched", 2)) is False
+
+
 async def test_flooded_subscriber_stays_bounded_and_counts_drops(bus_factory):
     """A subscriber that does not read keeps at most maxsize events: the newest ones."""
     agent, gateway = await bus_factory(), await bus_factory()

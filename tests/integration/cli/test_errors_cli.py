@@ -110,3 +110,20 @@ async def test_an_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> N
     assert code == 1 and "Traceback" not in err
     last = err.splitlines()[-1]
     assert last.startswith("resofleet agent: Cannot reach the message broker at amqp://")
+
+
+@pytest.mark.parametrize(
+    ("command", "speaker"),
+    [(("up",), "resofleet"), (("agent", "--amqp", "amqp://nobody@127.0.0.1:1/"), "resofleet agent")],
+    ids=["up", "agent"],
+)
+async def test_an_unknown_event_loop_is_refused(tmp_path: Path, command: tuple[str, ...], speaker: str) -> None:
+    """RESOFLEET_EVENT_LOOP with a typo stops a service before it starts anything: exit 2,
+    one line naming the variable and the loops it takes."""
+    config = tmp_path / "fleet.toml"
+    config.write_text('[[servers]]\nid = "one"\nruntime = "emulator"\n')
+    code, out, err = await resofleet(
+        *command, "--config", str(config), cwd=tmp_path, env={"RESOFLEET_EVENT_LOOP": "tokio"}
+    )
+    assert (code, out) == (2, "")
+    assert err == f"{speaker}: RESOFLEET_EVENT_LOOP must be one of auto, uvloop, asyncio, not 'tokio'\n"

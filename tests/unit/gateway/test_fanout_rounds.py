@@ -110,6 +110,11 @@ def test_frames_are_the_bytes_websockets_writes_without_extensions():
         message = ("é" * size).encode()
         protocol.send_text(message)
         assert b"".join(protocol.data_to_send()) == text_frame(message)
+    for length in (0, 1, 125, 126, 127, 65_535, 65_536):  # each side of each length form
+        protocol = ServerProtocol(state=OPEN)
+        message = b"x" * length
+        protocol.send_text(message)
+        assert b"".join(protocol.data_to_send()) == text_frame(message), length
 
 
 def test_weight_counts_text_plus_overhead_per_line():
