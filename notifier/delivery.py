@@ -150,9 +150,14 @@ class Sender:
             for i in range(self.webhook.concurrency)
         ]
 
+    def stop(self) -> None:
+        """Stop taking notices, at once: a worker finishes the notice it holds (a POST in
+        progress; one waiting to retry goes back) and takes no other."""
+        self._stopping.set()
+
     async def close(self) -> None:
         """Stop taking notices; let POSTs in progress end; give back the rest. Idempotent."""
-        self._stopping.set()
+        self.stop()
         if self._workers:
             await asyncio.wait(self._workers, timeout=self.webhook.timeout + 1)
         for task in self._workers:

@@ -209,3 +209,23 @@ async def test_an_agent_that_goes_silent_is_a_server_down(bus_factory, notifiers
     await bus.broadcast(announce)
     posts = await receiver.wait_for("ops", 2)
     assert posts[1].json["event"] == "server_up"
+
+
+async def test_a_stop_takes_no_new_notice_for_any_webhook(bus_factory, notifiers, receiver: Receiver):
+    """Stopping ends every webhook's POST in progress and starts none: each webhook stops
+    taking notices at once, not only after the webhooks before it have finished theirs, so
+    a stop takes one POST's time, not one per webhook (a pod's grace period covers it)."""
+    bus = await bus_factory()
+    receiver.delay["slow"], receiver.delay["fast"] = 2.0, 0.3
+    notifier = await notifiers(
+        bus, [hook(receiver, "slow", concurrency=1), hook(receiver, "fast", concurrency=1)]
+    )
+    for i in range(5):
+        await bus.publish(state(f"s{i}", "ready"))
+    await receiver.wait_for("slow", 1)
+    await receiver.wait_for("fast", 1)
+    started = time.perf_counter()
+    await notifier.close()
+    assert time.perf_counter() - started < receiver.delay["slow"] + AT_ONCE
+    assert len(receiver.posts["slow"]) == 1
+    assert len(receiver.posts["fast"]) == 1  # its first POST ended; no other began
