@@ -29,7 +29,9 @@ Slots
 One slot, at most one run
     A slot runs (or is skipped) at most once per server: the last slot handled and a slot
     still waiting are kept per (schedule, server) in :class:`RunState`, which the runner
-    persists before the action starts. A slot that comes while the previous one still
+    persists before the action starts. A clock put back by less than
+    :data:`CLOCK_BACK_LIMIT` (three hours) runs no slot again; put back by more, the
+    slots run as usual (as Debian cron: the slots recorded were a wrong clock's). A slot that comes while the previous one still
     waits or runs is not run separately. Slots that passed while the agent was down (or
     more than :data:`MISSED_AFTER` ago when first seen, after a suspend) are not replayed;
     a slot that was already waiting when the agent stopped is waited for again after it
@@ -77,6 +79,7 @@ from .timespan import parse_duration
 
 __all__ = [
     "ACTIONS",
+    "CLOCK_BACK_LIMIT",
     "DEFAULT_MAX_WAIT",
     "MISSED_AFTER",
     "RunState",
@@ -103,6 +106,11 @@ DEFAULT_MAX_WAIT: Final = 3600.0
 #: than any scheduling delay of a busy host, far less than any interval worth scheduling.
 #: Later than that, the agent was down or suspended at the slot: it is not replayed.
 MISSED_AFTER: Final = 60.0
+#: Seconds a recorded slot may lie ahead of the clock and still count as run: the clock
+#: was put back by less (an NTP step, a short correction), so that slot is not run again.
+#: Farther ahead, it was recorded by a clock that was wrong, and the slots of the right
+#: time run as usual: Debian cron's rule, and its three hours.
+CLOCK_BACK_LIMIT: Final = 3 * 3600.0
 #: Shortest ``every``, in seconds: a schedule is maintenance, not a poll.
 MIN_EVERY: Final = 1.0
 #: The least role a scheduled console command may need: a schedule acts as an operator.
@@ -416,6 +424,8 @@ class Timetable:
         name = schedule.name
         slot = self.next[name]
         done = self.state.done(name)
+        if done is not None and done - now > CLOCK_BACK_LIMIT:
+            done = None  # recorded by a clock far ahead (see CLOCK_BACK_LIMIT): not a run
         if done is not None and slot <= done:  # the clock went back, or a resumed slot ran
             self.next[name] = schedule.next_slot(max(now, done))
             return Step(schedule, slot, None, False, "ran already")

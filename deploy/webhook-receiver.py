@@ -38,7 +38,8 @@ def verify(secret: str, body: bytes, header: str, *, now: float, tolerance: floa
     except (KeyError, ValueError):
         return False
     expected = hmac.new(secret.encode(), fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(given, expected) and abs(now - stamp) <= tolerance
+    # as bytes: compare_digest refuses str with characters beyond ASCII (a header may have any)
+    return hmac.compare_digest(given.encode(), expected.encode()) and abs(now - stamp) <= tolerance
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -55,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             notice = json.loads(body)
         except ValueError:
+            notice = {}
+        if not isinstance(notice, dict):  # JSON, but no notice: logged as such
             notice = {}
         line = {
             "event": self.headers.get("X-Resofleet-Event"), "server": notice.get("server"),

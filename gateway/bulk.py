@@ -54,7 +54,7 @@ from .errors import GatewayError, NoMatch, TooManyServers
 from .identity import Principal
 from .routing import Timeouts, in_scope, route
 
-__all__ = ["GLOB_CHARACTERS", "OK", "Plan", "expand", "is_bulk", "plan", "result_of", "single"]
+__all__ = ["GLOB_CHARACTERS", "OK", "Plan", "expand", "plan", "result_of", "single"]
 
 #: Characters that make a pattern a glob (:mod:`fnmatch`); a pattern without any is a name.
 GLOB_CHARACTERS: Final = frozenset("*?[")
@@ -74,11 +74,6 @@ class Plan:
     refused: tuple[tuple[str, GatewayError], ...]
     #: Plain names outside the client's scope, or malformed: matched nothing (audited).
     hidden: tuple[str, ...] = ()
-
-
-def is_bulk(message: object) -> bool:
-    """Whether ``message`` is a bulk request (a ``command`` or ``container`` with ``servers``)."""
-    return isinstance(message, (Command, Container)) and message.servers is not None
 
 
 def _is_glob(pattern: str) -> bool:

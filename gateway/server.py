@@ -13,7 +13,9 @@ Routes (answered in ``process_request``, before any WebSocket handshake):
 - ``GET /metrics``: the Prometheus metrics (:mod:`resofleet.gateway.metrics`, which says
   who may read them: anyone in open mode, else an admin token in ``Authorization:
   Bearer``), OpenMetrics when the ``Accept`` header asks for it.
-- ``GET /login?token=T``: checks the token and stores it in an HttpOnly, SameSite=Strict
+- ``GET /login?token=T`` (or with ``Authorization: Bearer T``, as the dashboard's page
+  sends it: an address with a token lands in every access log on the way, a header does
+  not): checks the token and stores it in an HttpOnly, SameSite=Strict
   cookie (``resofleet_token``) for browser pages that cannot add a query or a header;
   200 with a small page naming who is logged in, 401 when the token is refused. ``GET
   /logout`` clears the cookie. In open mode (no secret) ``/login`` answers 200 saying no
@@ -486,7 +488,7 @@ class Edge:
                 ),
             )
         client = self._client(connection, request)
-        found = find_token(None, query, ())
+        found = find_token(_one(request, "Authorization"), query, ())
         # The page asks whom its cookie names: nothing is set, a refusal is not an attempt.
         held = found is None and as_json
         if held:

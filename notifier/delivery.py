@@ -22,8 +22,9 @@ One notice, one worker:
 
 The notice is acknowledged only after 2 or 4, so a notifier stopped or killed meanwhile
 leaves it in the queue for the next one. A sender remembers the ids of the last
-:data:`RECENT_IDS` notices it delivered or dead-lettered and acknowledges one it meets
-again without sending it: the same notice comes back when the link drops between a POST
+:data:`RECENT_IDS` notices it delivered or dead-lettered, and of those its workers hold
+(with ``concurrency`` above one, two workers may take both copies at once), and
+acknowledges one it meets again without sending it: the same notice comes back when the link drops between a POST
 and its acknowledgement, or when an event is routed again after the link dropped while
 its notices were being queued (:mod:`resofleet.notifier.watch` gives it the same id).
 Another notifier does not know those ids: a notice redelivered to it is sent again. On :meth:`Sender.close` a POST in progress
@@ -132,6 +133,9 @@ class Sender:
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: Ids of the notices this sender's workers hold now (at most ``concurrency``): a
+        #: copy of one taken meanwhile by another worker is not sent a second time.
+        self._sending: set[str] = set()
         self._ok = metrics.deliveries.labels(webhook.name, "ok")
         self._retried = metrics.deliveries.labels(webhook.name, "retry")
         self._died = metrics.deliveries.labels(webhook.name, "dead")
@@ -150,9 +154,14 @@ class Sender:
             for i in range(self.webhook.concurrency)
         ]
 
+    def stop(self) -> None:
+        """Stop taking notices, at once: a worker finishes the notice it holds (a POST in
+        progress; one waiting to retry goes back) and takes no other."""
+        self._stopping.set()
+
     async def close(self) -> None:
         """Stop taking notices; let POSTs in progress end; give back the rest. Idempotent."""
-        self._stopping.set()
+        self.stop()
         if self._workers:
             await asyncio.wait(self._workers, timeout=self.webhook.timeout + 1)
         for task in self._workers:
@@ -183,11 +192,12 @@ class Sender:
                 log.error("webhook=%s: dropped an undecodable notice: %s", self.webhook.name, exc)
                 await delivery.ack()
                 continue
-            if notice.id in self._recent:
-                log.info("webhook=%s: notice %s was delivered already; not sent again",
-                         self.webhook.name, notice.id)
+            if notice.id in self._recent or notice.id in self._sending:
+                log.info("webhook=%s: notice %s was delivered already (or is being delivered); "
+                         "not sent again", self.webhook.name, notice.id)
                 await delivery.ack()
                 continue
+            self._sending.add(notice.id)
             try:
                 await self._deliver(notice, delivery)
             except Exception:  # a bug must not stop the worker, nor one notice block the queue
@@ -197,6 +207,8 @@ class Sender:
                 else:
                     await delivery.requeue()
                     await asyncio.sleep(REQUEUE_PAUSE)
+            finally:
+                self._sending.discard(notice.id)
 
     async def _deliver(self, notice: Notice, delivery: Delivery) -> None:
         webhook = self.webhook

@@ -157,13 +157,17 @@ class Notifier:
                  ", ".join(w.name for w in self.webhooks) or "none")
 
     async def close(self) -> None:
-        """Stop routing (the event being routed is finished, within
-        :data:`ROUTE_CLOSE_TIMEOUT`; those not taken yet stay queued), then the senders
-        (POSTs in progress end), then the HTTP session. The bus is its owner's to close."""
+        """Stop every webhook's taking of notices at once and stop routing (the event being
+        routed is finished, within :data:`ROUTE_CLOSE_TIMEOUT`; those not taken yet stay
+        queued); then the POSTs in progress end, all webhooks' together (so a stop takes
+        one webhook's ``timeout`` at most, however many webhooks there are); then the
+        HTTP session. The bus is its owner's to close."""
         if self._closed:
             return
         self._closed = True
         self._stopping.set()
+        for sender in self.senders:  # every webhook at once, not each after the one before
+            sender.stop()
         if self._unlink is not None:
             self._unlink()
         if self._router is not None:
@@ -179,8 +183,8 @@ class Notifier:
         for sub in (self._sub, self._presence_sub):
             if sub is not None:
                 await sub.close()
-        for sender in self.senders:
-            await sender.close()
+        # together: a stop takes one POST's time (a webhook's timeout), not one per webhook
+        await asyncio.gather(*(sender.close() for sender in self.senders))
         if self._session is not None:
             await self._session.close()
 

@@ -60,8 +60,8 @@ async def open_server(watched: Watched, server: str) -> None:
 
 async def test_sign_in_keeps_the_token_from_scripts_and_sign_out_forgets_it(browser, fleet):
     """With a secret, / shows the sign-in form; a refused token says why; a good one signs
-    in through an HttpOnly cookie that no script can read (nor any storage), survives a
-    reload, and Sign out forgets it."""
+    in through an HttpOnly cookie that no script can read (nor any storage), sent in no
+    address (proxies log addresses), survives a reload, and Sign out forgets it."""
     keyring = Keyring((new_secret(),))
     await fleet.agent("alpha")
     gateway = await fleet.gateway(security=Security(keyring=keyring))
@@ -75,9 +75,13 @@ async def test_sign_in_keeps_the_token_from_scripts_and_sign_out_forgets_it(brow
     await expect(page.get_by_role("alert")).to_contain_text("Sign-in refused")
     await expect(page.get_by_role("link", name="alpha")).to_have_count(0)
 
+    addresses: list[str] = []  # what an access log on the way records of each request
+    page.on("request", lambda request: addresses.append(request.url))
     await sign_in(watched, token)
     await expect(page.get_by_role("link", name="alpha", exact=True)).to_be_visible()
     await expect(page.get_by_text("alice (viewer)")).to_be_visible()
+    assert any("/login" in address for address in addresses)
+    assert not [address for address in addresses if token in address]
     [cookie] = [c for c in await page.context.cookies() if c["name"] == COOKIE]
     assert (cookie["value"], cookie["httpOnly"], cookie["sameSite"]) == (token, True, "Strict")
     readable = await page.evaluate(

@@ -16,9 +16,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 from resofleet.contracts import Topology
 
+from resofleet.agent.timespan import parse_duration
 from resofleet.config import parse_config
+from resofleet.notifier.service import ROUTE_CLOSE_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[2]
 TOPOLOGY = Topology()
@@ -187,6 +190,23 @@ def test_notifier_configuration_is_valid_and_signs_with_the_env_secret(rendered:
     )
     assert "server_down" in hook.events
 
+
+
+#: Seconds Docker gives a container between SIGTERM and SIGKILL when compose names none.
+DOCKER_STOP_DEFAULT = 10.0
+
+
+def test_a_stopped_notifier_may_end_its_posts_before_it_is_killed(rendered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`docker compose stop`/`down`/`up` with a new image gives the notifier time to end
+    the POSTs in progress (a webhook's timeout) after routing stops: killed mid-POST, it
+    leaves a notice the receiver may have taken in the queue, sent again at the next start."""
+    monkeypatch.setenv("RESOFLEET_WEBHOOK_SECRET", "w" * 43)
+    path = rendered / "notifier.toml"
+    config = parse_config(tomllib.loads(path.read_text()), source=str(path))
+    needed = max(h.timeout for h in config.webhooks) + 1 + ROUTE_CLOSE_TIMEOUT
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text(encoding="utf-8"))
+    grace = compose["services"]["notifier"].get("stop_grace_period")
+    assert (parse_duration(grace) if grace else DOCKER_STOP_DEFAULT) >= needed
 
 def test_an_env_file_from_before_the_notifier_gets_its_keys(tmp_path: Path) -> None:
     """The notifier's password, URL and secret are appended; every other value is kept."""

@@ -3,7 +3,11 @@ the notifier signs (resofleet.notifier.formats) and nothing altered, old or malf
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -45,6 +49,36 @@ def test_an_altered_foreign_or_old_notice_does_not(body: bytes, secret: str, at:
     assert not receiver.verify(secret, body, header, now=at)
 
 
-@pytest.mark.parametrize("header", ["", "t=1", "v1=abc", "t=x,v1=abc", "garbage"])
+@pytest.mark.parametrize(
+    "header", ["", "t=1", "v1=abc", "t=x,v1=abc", "garbage", f"t={NOW:.0f},v1=\u00e9t\u00e9"]
+)
 def test_a_malformed_header_is_refused_not_raised(header: str) -> None:
     assert not receiver.verify(SECRET, b"{}", header, now=NOW)
+
+
+@pytest.fixture
+def listening(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The receiver's own HTTP server on a free port of 127.0.0.1, serving in a thread."""
+    monkeypatch.setattr(receiver.Handler, "secret", SECRET)
+    server = receiver.ThreadingHTTPServer(("127.0.0.1", 0), receiver.Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"null", b"not json"])
+def test_a_signed_body_that_is_no_notice_is_answered_not_dropped(listening: int, body: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    """A POST whose body is JSON but no object (or no JSON) still gets its answer (204:
+    the signature verifies) and its log line, instead of a dropped connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", listening, timeout=5)
+    try:
+        connection.request("POST", "/", body=body, headers={
+            "X-Resofleet-Signature": signature_header(SECRET, body, now=time.time()),
+        })
+        assert connection.getresponse().status == 204
+    finally:
+        connection.close()
+    assert '"verified": true' in capsys.readouterr().out

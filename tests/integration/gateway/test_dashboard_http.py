@@ -132,6 +132,23 @@ async def test_login_json_in_open_mode_says_open_admin(start_gateway):
     assert "set-cookie" not in headers
 
 
+
+async def test_login_json_takes_the_token_in_a_header_so_no_address_holds_it(start_gateway):
+    """The page signs in with ``Authorization: Bearer``: an address with the token lands in
+    every access log on the way (the compose fleet's haproxy logs each request line), a
+    header does not. Answered as ?token= is: who, the cookie; a refused one 401."""
+    gateway = await start_gateway(security=Security(keyring=KEYRING))
+    token = KEYRING.issue(role=Role.VIEWER, sub="vera", ttl=600)
+    status, headers, body = await http(
+        gateway.port, "/login", headers={**PAGE_FETCH, "Authorization": f"Bearer {token}"}
+    )
+    assert status == 200 and (json.loads(body)["signed_in"], json.loads(body)["sub"]) == (True, "vera")
+    assert headers["set-cookie"].startswith(f"resofleet_token={token};")
+    status, headers, body = await http(
+        gateway.port, "/login", headers={**PAGE_FETCH, "Authorization": "Bearer nonsense"}
+    )
+    assert status == 401 and json.loads(body)["signed_in"] is False and "set-cookie" not in headers
+
 async def test_login_json_signs_in_says_who_and_signs_out(start_gateway, tmp_path):
     """The page's fetch: /login?token= answers who and sets the HttpOnly cookie; /login
     with the cookie answers who it names (and without one, nobody, 200, not audited); a

@@ -13,6 +13,7 @@ import time
 from resofleet.bus import Bus
 from resofleet.contracts import Announce, ServerPresence, Topology
 from resofleet.notifier import decode_dead
+from resofleet.notifier.notices import Notice, encode
 from resofleet.notifier.service import EVENT_KINDS
 from resofleet.notifier.settings import EVENTS_QUEUE
 from tests.support.notices import state, world, worlds
@@ -209,3 +210,40 @@ async def test_an_agent_that_goes_silent_is_a_server_down(bus_factory, notifiers
     await bus.broadcast(announce)
     posts = await receiver.wait_for("ops", 2)
     assert posts[1].json["event"] == "server_up"
+
+
+async def test_a_stop_takes_no_new_notice_for_any_webhook(bus_factory, notifiers, receiver: Receiver):
+    """Stopping ends every webhook's POST in progress and starts none: each webhook stops
+    taking notices at once, not only after the webhooks before it have finished theirs, so
+    a stop takes one POST's time, not one per webhook (a pod's grace period covers it)."""
+    bus = await bus_factory()
+    receiver.delay["slow"], receiver.delay["fast"] = 2.0, 0.3
+    notifier = await notifiers(
+        bus, [hook(receiver, "slow", concurrency=1), hook(receiver, "fast", concurrency=1)]
+    )
+    for i in range(5):
+        await bus.publish(state(f"s{i}", "ready"))
+    await receiver.wait_for("slow", 1)
+    await receiver.wait_for("fast", 1)
+    started = time.perf_counter()
+    await notifier.close()
+    assert time.perf_counter() - started < receiver.delay["slow"] + AT_ONCE
+    assert len(receiver.posts["slow"]) == 1
+    assert len(receiver.posts["fast"]) == 1  # its first POST ended; no other began
+
+
+async def test_a_notice_queued_twice_is_sent_once_by_parallel_workers(bus_factory, notifiers, receiver: Receiver, topology: Topology):
+    """The same notice queued twice (an event routed again after the link dropped while
+    its notices were being queued: same id) goes out once, also when two workers of the
+    webhook take both copies at the same time: the second waits for no POST of its own."""
+    bus = await bus_factory()
+    receiver.delay["ops"] = 0.5  # both copies are taken while the first POST is under way
+    ops = hook(receiver, "ops", concurrency=4)
+    await notifiers(bus, [ops])
+    queue = await bus.work_queue(topology.notify_queue("ops"), maxsize=ops.backlog, overflow="reject")
+    body = encode(Notice(id="n-1", event="server_down", server="eu-1", time=time.time(), text="Server eu-1 is down"))
+    await queue.put(body)
+    await queue.put(body)
+    await receiver.wait_for("ops", 1)
+    await asyncio.sleep(receiver.delay["ops"] + QUIET)
+    assert [post.delivery for post in receiver.posts["ops"]] == ["n-1"]

@@ -232,6 +232,22 @@ def test_a_slot_never_runs_twice_even_when_it_comes_round_again():
     assert again.next[job.name] == at("2026-12-01T04:00")
 
 
+
+def test_a_clock_put_back_by_more_than_three_hours_runs_the_slots_again():
+    """As Debian cron: a slot recorded by a clock that was far ahead (set a year wrong,
+    then corrected) does not hold back the slots of the right time: they run as usual,
+    and the last one run is what the state keeps from then on."""
+    job = schedule()
+    state = RunState()
+    wrong = at("2027-11-30T04:00")
+    Timetable([job], state, wrong - 5, check_interval=CHECK).decide(job, wrong, None)
+    slot = at("2026-11-30T04:00")
+    table = Timetable([job], RunState.load(state.dump()), slot - 5, check_interval=CHECK)
+    assert table.due(slot) == [job]
+    assert table.decide(job, slot, None).verdict.kind == "run"
+    assert table.state.done(job.name) == slot
+    assert table.next[job.name] == at("2026-12-01T04:00")
+
 def test_the_state_survives_a_reload_and_a_waiting_slot_is_resumed():
     """A slot that was waiting when the agent stopped is waited for again after a restart
     within its max_wait (from the persisted bytes); once it ran, it is not resumed."""
