@@ -158,7 +158,16 @@ async def run(
 
     async def worker() -> None:
         for request in waiting:  # shared: each request is taken by one worker
-            reply = await session.ask(request, id, states=True, asked=asked)
+            try:
+                reply = await session.ask(request, id, states=True, asked=asked)
+            except Exception as exc:  # a bug past the bus: this server answers `internal`,
+                # the others still run and `bulk_done` still comes (``ask`` itself turns
+                # every bus failure into an error reply; this is only for its own bugs)
+                reply = error_for(
+                    exc, id=id, server=request.server, conn=session.conn_id,
+                    outcome=CommandOutcome.UNKNOWN,
+                )
+                await session.send(reply, asked=asked)
             if reply is not None:  # None: dropped, the server left the client's scope
                 results[request.server] = result_of(reply)
 

@@ -281,3 +281,24 @@ async def test_run_leaves_out_of_bulk_done_what_left_the_scope():
     session.principal = EU_OPERATOR
     await bulkrun.run(session, planned, Command(command="save", servers=["*"]), ("command", 0.0))
     assert session.sent[-1] == BulkDone(results={"eu-1": "ok"})
+
+
+async def test_a_failure_past_the_bus_for_one_server_still_ends_with_bulk_done():
+    """A bug while asking one server answers it `internal` (outcome unknown); the other
+    servers are still asked and bulk_done still comes, so a client never waits it out."""
+
+    class Failing(Recorder):
+        async def ask(self, request, id, *, states, asked):
+            if request.server == "eu-2":
+                raise RuntimeError("a bug after the reply")
+            return await super().ask(request, id, states=states, asked=asked)
+
+    known = ["eu-1", "eu-2", "eu-4"]
+    message = Command(command="save", servers=["eu-*"], id=3)
+    planned = plan(message, known=known, online=known, principal=OPEN_ADMIN)
+    session = Failing(OPEN_ADMIN, concurrency=1)
+    session.gate.set()
+    await asyncio.wait_for(bulkrun.run(session, planned, message, ("command", 0.0)), 5)
+    failed = [m for m in session.sent if isinstance(m, Error)]
+    assert [(e.server, e.code, e.outcome) for e in failed] == [("eu-2", ErrorCode.INTERNAL, "unknown")]
+    assert session.sent[-1] == BulkDone(results={"eu-1": "ok", "eu-2": "internal", "eu-4": "ok"}, id=3)
