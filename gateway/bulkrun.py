@@ -2,16 +2,16 @@
 
 A ``command`` or ``container`` with ``servers`` goes through three steps:
 
-1. :func:`start`, as the frame is read: the patterns are expanded and planned
+1. :func:`start`, as the frame is read: the patterns are paid for (below), expanded and planned
    (:func:`~resofleet.gateway.bulk.plan`, pure). A request refused whole (nothing
    matches: ``unknown_server``; too many servers: ``bad_request``) is answered with one
    ``error`` and nothing runs. Plain names that matched nothing are audited as a
    ``server`` naming them is (``out_of_scope``, or a malformed id), also when nothing
    else matched.
-   Then the rate limit: the frame paid one token, the request pays one more per server
-   beyond the first, at most the burst in all
-   (:func:`~resofleet.gateway.ratelimit.bulk_cost`); short of them, one ``rate_limited``
-   error and nothing runs.
+   The rate limit: the frame paid one token; before expanding, the request pays one more
+   per pattern beyond the first, and after it, what one per server beyond the first
+   adds to that, at most the burst in all (:func:`~resofleet.gateway.ratelimit.bulk_cost`);
+   short of them, one ``rate_limited`` error and nothing runs.
 2. :func:`run`, as one of the session's in-flight requests (it holds one slot, however
    many servers it reaches): the servers the gateway refuses itself are answered first,
    without waiting (``forbidden`` per server, each audited as a refusal; ``server_offline``
@@ -96,6 +96,15 @@ async def start(
     """Step 1 (see the module docstring): plan, refuse or charge, then hand :func:`run` to
     the session as one of its requests in flight."""
     registry = session.registry
+    burst = session.guard.security.limits.command_burst
+    # Patterns are paid for before they are expanded (each is matched against every
+    # server in scope), as `subscribe` pays per id: a frame of 64 patterns matching
+    # nothing would otherwise cost one token and milliseconds of CPU.
+    upfront = bulk_cost(len(message.servers or ()), burst=burst)
+    if upfront and await session.limited(
+        message.id, what_of(message), CommandOutcome.NOT_EXECUTED, cost=upfront, asked=asked
+    ):
+        return
     try:
         planned = plan(
             message,
@@ -115,8 +124,8 @@ async def start(
         )
         return await session.send(reply, asked=asked)
     _audit_hidden(session, planned.hidden, message, principal)
-    extra = bulk_cost(len(planned.servers), burst=session.guard.security.limits.command_burst)
-    if extra and await session.limited(
+    extra = bulk_cost(len(planned.servers), burst=burst) - upfront
+    if extra > 0 and await session.limited(
         message.id, what_of(message), CommandOutcome.NOT_EXECUTED, cost=extra, asked=asked
     ):
         return

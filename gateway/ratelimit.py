@@ -9,9 +9,11 @@ The bucket holds up to ``burst`` requests and refills at ``rate`` per second. A 
 costs by the work it makes (:func:`cost`): one token, and a ``subscribe`` one more per
 :data:`SUBSCRIBE_IDS_PER_TOKEN` server ids it lists (each id is checked and counted), never
 more than the burst. A bulk ``command`` or ``container`` (``servers``) costs one token per
-server it reaches (:func:`bulk_cost`), at most the burst: each is a console command or a
-container action, as many as that many requests would run; the frame pays one when it
-arrives, the session takes the rest once the patterns are expanded. A request that finds too few tokens is refused with ``error rate_limited`` saying how long to wait: never
+server it reaches or per pattern it lists, whichever is more (:func:`bulk_cost`), at most
+the burst: each server is a console command or a container action, as many as that many
+requests would run, and each pattern is matched against every server in scope; the frame
+pays one when it arrives, the session one per further pattern before expanding them and
+the rest once they are expanded. A request that finds too few tokens is refused with ``error rate_limited`` saying how long to wait: never
 dropped, never delayed (a delayed request would hold a slot and hide the limit from the
 client).
 """

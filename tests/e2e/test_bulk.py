@@ -281,3 +281,23 @@ async def test_a_bulk_request_costs_a_rate_limit_token_per_server(fleet):
     for server in ("eu-1", "eu-2", "eu-3"):
         await root.seen(lambda m, s=server: m["type"] == "container_output" and m["server"] == s and m["output"].endswith(marker))
     assert not root.received(lambda m: m["type"] == "container_output" and m["output"].endswith(second))
+
+
+async def test_patterns_that_match_nothing_are_paid_for_before_they_are_expanded(fleet):
+    """Each pattern of a bulk request costs a token before it is matched against the
+    fleet: a moderator's frame of 4 patterns matching nothing empties a burst of 4, and
+    the next request at once is `rate_limited` though nothing ran."""
+    keyring = Keyring((new_secret(),))
+    limits = Limits(command_rate=0.1, command_burst=4)  # a token every 10 s: no refill here
+    await fleet.agent("eu-1", name="host-a")
+    gateway = await fleet.gateway(security=Security(keyring=keyring, limits=limits))
+    headers = {"Authorization": f"Bearer {keyring.issue(role=Role.ADMIN, sub='root', ttl=600)}"}
+    root = await fleet.client(gateway.url, additional_headers=headers)
+    await servers_online(root, ["eu-1"])  # an admin waits: no token of the moderator's spent
+    token = keyring.issue(role=Role.MODERATOR, sub="mod", ttl=600)
+    mod = await fleet.client(gateway.url, additional_headers={"Authorization": f"Bearer {token}"})
+    [nothing] = await bulk(mod, {"type": "command", "command": "users",
+                                 "servers": ["zz-*", "yy-*", "xx-*", "ww-*"], "id": 1})
+    assert (nothing["code"], nothing["id"]) == ("unknown_server", 1)
+    [limited] = await bulk(mod, {"type": "command", "command": "users", "servers": ["eu-1"], "id": 2})
+    assert (limited["code"], limited["id"]) == ("rate_limited", 2)
