@@ -527,11 +527,12 @@ class ManagedServer:
         if change.state or change.act:
             await self._refresh_status()
         if change.act and self.config.health_restart:
-            log.warning("server=%s: restarting the headless (health_restart)", self.id)
             try:
-                await self.runtime.restart()
+                why = await self.runtime.recover()
             except AgentError as exc:
                 log.error("server=%s: the health restart failed: %s", self.id, exc)
+            else:
+                log.warning("server=%s: the console is unhealthy; %s", self.id, why)
 
     async def _maybe_publish_worlds(self, worlds: list[World]) -> None:
         # uptime moves every second; a change of anything else is news

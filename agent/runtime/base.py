@@ -11,9 +11,13 @@ exited; plus ``crashloop`` when a runtime stopped restarting a headless that kee
 from __future__ import annotations
 
 import abc
-from typing import Protocol
+import time
+from typing import TYPE_CHECKING, Protocol
 
 from resofleet.contracts import Status
+
+if TYPE_CHECKING:
+    from .policy import RestartTracker
 
 __all__ = ["Runtime", "RuntimeListener", "format_bytes"]
 
@@ -30,6 +34,8 @@ class RuntimeListener(Protocol):
 
 class Runtime(abc.ABC):
     kind: str = ""
+    #: Deaths and the crash-loop guard (:mod:`resofleet.agent.runtime.policy`).
+    tracker: RestartTracker
 
     def __init__(self, server: str, listener: RuntimeListener) -> None:
         self.server = server
@@ -48,7 +54,21 @@ class Runtime(abc.ABC):
         """Stop the headless and keep it stopped."""
 
     @abc.abstractmethod
-    async def restart(self) -> None: ...
+    async def restart(self, *, fresh: bool = True) -> None:
+        """Stop and start the headless. ``fresh``: someone asked, so past deaths are
+        forgotten (a crash loop ends); ``False`` for :meth:`recover`, which counts them."""
+
+    async def recover(self) -> str:
+        """Restart a headless whose console stopped answering (``health_restart``), or,
+        when that makes a crash loop (:meth:`RestartTracker.hung`), stop it and leave it in
+        ``crashloop`` until someone starts it. Returns the verdict's phrase."""
+        verdict = self.tracker.hung(time.monotonic())
+        if verdict.restart:
+            await self.restart(fresh=False)
+        else:
+            await self.stop()
+            self._set_status(verdict.state)
+        return verdict.why
 
     @abc.abstractmethod
     async def write(self, data: bytes) -> None:

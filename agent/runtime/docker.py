@@ -223,12 +223,12 @@ class DockerRuntime(Runtime):
         async with self._lock:
             await self._stop_locked()
 
-    async def restart(self) -> None:
-        # stop, attach, start (not `docker restart`): attaching before the start is the
-        # only way to see the console's first output, its prompt included
+    async def restart(self, *, fresh: bool = True) -> None:
+        # stop, attach, start (not `docker restart`): only so is the first output seen
         async with self._lock:
             await self._stop_locked()
-            self.tracker.reset()
+            if fresh:
+                self.tracker.reset()
             self.restarts += 1
             self._set_status("restarting")
             await self._ensure_events()

@@ -145,6 +145,31 @@ class RestartTracker:
         self.last = verdict = self._judge(now, exit_code, operator)
         return verdict
 
+    def hung(self, now: float) -> Verdict:
+        """The console stopped answering and the headless is restarted for it
+        (``health_restart``): a death for the crash-loop guard whatever the mode, so a
+        headless that hangs at every start ends in ``crashloop`` instead of being
+        restarted for ever. No backoff: the health check already waited its misses."""
+        self._started = None
+        self.last = verdict = self._looped(now) or Verdict(
+            True, "restarting", 0.0, "restarting it (health_restart)"
+        )
+        return verdict
+
+    def _looped(self, now: float) -> Verdict | None:
+        """Count a death at ``now``; the crash-loop verdict when it makes one."""
+        policy, deaths = self.policy, self._deaths
+        deaths.append(now)
+        while deaths and now - deaths[0] >= policy.loop_window:
+            deaths.popleft()
+        if len(deaths) < policy.loop_limit:
+            return None
+        return Verdict(
+            False, "crashloop", 0.0,
+            f"it died {len(deaths)} times in {policy.loop_window:g} s (crash loop); "
+            "start it to try again",
+        )
+
     def _judge(self, now: float, exit_code: int | None, operator: bool) -> Verdict:
         policy = self.policy
         if operator:
@@ -158,16 +183,9 @@ class RestartTracker:
             return Verdict(False, "exited", 0.0, f'a clean exit ({exit_code}) and restart = "on-failure"')
         if ran >= policy.stable_run:
             self._streak = 0  # a long run ends a streak of quick deaths
-        deaths = self._deaths
-        deaths.append(now)
-        while deaths and now - deaths[0] >= policy.loop_window:
-            deaths.popleft()
-        if len(deaths) >= policy.loop_limit:
-            return Verdict(
-                False, "crashloop", 0.0,
-                f"it died {len(deaths)} times in {policy.loop_window:g} s (crash loop); "
-                "start it to try again",
-            )
+        looped = self._looped(now)
+        if looped is not None:
+            return looped
         delay = min(policy.backoff_start * 2.0**self._streak, policy.backoff_max)
         self._streak += 1
         return Verdict(True, "restarting", delay, f"restarting in {delay:g} s")

@@ -85,8 +85,11 @@ class ProcessRuntime(Runtime):
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._want_running = True
         self.tracker.reset()
+        await self._start()
+
+    async def _start(self) -> None:
+        self._want_running = True
         supervisor = self._supervisor
         if supervisor is not None and self._backing_off:
             supervisor.cancel()  # waiting out a backoff: start now instead
@@ -196,11 +199,11 @@ class ProcessRuntime(Runtime):
             self._supervisor = None
         self._set_status("exited")
 
-    async def restart(self) -> None:
+    async def restart(self, *, fresh: bool = True) -> None:
         await self.stop()
         self.restarts += 1
         self._set_status("restarting")
-        await self.start()
+        await (self.start() if fresh else self._start())
 
     async def close(self) -> None:
         await self.stop()

@@ -220,3 +220,27 @@ async def test_health_restart_brings_a_hung_console_back(fleet) -> None:  # type
     assert agent.metrics.registry.get_sample_value(
         "resofleet_server_console_unhealthy", {"server": "one"}) == 0.0
     assert "Harbor Lounge" in (await ask(bus, RunCommand(command="worlds"))).output
+
+
+async def test_a_console_that_hangs_after_every_restart_ends_in_crashloop(fleet) -> None:  # type: ignore[no-untyped-def]
+    """health_restart restarts count for the crash-loop guard: hung twice within the
+    window (crash_loop_limit = 2), the headless is stopped in `crashloop`, not restarted
+    for ever; a start brings it back."""
+    agent, bus, watch = await fleet(
+        ServerConfig(id="one", runtime="emulator", scenario=WEDGE, health_restart=True,
+                     crash_loop_limit=2, crash_loop_window=600.0),
+        QUICK_HEALTH,
+    )
+    await hang(bus)
+    await watch.state("unhealthy")
+    await watch.state("ready")
+    await watch.state("healthy")
+    await hang(bus)
+    await watch.state("unhealthy")
+    await watch.state("crashloop")
+    stopped = await watch.status(lambda s: s.status == "crashloop")
+    assert stopped.restarts == 1
+    assert agent.servers["one"].runtime.pid is None
+    reply = await ask(bus, ContainerRequest(action="start"))
+    assert getattr(reply, "status", None) == "running", reply
+    await watch.state("healthy")

@@ -131,3 +131,24 @@ def test_exit_codes_and_defaults() -> None:
     assert (policy.mode, policy.backoff_start, policy.backoff_max, policy.loop_limit) == (
         "on-failure", 0.5, 0.5, 2)
     assert ServerConfig(id="y", runtime="emulator", restart="never").restart_policy().mode == "never"
+
+
+def test_a_hung_console_counts_for_the_crash_loop_guard_whatever_the_mode() -> None:
+    """health_restart restarts count as deaths: a headless that hangs at every start ends
+    in ``crashloop`` instead of being restarted for ever, even with restart = "never"."""
+    for mode in ("always", "on-failure", "never"):
+        t, clock = tracker(mode=mode, loop_limit=3, loop_window=100.0)
+        first, second = t.hung(clock(5.0)), t.hung(clock(5.0))
+        assert (first.restart, first.state, first.delay) == (True, "restarting", 0.0)
+        assert second.restart
+        third = t.hung(clock(5.0))
+        assert (third.restart, third.state) == (False, "crashloop") and t.last == third
+        t.reset()  # someone starts it
+        assert t.hung(clock(5.0)).restart
+
+
+def test_hangs_and_crashes_share_one_window() -> None:
+    """A crash and a hang within the window count together."""
+    t, clock = tracker(loop_limit=2, loop_window=100.0)
+    assert die(t, clock).restart
+    assert t.hung(clock(1.0)).state == "crashloop"
