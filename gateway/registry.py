@@ -343,6 +343,18 @@ class Registry:
         now = self._now()
         return {s: now - e.seen_at for s, e in self._entries.items() if not e.online(now)}
 
+    def for_route(self, server: str | None) -> tuple[list[str], dict[str, float]]:
+        """:meth:`online` and :meth:`offline` as routing a request for ``server`` needs
+        them (None: the request names none): for a named server, nothing about the others
+        (no list of every server to build per request)."""
+        if server is None:
+            return self.online(), self.offline()
+        entry = self._entries.get(server)
+        if entry is None or self._down_at is not None:
+            return [], {}
+        now = self._now()
+        return [], ({} if entry.online(now) else {server: now - entry.seen_at})
+
     def is_online(self, server: str) -> bool:
         entry = self._entries.get(server)
         return entry is not None and entry.online(self._as_of())

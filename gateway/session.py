@@ -480,12 +480,13 @@ class Session:
             case Command(servers=list()) | Container(servers=list()):  # bulk: its own module
                 await bulkrun.start(self, message, principal, asked)
             case _:
+                online, offline = self.registry.for_route(getattr(message, "server", None) or self.pinned)
                 try:
                     request = route(
                         message,
                         pinned=self.pinned,
-                        online=self.registry.online(),
-                        offline=self.registry.offline(),
+                        online=online,
+                        offline=offline,
                         epochs=self._epochs,
                         principal=principal,
                         timeouts=self.timeouts,

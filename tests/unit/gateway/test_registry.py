@@ -125,3 +125,17 @@ def test_hooks_hear_servers_come_and_go():
     assert came == [["s1", "s2"], ["s1"]]
     assert went == [("s2", "agent a1 stopped serving it")]
 
+
+
+def test_for_route_agrees_with_online_and_offline():
+    """Routing sees the same offline servers whether it names one or not."""
+    registry, clock = make()
+    registry.handle(announce("a1", "s1"))
+    registry.handle(announce("a2", "s2"))
+    clock.now += 4.0
+    registry.handle(announce("a2", "s2"))
+    clock.now += 2.1  # s1 missed three announcements, s2 did not
+    assert registry.for_route(None) == (["s2"], {"s1": pytest.approx(6.1)})
+    assert registry.for_route("s1") == ([], {"s1": pytest.approx(6.1)})
+    assert registry.for_route("s2") == ([], {})
+    assert registry.for_route("never-seen") == ([], {})
