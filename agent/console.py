@@ -29,6 +29,7 @@ The error tree::
     AgentError
     ├── ConsoleClosed     the console closed before or during the command, or a write failed
     ├── ConsoleTimeout    no complete answer by the deadline
+    │   ├── ConsoleSilent the command was written and no complete answer came
     │   └── ConsoleBusy   the console stayed busy with other commands past ``wait``
     └── ConsoleNotReady   the console did not finish starting within the timeout
     ValueError            a command with a control character (never sent)
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Final
 
 from resofleet.contracts.deadlines import COMMAND_DEADLINE, LONG_COMMAND_DEADLINES, deadline_for
 
-from .errors import ConsoleBusy, ConsoleClosed, ConsoleNotReady, ConsoleTimeout
+from .errors import ConsoleBusy, ConsoleClosed, ConsoleNotReady, ConsoleSilent
 from .reader import Answer, CallAt, Closed, ConsoleReader, Line, StartupEnded
 
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ class ConsoleDriver:
             self._needs_sync = True
             if self._metrics is not None:
                 self._metrics.timeouts.inc()
-            raise ConsoleTimeout(
+            raise ConsoleSilent(
                 f"{self.name}: {(command.split(maxsplit=1) or [''])[0]!r} got no complete answer "
                 f"within {timeout:g} s"
             ) from None

@@ -6,6 +6,7 @@ The error tree::
     └── AgentError             base of the agent's own failures                         internal
         ├── ConsoleClosed      the console went away (process exited, container died)  server_offline
         ├── ConsoleTimeout     a command got no complete answer by its deadline        timeout
+        │   ├── ConsoleSilent  the console took the command and fell silent            timeout
         │   └── ConsoleBusy    other commands held the console past the wait           timeout
         ├── ConsoleNotReady    the console did not become ready in time                 timeout
         └── RuntimeActionFailed  start/stop/restart or stats failed (Docker, process)   internal
@@ -32,6 +33,7 @@ __all__ = [
     "ConsoleClosed",
     "ConsoleNotReady",
     "ConsoleBusy",
+    "ConsoleSilent",
     "ConsoleTimeout",
     "RuntimeActionFailed",
 ]
@@ -60,6 +62,11 @@ class ConsoleClosed(AgentError):
 class ConsoleTimeout(AgentError):
     code = ErrorCode.TIMEOUT
     sentence = "The server's console did not answer in time; try again in a moment."
+
+
+class ConsoleSilent(ConsoleTimeout):
+    """The command was written and no complete answer came by the deadline: whoever sent
+    it, a miss for the console health check (:mod:`resofleet.agent.consolehealth`)."""
 
 
 class ConsoleBusy(ConsoleTimeout):

@@ -69,7 +69,7 @@ from .settings import AgentSettings, ServerConfig
 
 from .console import COMMAND_DEADLINE, ConsoleDriver, deadline_for
 from .consolehealth import UNHEALTHY, ConsoleHealth
-from .errors import AgentError, ConsoleBusy, ConsoleClosed, ConsoleNotReady, ConsoleTimeout
+from .errors import AgentError, ConsoleBusy, ConsoleClosed, ConsoleNotReady, ConsoleSilent, ConsoleTimeout
 from .metrics import AgentMetrics, ServerMetrics
 from .output import OutputLog
 from .parsers import build_world, parse_bans, parse_status, parse_users, parse_worlds
@@ -278,9 +278,14 @@ class ManagedServer:
         answered through :func:`resofleet.bus.reply_for`: an agent error with its code and client
         sentence, anything else ``internal`` with a reference into this agent's log."""
         attempt = _Attempt()
+        driver = self.driver
         try:
             body = await self._dispatch(request, deadline, attempt)
         except Exception as exc:
+            if isinstance(exc, ConsoleSilent) and driver is not None and driver is self.driver:
+                # a client's command the console took and never answered is a miss like a
+                # poll's: a dashboard asking a hung console all the time must not hide it
+                await self._health(False)
             reply = reply_for(exc, server=self.id)
             if isinstance(request.body, (RunCommand, ContainerRequest)):
                 outcome = CommandOutcome.UNKNOWN if attempt.handed else CommandOutcome.NOT_EXECUTED

@@ -231,7 +231,10 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
     env = {
         "COMPOSE_PROJECT_NAME": "multihost", "RESOFLEET_FLEET_DIR": str(root / "rendered"),
         "RESOFLEET_LB_ADDRESS": "127.0.0.1",
-        **{f"RESOFLEET_BROKER_{u}_PASSWORD": secrets.token_hex(16) for u in ("GATEWAY", "HOST_A", "HOST_B")},
+        **{f"RESOFLEET_BROKER_{u}_PASSWORD": secrets.token_hex(16)
+           for u in ("GATEWAY", "HOST_A", "HOST_B", "NOTIFIER")},
+        # the fleet's notifier is not started here; its config is rendered with the rest
+        "RESOFLEET_WEBHOOK_URL": "http://127.0.0.1:9/unused", "RESOFLEET_WEBHOOK_SECRET": secrets.token_hex(16),
     }
     made = Hosts(name=f"rfmh{secrets.token_hex(3)}", root=root, env=env)
     try:

@@ -10,6 +10,7 @@ is on an event, with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,20 @@ async def test_a_console_that_hangs_after_every_restart_ends_in_crashloop(fleet)
     reply = await ask(bus, ContainerRequest(action="start"))
     assert getattr(reply, "status", None) == "running", reply
     await watch.state("healthy")
+
+
+async def test_client_commands_the_console_never_answers_are_misses(fleet) -> None:  # type: ignore[no-untyped-def]
+    """With no probe and no poll due, a client's commands that the hung console took and
+    never answered make it `unhealthy`: asking it all the time cannot hide a hang."""
+    no_probes = AgentSettings(
+        name="test", status_interval=0.3, worlds_interval=300.0, bans_interval=300.0,
+        health_interval=300.0, health_timeout=0.5, health_misses=2,
+    )
+    agent, bus, watch = await fleet(ServerConfig(id="one", runtime="emulator", scenario=WEDGE), no_probes)
+    await hang(bus)  # the first miss: the command that wedged it
+    assert "unhealthy" not in watch.states()
+    with contextlib.suppress(RequestTimeout):
+        reply = await ask(bus, RunCommand(command="version"), timeout=1.0)
+        assert isinstance(reply, Error) and reply.code == "timeout", reply
+    await watch.state("unhealthy")
+    assert (await status(bus)).health == "unhealthy"
