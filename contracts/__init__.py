@@ -55,6 +55,7 @@ from .client import (
 from .bus import (
     Announce,
     BUS_VERSION,
+    MISSED_ANNOUNCEMENTS,
     BusRequest,
     BusEvent,
     BusReply,
@@ -147,6 +148,7 @@ __all__ = [
     "LONG_COMMAND_DEADLINES",
     "MAX_COMMAND_LENGTH",
     "MAX_SAFE_INTEGER",
+    "MISSED_ANNOUNCEMENTS",
     "OutputHistory",
     "OutputLine",
     "OutputRequest",

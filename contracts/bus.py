@@ -42,6 +42,7 @@ from .topology import EventKind
 __all__ = [
     "Announce",
     "BUS_VERSION",
+    "MISSED_ANNOUNCEMENTS",
     "BusRequest",
     "BusEvent",
     "BusReply",
@@ -180,9 +181,15 @@ class ServerPresence(Struct, forbid_unknown_fields=False):
     runtime: str = ""
 
 
+#: Announcement intervals a server may miss before whoever listens (a gateway's registry,
+#: a notifier) takes its agent for gone. One missed announcement is a hiccup (a busy
+#: broker, a GC pause); three is an agent that is gone.
+MISSED_ANNOUNCEMENTS: Final = 3
+
+
 class Announce(_Tagged, tag="announce"):
     """An agent's servers. Sent every ``interval`` seconds and in answer to ``discover``;
-    a gateway forgets a server after three missed announcements."""
+    a listener takes the agent for gone after :data:`MISSED_ANNOUNCEMENTS` missed ones."""
 
     agent: str
     host: str

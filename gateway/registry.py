@@ -46,17 +46,16 @@ from dataclasses import dataclass
 from typing import Final
 
 from resofleet.bus import Bus, BusError, Subscription
-from resofleet.contracts import Announce, Discover, PresenceMessage, Revoke, ServerInfo, ServerState
+from resofleet.contracts import (
+    MISSED_ANNOUNCEMENTS, Announce, Discover, PresenceMessage, Revoke, ServerInfo, ServerState,
+)
 
-__all__ = ["MISSED_ANNOUNCEMENTS", "OFFLINE_RETENTION", "Registry"]
+__all__ = ["OFFLINE_RETENTION", "Registry"]
 
 log = logging.getLogger(__name__)
 #: ``server_state`` values of the agent's console health check, not lifecycle states.
 _HEALTH_STATES: Final = frozenset({"healthy", "unhealthy"})
 
-#: Announcement intervals a server may miss before it is reported offline. One missed
-#: announcement is a hiccup (a busy broker, a GC pause); three is an agent that is gone.
-MISSED_ANNOUNCEMENTS: Final = 3
 #: Seconds an offline server stays listed (with ``online: false``) before it is forgotten:
 #: long enough for a dashboard to show what went away, short enough not to accumulate.
 OFFLINE_RETENTION: Final = 600.0

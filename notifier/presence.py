@@ -15,15 +15,11 @@ stops the clocks, and :meth:`link_up` gives every server its intervals afresh.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
 
-from resofleet.contracts import Announce
+from resofleet.contracts import MISSED_ANNOUNCEMENTS, Announce
 
-__all__ = ["MISSED_ANNOUNCEMENTS", "PresenceWatch"]
+__all__ = ["PresenceWatch"]
 
-#: Announcement intervals a server may miss before its agent is taken for gone (as the
-#: gateway's registry: one missed is a hiccup, three is an agent that is gone).
-MISSED_ANNOUNCEMENTS: Final = 3
 
 
 @dataclass

@@ -26,7 +26,7 @@ from resofleet.bus import AmqpBus
 from resofleet.bus.amqp import PROBE_INTERVAL, PROBE_TIMEOUT
 from resofleet.contracts import Topology
 from resofleet.gateway import Gateway
-from resofleet.gateway.registry import MISSED_ANNOUNCEMENTS
+from resofleet.contracts import MISSED_ANNOUNCEMENTS
 from resofleet.gateway.routing import Timeouts
 from tests.integration.gateway.client import Client, http_get, wait_until
 from tests.support.rabbit_node import RabbitNode, rabbit_node

@@ -47,7 +47,7 @@ def test_public_names_are_pinned():
         "CONTAINER_ROLE", "ContractError", "decode_client", "decode_event", "decode_presence",
         "decode_reply", "decode_request", "Discover", "encode_bus", "encode_server", "Error",
         "ErrorCode", "EVENT_KINDS", "EventKind", "GetOutput", "GetServers", "GetStatus",
-        "GetWorlds", "is_server_id", "MAX_COMMAND_LENGTH", "MAX_SAFE_INTEGER", "OutputHistory", "OutputLine",
+        "GetWorlds", "is_server_id", "MAX_COMMAND_LENGTH", "MAX_SAFE_INTEGER", "MISSED_ANNOUNCEMENTS", "OutputHistory", "OutputLine",
         "OutputRequest", "Ping", "Pong", "PresenceMessage", "RECORD_KEYS", "ReplyBody", "RequestBody",
         "RequestId", "required_role", "Revoke", "Role", "RunCommand", "SERVER_ID_PATTERN",
         "ScheduleRun", "ServerInfo", "ServerMessage", "ServerPresence", "ServersUpdate", "ServerState",
