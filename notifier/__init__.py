@@ -15,7 +15,7 @@ from __future__ import annotations
 from .formats import SIGNATURE_HEADER, discord_body, json_body, sign, signature_header
 from .notices import DeadLetter, Notice, decode_dead, decode_notice
 from .service import Notifier
-from .settings import ALL_EVENTS, EventType, NotifierSettings, WebhookSettings, resolve_secret, retry_time
+from .settings import ALL_EVENTS, EventType, NotifierSettings, WebhookSettings, resolve_secret, resolve_url, retry_time
 from .watch import Watcher
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "discord_body",
     "json_body",
     "resolve_secret",
+    "resolve_url",
     "retry_time",
     "sign",
     "signature_header",

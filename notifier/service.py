@@ -91,6 +91,9 @@ class Notifier:
         clock: Callable[[], float] = time.time,
         name: str = "notifier",
     ) -> None:
+        unresolved = [w.name for w in webhooks if w.url is None]
+        if unresolved:  # url_env / url_file are read by read_webhooks, once, at start
+            raise ValueError(f"webhooks without a resolved url: {', '.join(unresolved)}")
         self.bus = bus
         self.settings = settings or NotifierSettings()
         self.topology = topology or Topology()

@@ -4,11 +4,16 @@ The app layer (:mod:`resofleet.config`) decodes the TOML tables straight into th
 structs; their fields carry the types, bounds and defaults. A webhook's secret may come
 from the file (``secret``), an environment variable (``secret_env``) or a file
 (``secret_file``); :func:`resolve_secret` reads it once, at start, and it is never logged.
+Its URL may come from the same three places (``url``, ``url_env``, ``url_file``): a
+Discord webhook's URL is its own credential, and belongs in a Kubernetes Secret or a
+Docker secret rather than in a config file; :func:`resolve_url` reads it once, and
+:func:`read_webhooks` hands the service every webhook with its URL filled in.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
@@ -31,8 +36,9 @@ __all__ = [
     "USERS_HYSTERESIS",
     "WebhookError",
     "WebhookSettings",
-    "read_secrets",
+    "read_webhooks",
     "resolve_secret",
+    "resolve_url",
     "retry_time",
 ]
 
@@ -92,10 +98,12 @@ _Name = Annotated[
         description="a name of lowercase letters, digits and dashes (at most 63)",
     ),
 ]
+#: What a webhook URL looks like, wherever it comes from.
+URL_PATTERN: Final = r"^https?://[^\s]+$"
 _Url = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^https?://[^\s]+$",
+        pattern=URL_PATTERN,
         description="an http:// or https:// URL",
         extra={"sensitive": True},  # a Discord webhook URL is its own credential
     ),
@@ -108,6 +116,7 @@ _Secret = Annotated[
         extra={"sensitive": True},
     ),
 ]
+_EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 _Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
 _Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
@@ -117,7 +126,11 @@ class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
     #: Names its durable queue and its metrics and log lines (the URL is never logged).
     name: _Name
-    url: _Url
+    #: Where to POST, or where to read that: an environment variable, or a file (its
+    #: content, without the trailing newline). Exactly one of the three.
+    url: _Url | None = None
+    url_env: _EnvName | None = None
+    url_file: str | None = None
     #: ``json``: the generic signed body; ``discord``: a Discord webhook message.
     format: Literal["json", "discord"] = "json"
     #: Which events it is sent (default: all).
@@ -127,7 +140,7 @@ class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     #: The HMAC-SHA256 signing secret (json), or where to read it: an environment
     #: variable, or a file (its content, without the trailing newline).
     secret: _Secret | None = None
-    secret_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    secret_env: _EnvName | None = None
     secret_file: str | None = None
     timeout: _Seconds = REQUEST_TIMEOUT
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = MAX_ATTEMPTS
@@ -159,24 +172,44 @@ def retry_time(webhook: WebhookSettings) -> float:
     return webhook.max_attempts * webhook.timeout + waits
 
 
+def _read(webhook: WebhookSettings, key: str) -> tuple[str, str]:
+    """(value, where it came from) of ``key`` given inline, as ``key_env`` or as
+    ``key_file``; ``("", ...)`` when none is set or the source is empty. ``ValueError``
+    naming the setting (never the value) when more than one is set or the file cannot be
+    read."""
+    keys = (key, f"{key}_env", f"{key}_file")
+    given = [k for k in keys if getattr(webhook, k) is not None]
+    if len(given) > 1:
+        raise ValueError(f"sets {' and '.join(given)}: set one of them")
+    env, file = getattr(webhook, keys[1]), getattr(webhook, keys[2])
+    if env is not None:
+        return os.environ.get(env, ""), f"the environment variable {env}"
+    if file is not None:
+        try:
+            return Path(file).read_text(encoding="utf-8").rstrip("\r\n"), f"the file {file}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{keys[2]} cannot be read ({type(exc).__name__})") from None
+    return getattr(webhook, key) or "", key
+
+
+def resolve_url(webhook: WebhookSettings) -> str:
+    """The webhook's URL, read from where its settings say; ``ValueError`` with a phrase
+    naming the setting (never the URL, which may be a credential) when it is missing or
+    not an http:// or https:// URL."""
+    value, source = _read(webhook, "url")
+    if not value:
+        if source == "url":
+            raise ValueError("needs a URL: set url, url_env or url_file")
+        raise ValueError(f"{source} is empty or unset")
+    if re.fullmatch(URL_PATTERN, value) is None:
+        raise ValueError(f"{source} must hold an http:// or https:// URL")
+    return value
+
+
 def resolve_secret(webhook: WebhookSettings) -> str | None:
     """The webhook's signing secret, read from where its settings say; ``ValueError`` with
     a phrase naming the setting (never the secret) when it is missing or unusable."""
-    given = [k for k in ("secret", "secret_env", "secret_file") if getattr(webhook, k) is not None]
-    if len(given) > 1:
-        raise ValueError(f"sets {' and '.join(given)}: set one of them")
-    if webhook.secret_env is not None:
-        value = os.environ.get(webhook.secret_env, "")
-        source = f"the environment variable {webhook.secret_env}"
-    elif webhook.secret_file is not None:
-        try:
-            value = Path(webhook.secret_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"secret_file cannot be read ({type(exc).__name__})") from None
-        source = f"the file {webhook.secret_file}"
-    else:
-        value = webhook.secret or ""
-        source = "secret"
+    value, source = _read(webhook, "secret")
     if not value:
         if webhook.format == "json":
             raise ValueError("needs a signing secret: set secret, secret_env or secret_file")
@@ -196,11 +229,15 @@ class WebhookError(ValueError):
         self.problem = problem
 
 
-def read_secrets(webhooks: tuple[WebhookSettings, ...]) -> dict[str, str | None]:
-    """Check every webhook beyond its types and read its secret once: name -> secret
+def read_webhooks(
+    webhooks: tuple[WebhookSettings, ...],
+) -> tuple[tuple[WebhookSettings, ...], dict[str, str | None]]:
+    """Check every webhook beyond its types and read its URL and its secret once: the
+    webhooks with ``url`` filled in (``url_env``/``url_file`` cleared), and name -> secret
     (``None`` for an unsigned Discord webhook). :class:`WebhookError` for the first entry
     that cannot work."""
     secrets: dict[str, str | None] = {}
+    resolved: list[WebhookSettings] = []
     for i, hook in enumerate(webhooks):
         if hook.name in secrets:
             raise WebhookError(f"webhooks[{i}].name", f"{hook.name!r} appears twice")
@@ -211,7 +248,9 @@ def read_secrets(webhooks: tuple[WebhookSettings, ...]) -> dict[str, str | None]
                 f"waits); keep it under {MAX_RETRY_TIME:.0f} s",
             )
         try:
+            url = resolve_url(hook)
             secrets[hook.name] = resolve_secret(hook)
         except ValueError as exc:
             raise WebhookError(f"webhooks[{i}]", str(exc)) from None
-    return secrets
+        resolved.append(msgspec.structs.replace(hook, url=url, url_env=None, url_file=None))
+    return tuple(resolved), secrets

@@ -37,7 +37,7 @@ users_threshold = 20        # users_above / users_below around this count (absen
 health = "127.0.0.1:8002"   # /healthz, /readyz, /metrics (absent: off)
 [[webhooks]]
 name = "ops"                # [a-z0-9][a-z0-9-]{0,62}: names its queue, metrics, log lines
-url = "https://hooks.example.com/resofleet"
+url = "https://hooks.example.com/resofleet"   # or url_env / url_file (a Discord URL is a credential)
 format = "json"             # json (signed: secret, secret_env or secret_file) | discord
 events = ["server_down", "server_up", "crash_loop"]   # default: all
 servers = ["eu-*"]          # glob patterns (default: all)
@@ -112,7 +112,7 @@ from resofleet.agent.settings import AgentSettings, ServerConfig
 from resofleet.bus.amqp_failover import broker_urls
 from resofleet.gateway.settings import GatewaySettings, Secret
 from resofleet.notifier.settings import (
-    NotifierSettings, WebhookError, WebhookSettings, read_secrets,
+    NotifierSettings, WebhookError, WebhookSettings, read_webhooks,
 )
 
 __all__ = [
@@ -206,8 +206,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     servers: tuple[ServerConfig, ...] = ()
     #: ``[[schedules]]``, checked (the agent compiles them again for its servers).
     schedules: tuple[ScheduleConfig, ...] = ()
-    #: ``[notifier]`` and ``[[webhooks]]``, with each webhook's secret read once
-    #: (``webhook_secrets``: name -> secret, ``None`` for an unsigned Discord webhook).
+    #: ``[notifier]`` and ``[[webhooks]]``, with each webhook's URL and secret read once
+    #: (``url`` filled in; ``webhook_secrets``: name -> secret, ``None`` for an unsigned
+    #: Discord webhook).
     notifier: NotifierSettings = msgspec.field(default_factory=NotifierSettings)
     webhooks: tuple[WebhookSettings, ...] = ()
     webhook_secrets: dict[str, str | None] = msgspec.field(default_factory=dict)
@@ -315,7 +316,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
             key = f"schedules[{i}].name"
             raise fail(key, f"{name!r} appears twice (give each schedule its own name)")
         names.add(name)
-    secrets = _webhooks(file, fail)
+    webhooks, secrets = _webhooks(file, fail)
     url = file.bus.url or _from_env("RESOFLEET_AMQP_URL", _AmqpUrl)
     if url is not None:
         try:
@@ -335,20 +336,21 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
         servers=file.servers,
         schedules=file.schedules,
         notifier=file.notifier,
-        webhooks=file.webhooks,
+        webhooks=webhooks,
         webhook_secrets=secrets,
     )
 
 
-def _webhooks(file: _File, fail: Any) -> dict[str, str | None]:
-    """Check ``[notifier]`` and ``[[webhooks]]`` beyond their types; read each secret."""
+def _webhooks(file: _File, fail: Any) -> tuple[tuple[WebhookSettings, ...], dict[str, str | None]]:
+    """Check ``[notifier]`` and ``[[webhooks]]`` beyond their types; read each URL and
+    each secret (the webhooks with their URLs filled in, and name -> secret)."""
     if file.notifier.health is not None:
         try:
             split_address(file.notifier.health)
         except ValueError as exc:
             raise fail("notifier.health", f"{exc}, not {file.notifier.health!r}") from None
     try:
-        return read_secrets(file.webhooks)
+        return read_webhooks(file.webhooks)
     except WebhookError as exc:
         raise fail(exc.key, exc.problem) from None
 

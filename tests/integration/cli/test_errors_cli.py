@@ -62,15 +62,20 @@ async def test_a_bad_config_is_one_line_naming_the_file_and_key(
          "{config}: webhooks[0] needs a signing secret: set secret, secret_env or secret_file"),
         ('[[webhooks]]\nname = "ops"\nurl = "hooks.example.com/{secret}"\nformat = "discord"\n',
          "{config}: webhooks[0].url must be an http:// or https:// URL"),
+        ('[[webhooks]]\nname = "ops"\nformat = "discord"\n',
+         "{config}: webhooks[0] needs a URL: set url, url_env or url_file"),
+        ('[[webhooks]]\nname = "ops"\nurl_file = "{config}.url"\nformat = "discord"\n',
+         "{config}: webhooks[0] the file {config}.url must hold an http:// or https:// URL"),
     ],
-    ids=["no-webhooks", "no-secret", "secret-env-unset", "bad-url"],
+    ids=["no-webhooks", "no-secret", "secret-env-unset", "bad-url", "no-url", "bad-url-file"],
 )
 async def test_the_notifier_refuses_webhooks_it_cannot_use(tmp_path: Path, toml: str, line: str) -> None:
     """`resofleet notifier` stops with one line before it connects anywhere; a webhook's
     URL (a Discord URL is a credential) is never repeated."""
     secret = "d1sc0rd-t0ken-in-the-url"
     config = tmp_path / "fleet.toml"
-    config.write_text(toml.format(secret=secret), encoding="utf-8")
+    config.write_text(toml.format(secret=secret, config=config), encoding="utf-8")
+    Path(f"{config}.url").write_text(f"hooks.example.com/{secret}\n", encoding="utf-8")  # no scheme
     code, out, err = await resofleet(
         "notifier", "--config", str(config), "--amqp", "amqp://nobody@127.0.0.1:1/", cwd=tmp_path
     )

@@ -157,10 +157,14 @@ async def test_health_and_metrics_endpoint(processes: Notifiers, agent_bus, rece
 
 
 async def test_up_runs_the_notifier_when_webhooks_are_configured(tmp_path: Path, receiver: Receiver):
-    """`resofleet up --demo` with a webhook: the demo server's start arrives as server_up."""
+    """`resofleet up --demo` with a webhook: the demo server's start arrives as server_up.
+    The Discord URL (a credential) is read from a file, as from a mounted secret, and never
+    appears in the output."""
+    url_file = tmp_path / "chat-url"
+    url_file.write_text(receiver.url("chat") + "\n")
     config = tmp_path / "up.toml"
     config.write_text(
-        f'[[webhooks]]\nname = "chat"\nurl = "{receiver.url("chat")}"\nformat = "discord"\n'
+        f'[[webhooks]]\nname = "chat"\nurl_file = "{url_file}"\nformat = "discord"\n'
         'events = ["server_up"]\n'
     )
     process = await asyncio.create_subprocess_exec(
@@ -172,5 +176,6 @@ async def test_up_runs_the_notifier_when_webhooks_are_configured(tmp_path: Path,
         (post,) = await receiver.wait_for("chat", 1, timeout=START_TIMEOUT)
         assert post.json["embeds"][0]["title"] == "Server up: demo"
         assert await child.stop(timeout=STOP_TIMEOUT) == 0, child.log
+        assert not any(receiver.url("chat") in line for line in child.log.lines)
     finally:
         await child.kill()

@@ -10,7 +10,7 @@ import json
 import msgspec
 import pytest
 
-from resofleet.notifier import Notice, WebhookSettings, discord_body, json_body, resolve_secret, retry_time
+from resofleet.notifier import Notice, WebhookSettings, discord_body, json_body, resolve_secret, resolve_url, retry_time
 from resofleet.notifier.delivery import backoff_delay
 from resofleet.notifier.formats import escape_markdown, plain, signature_header
 from resofleet.notifier.presence import PresenceWatch
@@ -105,6 +105,34 @@ def test_secret_problems_are_named_without_the_secret(fields, problem):
     with pytest.raises(ValueError, match=problem) as info:
         resolve_secret(hook)
     assert SECRET not in str(info.value)
+
+
+def test_url_inline_from_env_or_file(tmp_path, monkeypatch):
+    url = "https://discord.example/api/webhooks/1/token"
+    assert resolve_url(WebhookSettings(name="d", url=url)) == url
+    monkeypatch.setenv("CHAT_URL", url)
+    assert resolve_url(WebhookSettings(name="d", url_env="CHAT_URL")) == url
+    path = tmp_path / "url"
+    path.write_text(url + "\n")
+    assert resolve_url(WebhookSettings(name="d", url_file=str(path))) == url
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({}, "needs a URL: set url, url_env or url_file"),
+        ({"url_env": "NOT_SET_ANYWHERE_2"}, "the environment variable NOT_SET_ANYWHERE_2 is empty or unset"),
+        ({"url_env": "CHAT_URL", "url_file": "/x"}, "sets url_env and url_file: set one of them"),
+        ({"url_file": "/nonexistent/url"}, r"url_file cannot be read \(FileNotFoundError\)"),
+        ({"url_env": "BAD_URL"}, "the environment variable BAD_URL must hold an http:// or https:// URL"),
+    ],
+)
+def test_url_problems_are_named_without_the_url(fields, problem, monkeypatch):
+    monkeypatch.setenv("CHAT_URL", "https://discord.example/api/webhooks/1/token")
+    monkeypatch.setenv("BAD_URL", "ftp://discord.example/api/webhooks/1/token")
+    with pytest.raises(ValueError, match=problem) as info:
+        resolve_url(WebhookSettings(name="d", format="discord", **fields))
+    assert "webhooks/1/token" not in str(info.value)
 
 
 def test_discord_needs_no_secret():
