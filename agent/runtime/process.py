@@ -40,8 +40,13 @@ log = logging.getLogger(__name__)
 STOP_GRACE: Final = 10.0
 #: Seconds over which a CPU sample is taken when no previous sample exists.
 CPU_SAMPLE: Final = 0.2
-#: Bytes read from stdout at a time.
+#: Bytes read from stdout (and stderr) at a time.
 READ_CHUNK: Final = 65536
+#: Seconds writing to the console's stdin may block (a frozen headless that stopped
+#: reading, its pipe full) before the write fails, as the Docker runtime's does.
+WRITE_TIMEOUT: Final = 10.0
+#: Characters of one stderr line that reach the debug log; the rest is cut.
+STDERR_LINE: Final = 4096
 
 
 def emulator_command(scenario: str | None, extra: Sequence[str] = ()) -> list[str]:
@@ -159,9 +164,20 @@ class ProcessRuntime(Runtime):
         assert proc.stdout is not None and proc.stderr is not None
 
         async def drain_stderr() -> None:
+            # Read in chunks, never by readline: a line longer than the stream's limit
+            # would end a readline loop, the pipe would fill, and the headless would block
+            # writing to stderr. Lines go to the debug log, cut to STDERR_LINE.
             assert proc.stderr is not None
-            while line := await proc.stderr.readline():
-                log.debug("server=%s stderr: %s", self.server, line.decode(errors="replace").rstrip())
+            pending = b""
+            while chunk := await proc.stderr.read(READ_CHUNK):
+                *lines, pending = (pending + chunk).split(b"\n")
+                if len(pending) > STDERR_LINE:  # no newline for long: log what came, go on
+                    lines.append(pending)
+                    pending = b""
+                if log.isEnabledFor(logging.DEBUG):
+                    for line in lines:
+                        text = line[:STDERR_LINE].decode(errors="replace").rstrip()
+                        log.debug("server=%s stderr: %s", self.server, text)
 
         err = asyncio.create_task(drain_stderr())
         try:
@@ -215,7 +231,10 @@ class ProcessRuntime(Runtime):
         if proc is None or proc.stdin is None or proc.returncode is not None:
             raise ConnectionError("the process is not running")
         proc.stdin.write(data)
-        await proc.stdin.drain()
+        try:
+            await asyncio.wait_for(proc.stdin.drain(), WRITE_TIMEOUT)
+        except TimeoutError:
+            raise ConnectionError(f"writing to the console blocked for {WRITE_TIMEOUT:g} s") from None
 
     @property
     def pid(self) -> int | None:
