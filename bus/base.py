@@ -38,6 +38,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -119,7 +120,9 @@ T = TypeVar("T")
 
 
 class Subscription(Generic[T]):
-    """A bounded, drop-oldest stream of items; iterate it or :meth:`get` from it."""
+    """A bounded, drop-oldest stream of items; iterate it or :meth:`get` from it. Several
+    tasks may :meth:`get` at once (a webhook's workers share one): each item wakes one of
+    them, in the order they started waiting."""
 
     def __init__(self, maxsize: int, *, on_close: Callable[[], Awaitable[None]] | None = None):
         if maxsize < 1:
@@ -127,7 +130,7 @@ class Subscription(Generic[T]):
         self.maxsize = maxsize
         self.dropped = 0
         self._items: collections.deque[T] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
         self._on_close = on_close
 
@@ -146,9 +149,16 @@ class Subscription(Generic[T]):
             self._items.popleft()
             self.dropped += 1
         self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiters:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def get_nowait(self) -> T | None:
         return self._items.popleft() if self._items else None
@@ -158,11 +168,18 @@ class Subscription(Generic[T]):
         while not self._items:
             if self._closed:
                 raise EOFError("subscription closed")
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
-                await self._waiter
-            finally:
-                self._waiter = None
+                await waiter
+            except BaseException:
+                woken = waiter.done() and not waiter.cancelled()
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                if woken and self._items:  # woken, then cancelled: pass the item on
+                    self._wake_one()
+                raise
         return self._items.popleft()
 
     def drain(self, limit: int | None = None) -> list[T]:
@@ -182,9 +199,10 @@ class Subscription(Generic[T]):
         if self._closed:
             return
         self._closed = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
         if self._on_close is not None:
             await self._on_close()
 

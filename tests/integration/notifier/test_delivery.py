@@ -247,3 +247,18 @@ async def test_a_notice_queued_twice_is_sent_once_by_parallel_workers(bus_factor
     await receiver.wait_for("ops", 1)
     await asyncio.sleep(receiver.delay["ops"] + QUIET)
     assert [post.delivery for post in receiver.posts["ops"]] == ["n-1"]
+
+
+async def test_concurrency_posts_that_many_notices_at_once(bus_factory, notifiers, receiver: Receiver, topology: Topology):
+    """A webhook with ``concurrency = 4`` has four POSTs under way at once: four notices
+    reach a receiver that holds each answer for seconds, before it answered any."""
+    bus = await bus_factory()
+    receiver.delay["ops"] = 4.0
+    ops = hook(receiver, "ops", concurrency=4, timeout=10.0)
+    await notifiers(bus, [ops])
+    queue = await bus.work_queue(topology.notify_queue("ops"), maxsize=ops.backlog, overflow="reject")
+    for i in range(4):
+        notice = Notice(id=f"n-{i}", event="server_down", server=f"eu-{i}", time=time.time(), text="down")
+        await queue.put(encode(notice))
+    posts = await receiver.wait_for("ops", 4, timeout=receiver.delay["ops"] - 1.0)
+    assert sorted(post.delivery for post in posts) == ["n-0", "n-1", "n-2", "n-3"]
