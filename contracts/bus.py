@@ -39,6 +39,12 @@ from .client import (
 from .errors import ContractError
 from .topology import EventKind
 
+#: Seconds a request may wait, or between two announcements, at most: a day. Finite and
+#: positive, so a peer cannot hand a timer NaN or infinity.
+_Seconds = Annotated[float, Meta(gt=0, le=86_400)]
+#: Epoch seconds (wall clock), finite: up to the year 2096.
+_EpochSeconds = Annotated[float, Meta(ge=0, le=4e9)]
+
 __all__ = [
     "Announce",
     "BUS_VERSION",
@@ -117,12 +123,12 @@ class BusRequest(Struct, forbid_unknown_fields=False):
 
     server: str
     body: RequestBody
-    timeout: float
+    timeout: _Seconds
     sub: str = ""
     role: str = ""
     client: str = ""
     v: int = BUS_VERSION
-    deadline: float | None = None
+    deadline: _EpochSeconds | None = None
 
 
 ReplyBody = (
@@ -194,7 +200,7 @@ class Announce(_Tagged, tag="announce"):
     agent: str
     host: str
     servers: list[ServerPresence]
-    interval: float
+    interval: _Seconds
     v: int = BUS_VERSION
 
 
@@ -207,7 +213,7 @@ class Revoke(_Tagged, tag="revoke"):
     """A token id that every gateway must refuse from now on (until ``until``, epoch s)."""
 
     jti: str
-    until: float
+    until: _EpochSeconds
     v: int = BUS_VERSION
 
 

@@ -106,3 +106,22 @@ def test_roles_by_class():
     assert required_role("shutdown") is Role.ADMIN
     assert required_role("someNewCommand x") is Role.ADMIN  # unknown needs admin
     assert Role.VIEWER < Role.MODERATOR < Role.OPERATOR < Role.ADMIN
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, 0.0, 86_401.0])
+def test_a_peer_cannot_hand_a_timer_nan_infinity_or_a_nonsense_span(bad):
+    """Times that become timers (a request's timeout, an announcement's interval) must be
+    finite, positive and at most a day; epoch times (a deadline, a revocation's end)
+    finite: a peer on the bus cannot make a gateway, an agent or a notifier spin or wait
+    for ever."""
+    request = BusRequest(server="eu-1", body=OutputRequest(limit=1), timeout=bad)
+    with pytest.raises(ContractError, match="timeout"):
+        decode_request(encode_bus(request))
+    announce = Announce(agent="a", host="h", servers=[], interval=bad)
+    with pytest.raises(ContractError, match="interval"):
+        decode_presence(encode_bus(announce))
+    if bad != bad or bad in (float("inf"), -1.0):
+        with pytest.raises(ContractError, match="deadline"):
+            decode_request(encode_bus(BusRequest(server="eu-1", body=OutputRequest(limit=1), timeout=5, deadline=bad)))
+        with pytest.raises(ContractError, match="until"):
+            decode_presence(encode_bus(Revoke(jti="j", until=bad)))
