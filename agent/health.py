@@ -19,7 +19,8 @@ Kubernetes probes ask it, nothing else. It speaks just enough HTTP/1.1 for them,
   (``Connection: close``), which is how every probe asks anyway.
 
 Bounded, since it listens on a port: a request head is read up to
-:data:`MAX_REQUEST_HEAD` bytes within :data:`REQUEST_TIMEOUT` seconds, and at most
+:data:`MAX_REQUEST_HEAD` bytes, and the answer written, within :data:`REQUEST_TIMEOUT`
+seconds (a scraper that never reads is cut off), and at most
 :data:`MAX_PROBES` connections are answered at once (others are closed unanswered).
 
 The translation is pure (:func:`answer`: a request head and the readiness problems in,
@@ -182,10 +183,10 @@ class HealthServer:
         self._slots -= 1
         self._writers.add(writer)
         try:
-            async with asyncio.timeout(REQUEST_TIMEOUT):
-                head = await reader.readuntil(b"\r\n\r\n")
-            writer.write(answer(head, self._unready, self._metrics))
-            await writer.drain()
+            async with asyncio.timeout(REQUEST_TIMEOUT):  # reading and writing: a scraper
+                head = await reader.readuntil(b"\r\n\r\n")  # that never reads holds no slot
+                writer.write(answer(head, self._unready, self._metrics))
+                await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass  # a probe that hung up, stalled or sent too much gets nothing more
         except Exception:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from resofleet.agent import Agent
+from resofleet.agent import health as health_module
 from resofleet.agent.health import MAX_PROBES, HealthServer, problems
 from resofleet.agent.settings import AgentSettings, ServerConfig
 from resofleet.bus import LocalBus
@@ -114,6 +115,33 @@ async def test_a_flood_of_connections_is_refused_beyond_the_limit(running) -> No
                     break
             except (ConnectionResetError, IndexError):
                 await asyncio.sleep(0.01)
+
+
+async def test_scrapers_that_never_read_do_not_hold_the_slots(monkeypatch) -> None:
+    """As many clients as there are slots ask for a large /metrics and never read it: each is cut off
+    after the request timeout, and health checks are answered again."""
+    monkeypatch.setattr(health_module, "REQUEST_TIMEOUT", 0.5)
+    monkeypatch.setattr(health_module, "MAX_PROBES", 2)  # two slots are as good as 32 here
+    big = b"# a large registry\n" + b"resofleet_x 1\n" * 1_500_000  # 21 MB: more than socket buffers hold
+    health = HealthServer(lambda: [], host="127.0.0.1", port=0, metrics=lambda _accept: (big, "text/plain"))
+    await health.start()
+    stalled = []
+    try:
+        for _ in range(health_module.MAX_PROBES):
+            reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: agent\r\n\r\n")
+            stalled.append((reader, writer))
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            while True:  # refused while the scrapers hold every slot, answered once they are cut
+                try:
+                    if (await probe(health.port, "/healthz"))[0] == 200:
+                        break
+                except (ConnectionResetError, IndexError):
+                    await asyncio.sleep(0.05)
+    finally:
+        for _, writer in stalled:
+            writer.close()
+        await health.close()
 
 
 def free_port() -> int:
