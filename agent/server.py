@@ -337,13 +337,11 @@ class ManagedServer:
                             message=f"Server {self.id!r} is not running "
                             f"({self.runtime.status}); start it with a container start action."
                         )
-                    ready = asyncio.ensure_future(self._ready.wait())
-                    try:
-                        await asyncio.wait_for(asyncio.shield(ready), 0.5)
-                    except TimeoutError:
-                        pass
-                    finally:
-                        ready.cancel()
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that lands as its awaitable finishes
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.5):
+                            await self._ready.wait()
         except TimeoutError:
             raise ConsoleNotReady(
                 message=f"Server {self.id!r} is still starting; its console is not ready yet."

@@ -406,12 +406,12 @@ class DockerRuntime(Runtime):
         if sock is None or not self._run_open:
             raise ConnectionError(f"the console of container {self.container_name!r} is not attached")
         async with self._write_lock:
-            try:
-                await asyncio.wait_for(asyncio.to_thread(sock.sendall, data), WRITE_TIMEOUT)
+            try:  # asyncio.timeout: wait_for can swallow a cancellation on 3.11
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await asyncio.to_thread(sock.sendall, data)
             except TimeoutError:
-                raise ConnectionError(
-                    f"writing to container {self.container_name!r} blocked for {WRITE_TIMEOUT:g} s"
-                ) from None
+                blocked = f"writing to container {self.container_name!r} blocked for {WRITE_TIMEOUT:g} s"
+                raise ConnectionError(blocked) from None
 
     # -- the events stream -------------------------------------------------------------
 

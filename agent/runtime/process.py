@@ -231,8 +231,9 @@ class ProcessRuntime(Runtime):
         if proc is None or proc.stdin is None or proc.returncode is not None:
             raise ConnectionError("the process is not running")
         proc.stdin.write(data)
-        try:
-            await asyncio.wait_for(proc.stdin.drain(), WRITE_TIMEOUT)
+        try:  # asyncio.timeout, not wait_for, which on 3.11 can swallow a cancellation
+            async with asyncio.timeout(WRITE_TIMEOUT):  # that lands as the drain ends
+                await proc.stdin.drain()
         except TimeoutError:
             raise ConnectionError(f"writing to the console blocked for {WRITE_TIMEOUT:g} s") from None
 
