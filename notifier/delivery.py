@@ -290,7 +290,9 @@ class Sender:
                 status = response.status
                 if 200 <= status < 300:
                     return _Outcome(True, False, f"HTTP {status}")
-                text = (await response.text(errors="replace"))[:REASON_BODY]
+                # the start of the body only: a receiver's error page may be any size
+                head = await response.content.read(REASON_BODY * 4)
+                text = head.decode("utf-8", "replace")[:REASON_BODY]
                 retry_after = _seconds(response.headers.get("Retry-After"))
                 reason = f"HTTP {status}" + (f": {text.strip()}" if text.strip() else "")
                 return _Outcome(False, status in RETRYABLE_STATUS, reason, retry_after)

@@ -43,6 +43,8 @@ class Receiver:
     fail_first: dict[str, int] = field(default_factory=dict)
     fail_status: int = 503
     status: dict[str, int] = field(default_factory=dict)
+    #: The body of the answer, per path (default: none).
+    body: dict[str, bytes] = field(default_factory=dict)
     delay: dict[str, float] = field(default_factory=dict)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -75,7 +77,8 @@ class Receiver:
         if self.fail_first.get(path, 0) > 0:
             self.fail_first[path] -= 1
             return web.Response(status=self.fail_status, text="try again")
-        return web.Response(status=self.status.get(path, 204))
+        status = self.status.get(path, 204)
+        return web.Response(status=status, body=self.body.get(path) if status != 204 else None)
 
     async def wait_for(self, path: str, count: int, *, timeout: float = WAIT) -> list[Post]:
         """The POSTs to ``path`` once there are at least ``count``."""

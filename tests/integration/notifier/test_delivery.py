@@ -143,6 +143,21 @@ async def test_a_refusal_is_dead_lettered_at_once(bus_factory, notifiers, receiv
     assert len(receiver.posts["dead"]) == 1
 
 
+async def test_a_huge_error_page_gives_a_short_reason(bus_factory, notifiers, receiver: Receiver, topology: Topology):
+    """A refusal with a 32 MB body: the dead letter's reason is the status and the start
+    of the body (the notifier reads only that start: ``Sender._post``)."""
+    bus = await bus_factory()
+    receiver.status["dead"] = 400
+    receiver.body["dead"] = b"bad request: " + b"x" * (32 * 1024 * 1024)
+    await notifiers(bus, [hook(receiver, "dead", max_attempts=1)])
+    await bus.publish(state("eu-1", "ready"))
+    dead = await (await bus.work_queue(topology.notify_dead, maxsize=10_000)).consume(prefetch=1)
+    async with asyncio.timeout(WAIT):
+        letter = decode_dead((await dead.get()).body)
+    await dead.close()
+    assert letter.reason.startswith("HTTP 400: bad request: xxx") and len(letter.reason) < 256
+
+
 async def test_a_slow_endpoint_does_not_delay_another(bus_factory, notifiers, receiver: Receiver):
     """While one endpoint takes seconds per POST, another gets every notice at once."""
     bus = await bus_factory()
