@@ -27,8 +27,8 @@ from resofleet.contracts import ContainerOutputBatch, OutputHistory, OutputLine
 from resofleet.contracts.client import MAX_OUTPUT_BYTES
 
 __all__ = [
-    "BATCH_DELAY", "BATCH_LINES", "LINE_JSON", "OutputLog", "RING_LINES", "UNHEARD_BATCH_DELAY",
-    "page_size",
+    "BATCH_DELAY", "BATCH_LINES", "HELD_CHARS", "LINE_CHARS", "LINE_JSON", "OutputLog", "RING_LINES",
+    "UNHEARD_BATCH_DELAY", "cut_line", "page_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 #: Lines of history kept per server for ``get_output``: a long session's worth of
 #: console (minutes of chatter), a few MB at most.
 RING_LINES: Final = 10_000
+#: Characters of one line that are kept and streamed; the rest is cut and the line says
+#: how much (a console prints lines of tens of characters; a line of megabytes is a fault,
+#: and would otherwise be held in the ring and the backlog thousands of times over).
+LINE_CHARS: Final = 16 * 1024
+#: Characters the ring holds at most, and the publish backlog too: the oldest lines go
+#: first when either the line count or this is reached. 8 Mi characters, so a server's
+#: output costs tens of MB at worst, however long its lines.
+HELD_CHARS: Final = 8 * 1024 * 1024
 #: Seconds a line may wait for others before its batch goes out: short enough to feel
 #: live, long enough to gather the bursts a console prints. 25 ms: the gateway gathers
 #: steady output into rounds anyway (10 ms and up), so a shorter delay only adds bus
@@ -69,6 +77,13 @@ def page_size(lines: list[OutputLine], max_bytes: int = MAX_OUTPUT_BYTES) -> int
     return len(lines)
 
 
+def cut_line(line: str, limit: int = LINE_CHARS) -> str:
+    """``line``, or its first ``limit`` characters and a note of how many were cut."""
+    if len(line) <= limit:
+        return line
+    return f"{line[:limit]} [{len(line) - limit} characters cut]"
+
+
 class OutputLog:
     """The output of one server (see the module docstring)."""
 
@@ -82,8 +97,11 @@ class OutputLog:
         self.server = server
         self.epoch = secrets.token_hex(6)
         self.seq = 0
-        self._ring: collections.deque[OutputLine] = collections.deque(maxlen=ring)
+        self._ring_lines = ring
+        self._ring: collections.deque[OutputLine] = collections.deque()
+        self._ring_chars = 0
         self._unsent: collections.deque[OutputLine] = collections.deque()
+        self._unsent_chars = 0
         self._publish = publish
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -95,13 +113,21 @@ class OutputLog:
 
     def add(self, line: str) -> None:
         self.seq += 1
+        line = cut_line(line)
+        size = len(line)
         item = OutputLine(seq=self.seq, output=line)
-        self._ring.append(item)
-        if len(self._unsent) >= PUBLISH_BACKLOG:
-            self._unsent.popleft()
+        ring = self._ring
+        ring.append(item)
+        self._ring_chars += size
+        while len(ring) > self._ring_lines or (self._ring_chars > HELD_CHARS and len(ring) > 1):
+            self._ring_chars -= len(ring.popleft().output)
+        unsent = self._unsent
+        while unsent and (len(unsent) >= PUBLISH_BACKLOG or self._unsent_chars + size > HELD_CHARS):
+            self._unsent_chars -= len(unsent.popleft().output)
             self._skipped += 1
             self.dropped += 1
-        self._unsent.append(item)
+        unsent.append(item)
+        self._unsent_chars += size
         self._wake.set()
 
     def start(self) -> None:
@@ -131,13 +157,15 @@ class OutputLog:
     async def _flush_now(self) -> None:
         if self._skipped:
             log.warning(
-                "server=%s: %d output lines not published (the bus fell %d lines behind); "
-                "they stay available to get_output", self.server, self._skipped, PUBLISH_BACKLOG,
+                "server=%s: %d output lines not published (the bus fell %d lines or %d "
+                "characters behind); the ring keeps the latest for get_output",
+                self.server, self._skipped, PUBLISH_BACKLOG, HELD_CHARS,
             )
             self._skipped = 0
         while self._unsent:
             n = min(BATCH_LINES, len(self._unsent))
             lines = [self._unsent.popleft() for _ in range(n)]
+            self._unsent_chars -= sum(len(line.output) for line in lines)
             try:
                 taken = await self._publish(
                     ContainerOutputBatch(server=self.server, epoch=self.epoch, lines=lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resofleet.agent.output import OutputLog
+from resofleet.agent.output import HELD_CHARS, LINE_CHARS, OutputLog
 
 
 async def _never(batch) -> None:  # type: ignore[no-untyped-def]
@@ -51,3 +51,30 @@ def test_since_older_than_the_ring_is_incomplete():
     output = log_of(150)
     history = output.history(10, output.epoch, None)
     assert history.lines[0].seq == 51 and not history.complete and not history.reset
+
+
+def test_a_huge_line_is_cut_and_says_how_much():
+    """A console line of megabytes is kept and streamed as its first LINE_CHARS characters
+    and a note of what was cut; an ordinary line is untouched."""
+    output = OutputLog("s", _never, ring=10)
+    output.add("x" * (LINE_CHARS + 5000))
+    output.add("worlds")
+    first, second = output.history(None, None, None).lines
+    assert first.output == "x" * LINE_CHARS + " [5000 characters cut]"
+    assert second.output == "worlds"
+
+
+def test_history_and_backlog_are_bounded_in_characters_too():
+    """Long lines push the oldest out of the ring and the publish backlog before the line
+    count does: neither holds more than HELD_CHARS characters (plus one line), and the
+    lines not published are counted."""
+    output = OutputLog("s", _never, ring=100_000)
+    for n in range(3 * HELD_CHARS // LINE_CHARS):
+        output.add(f"{n:08d}" + "y" * (LINE_CHARS - 8))
+    held = output.history(0, output.epoch, None)
+    kept = sum(len(line.output) for line in output._ring)
+    assert HELD_CHARS - LINE_CHARS < kept <= HELD_CHARS
+    assert not held.complete and held.lines[0].seq > 1  # the oldest fell out ...
+    assert output._ring[-1].seq == output.seq  # ... the newest is kept
+    assert output._unsent_chars <= HELD_CHARS and output.dropped > 0
+    assert len(output._unsent) + output.dropped == output.seq
