@@ -59,12 +59,11 @@ __all__ = ["DockerRuntime", "STOP_GRACE"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a stopping container gets after SIGTERM before SIGKILL (Docker's default).
-#: The real headless saves its worlds on shutdown.
+#: Seconds after SIGTERM before SIGKILL (Docker's default; the headless saves worlds then).
 STOP_GRACE: Final = 10
 #: Bytes read from the attach socket at a time.
 READ_CHUNK: Final = 65536
-#: Seconds a write to the console may block (the engine buffers; a stuck one is broken).
+#: Seconds a console write may block; then its connection is dropped and made again.
 WRITE_TIMEOUT: Final = 10.0
 #: Seconds close() waits for each reader thread to end.
 JOIN_TIMEOUT: Final = 5.0
@@ -410,6 +409,8 @@ class DockerRuntime(Runtime):
                 async with asyncio.timeout(WRITE_TIMEOUT):
                     await asyncio.to_thread(sock.sendall, data)
             except TimeoutError:
+                with contextlib.suppress(OSError):  # ends the send under way; the reader sees
+                    sock.shutdown(socket.SHUT_RDWR)  # the end and the console is attached again
                 blocked = f"writing to container {self.container_name!r} blocked for {WRITE_TIMEOUT:g} s"
                 raise ConnectionError(blocked) from None
 
@@ -538,8 +539,7 @@ class DockerRuntime(Runtime):
                     self._restart_token = None
                     self.tracker.reset()  # started from outside: a fresh start
                 if self._run_open and state.get("StartedAt") == self._run_started_at:
-                    log.warning("server=%s: the attach stream ended while the container runs; "
-                                "attaching again", self.server)
+                    log.warning("server=%s: attach stream ended while running; attaching again", self.server)
                     self._close_run("the console connection was lost")
                 try:
                     await self._attach_running(state)

@@ -23,6 +23,7 @@ import pytest
 
 from resofleet.agent.console import ConsoleDriver
 from resofleet.agent.errors import RuntimeActionFailed
+from resofleet.agent.runtime import docker as docker_module
 from resofleet.agent.runtime.docker import DockerRuntime
 
 pytestmark = pytest.mark.docker
@@ -268,6 +269,29 @@ async def test_restart_brings_the_console_back(make_container: Make, harness: Ha
     # by now (a stats sample takes ~1 s) the start event of our own restart has been
     # handled: it must not have announced a third run
     assert runtime.status == "running" and harness.starts == 2 and harness.driver is second
+
+
+async def test_a_blocked_write_drops_the_connection_and_attaches_again(
+    make_container: Make, harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A console write that blocks past the write timeout fails, and its connection is
+    dropped, so no later write can interleave with the send still under way; the runtime
+    attaches again and the console answers on the new connection."""
+    container = make_container()
+    runtime = harness.attach(container.name)
+    await runtime.start()
+    first = await harness.console()
+    harness.started_event.clear()
+    monkeypatch.setattr(docker_module, "WRITE_TIMEOUT", 0)  # every write "blocks"
+    with pytest.raises(ConnectionError, match="blocked"):
+        await runtime.write(b"worlds\n")
+    monkeypatch.undo()
+    async with asyncio.timeout(WAIT_S):
+        await harness.started_event.wait()
+    second = await harness.console()
+    assert second is not first and first.closed
+    _assert_two_worlds(await _worlds(second))
+    assert runtime.status == "running"
 
 
 @pytest.mark.parametrize("tty", [True, False], ids=["tty", "multiplexed"])
