@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Final
@@ -85,6 +86,8 @@ class ProcessRuntime(Runtime):
         self._backing_off = False  # the supervisor sleeps before a restart
         self._started_at: float | None = None
         self._ps_procs: dict[int, psutil.Process] = {}
+        #: One CPU sample at a time (see :meth:`_sample`).
+        self._sampling = threading.Lock()
         self._spawned = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -275,8 +278,15 @@ class ProcessRuntime(Runtime):
         """CPU percent (100 = one core, as docker stats) and RSS of the process tree.
 
         Runs in a thread: psutil reads /proc. The first sample of a process measures over
-        :data:`CPU_SAMPLE` seconds; later ones measure since the previous sample.
+        :data:`CPU_SAMPLE` seconds; later ones measure since the previous sample. Samples
+        never overlap: a get_status during a status poll's sample would otherwise measure
+        over the few milliseconds since the poll's call (CPU time comes in 10 ms ticks: 0 %
+        or some large figure) and leave the poll measuring over almost nothing.
         """
+        with self._sampling:
+            return self._sample_tree(pid)
+
+    def _sample_tree(self, pid: int) -> tuple[float, int, int]:
         try:
             root = psutil.Process(pid)
             tree = [root, *root.children(recursive=True)]

@@ -94,6 +94,14 @@ async def test_tail_missing_files_say_where_they_looked(tmp_path: Path):
     assert str(tmp_path / "gateway.jsonl") in err and str(tmp_path / "agent.jsonl") in err
 
 
+def _as_at_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default, as a shell's foreground job has it.
+    A test run started in the background (``make test &``, nohup, some CI runners) ignores
+    SIGINT, the child inherits that, Python then installs no KeyboardInterrupt handler and
+    the Ctrl-C this test sends would be dropped."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_follow_prints_appended_records_across_rotation(tmp_path: Path):
     """--follow prints records appended after it started, including those past a rotation."""
     path = tmp_path / "agent.jsonl"
@@ -101,6 +109,7 @@ async def test_follow_prints_appended_records_across_rotation(tmp_path: Path):
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "resofleet", "audit", "tail", "--file", str(path), "--follow",
         cwd=ROOT, env=env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_as_at_a_terminal,
     )
     try:
         assert process.stdout is not None
