@@ -81,7 +81,7 @@ async def test_container_output_streams_a_commands_echo_and_result(fleet):
     streamed: list[dict] = []
     async with asyncio.timeout(10):
         while not set(result_lines) <= {m["output"] for m in streamed}:
-            message = await client.expect(lambda m: m["type"] == "container_output")
+            message = await client.expect_kept(lambda m: m["type"] == "container_output")
             assert set(message) == {"type", "output", "server", "seq", "epoch"}
             streamed.append(message)
     texts = [m["output"] for m in streamed]
@@ -182,7 +182,7 @@ async def test_missed_lines_are_recovered_with_get_output_since(fleet):
     watcher = await fleet.client(gateway.url)
     await servers_online(watcher, ["alpha"])
     await watcher.request({"type": "command", "command": "worlds"})
-    last = await watcher.expect(lambda m: m["type"] == "container_output" and "Night Market" in m["output"])
+    last = await watcher.expect_kept(lambda m: m["type"] == "container_output" and "Night Market" in m["output"])
     since, epoch = last["seq"], last["epoch"]
 
     # away: another client runs commands the watcher's stream no longer delivers

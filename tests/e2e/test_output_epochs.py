@@ -21,7 +21,7 @@ RESTART_WAIT = 30.0
 async def last_line(client: Client, command: str) -> dict[str, Any]:
     """Run ``command`` and return the container_output line of its echo."""
     await client.request({"type": "command", "command": command})
-    return await client.expect(
+    return await client.expect_kept(
         lambda m: m["type"] == "container_output" and m["output"].endswith(f">{command}")
     )
 

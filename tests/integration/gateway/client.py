@@ -76,6 +76,16 @@ class Client:
                     return message
                 self.skipped.append(message)
 
+    async def expect_kept(self, match: Callable[[Message], bool], timeout: float = WAIT) -> Message:
+        """Like :meth:`expect`, but a matching message set aside earlier (while waiting
+        for a reply, say) counts too: a command's output may be streamed before its
+        reply arrives."""
+        for i, message in enumerate(self.skipped):
+            if match(message):
+                del self.skipped[i]
+                return message
+        return await self.expect(match, timeout)
+
     async def request(self, message: Message, timeout: float = WAIT) -> Message:
         """Send ``message`` with a fresh id (unless it has one) and return its reply."""
         message = dict(message)
