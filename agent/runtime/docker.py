@@ -14,7 +14,11 @@ functions of :mod:`resofleet.agent.runtime.dockerfmt` (frames, stats formulas, t
 
 The docker SDK is blocking. Every call runs in a worker thread (:func:`asyncio.to_thread`);
 the attach socket and the events stream each have a dedicated reader thread that hands
-what it reads to the event loop with ``call_soon_threadsafe``.
+what it reads to the event loop with ``call_soon_threadsafe``. At most ``PENDING_CHUNKS``
+reads of console output wait for the loop: past that the reader stops reading, and the
+headless's writes block as they would on a full pipe. The events subscription, which the
+SDK makes without a timeout, is waited for with one
+(:mod:`~resofleet.agent.runtime.dockerevents`).
 
 Crash recovery: a run's ``die`` event (its exit code; any ``kill`` comes before it) is
 judged by the :class:`~resofleet.agent.runtime.policy.RestartPolicy` (``on-failure`` by
@@ -49,6 +53,7 @@ from resofleet.contracts import Status
 
 from ..errors import RuntimeActionFailed
 from .base import Runtime, RuntimeListener, format_bytes
+from .dockerevents import EventsWatcher
 from .dockerfmt import (
     STDERR, Demultiplexer, cpu_percent, docker_time_ns, exit_code, exit_reason, finished_exit_code,
     memory_usage,
@@ -63,12 +68,14 @@ log = logging.getLogger(__name__)
 STOP_GRACE: Final = 10
 #: Bytes read from the attach socket at a time.
 READ_CHUNK: Final = 65536
+#: Chunks read from the attach socket and not yet taken by the event loop: past this the
+#: reader stops reading, so a loop that falls behind slows the console instead of queueing
+#: its output without bound (as a full pipe blocks a process's writes).
+PENDING_CHUNKS: Final = 64
 #: Seconds a console write may block; then its connection is dropped and made again.
 WRITE_TIMEOUT: Final = 10.0
 #: Seconds close() waits for each reader thread to end.
 JOIN_TIMEOUT: Final = 5.0
-#: Seconds before the events stream is subscribed again after it broke (engine restart).
-EVENTS_RETRY: Final = 1.0
 #: The default engine when neither ``docker_url`` nor ``DOCKER_HOST`` says otherwise.
 DEFAULT_DOCKER_URL: Final = "unix:///var/run/docker.sock"
 #: Docker restart policy names that leave restarting to the agent.
@@ -111,7 +118,6 @@ class DockerRuntime(Runtime):
         self.docker_url = docker_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
         self.tty = False
         self._client: Any = None  # docker.DockerClient for actions, stats and attach
-        self._events_client: Any = None  # its own connection, closed to end the stream
         self._container: Any = None  # docker.models.containers.Container
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()  # one lifecycle step at a time (actions and events)
@@ -124,9 +130,11 @@ class DockerRuntime(Runtime):
         self._sio: Any = None
         self._sock: socket.socket | None = None
         self._reader: threading.Thread | None = None
-        # the events stream
-        self._events: Any = None
-        self._events_thread: threading.Thread | None = None
+        self._events = EventsWatcher(
+            server, container, new_client=self._new_client, post=self._post,
+            fail=lambda exc: self._fail("watch the events of", exc),
+            on_event=self._on_event, on_gap=lambda: self._spawn(self._reconcile(None)),
+        )
         # the current run
         self._run_open = False
         self._run_started_at: str | None = None
@@ -244,21 +252,16 @@ class DockerRuntime(Runtime):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._detach()
-        events, self._events = self._events, None
-        if events is not None:
+        await self._events.close()
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.join, JOIN_TIMEOUT)
+            if self._reader.is_alive():  # pragma: no cover - a daemon thread; it dies with us
+                log.warning("server=%s: thread %s did not end", self.server, self._reader.name)
+        self._reader = None
+        if self._client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(events.close)
-        for thread in (self._reader, self._events_thread):
-            if thread is not None:
-                await asyncio.to_thread(thread.join, JOIN_TIMEOUT)
-                if thread.is_alive():  # pragma: no cover - a daemon thread; it dies with us
-                    log.warning("server=%s: thread %s did not end", self.server, thread.name)
-        self._reader = self._events_thread = None
-        for client in (self._events_client, self._client):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(client.close)
-        self._events_client = self._client = self._container = None
+                await asyncio.to_thread(self._client.close)
+        self._client = self._container = None
         self._run_open = False
 
     async def _start_stopped(self) -> None:
@@ -362,17 +365,15 @@ class DockerRuntime(Runtime):
     def _read(self, sock: socket.socket, sio: Any, gen: int, tty: bool) -> None:
         """Reader thread: the attach stream, demultiplexed unless TTY, to the loop."""
         demux = None if tty else Demultiplexer()
+        slots = threading.Semaphore(PENDING_CHUNKS)  # released by _on_output on the loop
         try:
             while data := sock.recv(READ_CHUNK):
-                if demux is None:
-                    self._post(self._on_output, gen, data)
+                if demux is not None and not (data := self._stdout_of(demux.feed(data))):
                     continue
-                for stream, payload in demux.feed(data):
-                    if stream == STDERR:
-                        log.debug("server=%s stderr: %s", self.server,
-                                  payload.decode("utf-8", "replace").rstrip())
-                    else:
-                        self._post(self._on_output, gen, payload)
+                while not slots.acquire(timeout=JOIN_TIMEOUT / 5):
+                    if gen != self._gen or self._closed_flag.is_set():
+                        return
+                self._post(self._on_output, gen, data, slots)
         except OSError as exc:
             if not self._closed_flag.is_set():
                 log.debug("server=%s: attach stream error: %s", self.server, exc)
@@ -382,6 +383,16 @@ class DockerRuntime(Runtime):
                     closeable.close()
             self._post(self._on_eof, gen)
 
+    def _stdout_of(self, frames: Any) -> bytes:
+        """The stdout payloads of one read, joined (the driver splits lines); stderr logged."""
+        out = []
+        for stream, payload in frames:
+            if stream == STDERR:
+                log.debug("server=%s stderr: %s", self.server, payload.decode("utf-8", "replace").rstrip())
+            else:
+                out.append(payload)
+        return b"".join(out)
+
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -389,7 +400,8 @@ class DockerRuntime(Runtime):
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(fn, *args)
 
-    def _on_output(self, gen: int, data: bytes) -> None:
+    def _on_output(self, gen: int, data: bytes, slots: threading.Semaphore) -> None:
+        slots.release()
         if gen == self._gen and not self._closing:
             self.listener.output(data)
 
@@ -417,42 +429,9 @@ class DockerRuntime(Runtime):
     # -- the events stream -------------------------------------------------------------
 
     async def _ensure_events(self) -> None:
-        """Subscribe (in a thread, so it is live before we act) and start the reader."""
-        if self._events_thread is not None and self._events_thread.is_alive():
-            return
-        if self._events_client is None:
-            self._events_client = await asyncio.to_thread(self._new_client)
-        self._events = await self._call("watch", self._subscribe)
-        self._events_thread = threading.Thread(
-            target=self._watch, name=f"docker-events:{self.server}", daemon=True
-        )
-        self._events_thread.start()
-
-    def _subscribe(self) -> Any:
-        return self._events_client.events(
-            decode=True, filters={"container": self.container_name, "type": "container"}
-        )
-
-    def _watch(self) -> None:
-        """Events thread: each event to the loop; subscribes again if the stream breaks."""
-        while not self._closed_flag.is_set():
-            stream = self._events
-            try:
-                if stream is None:
-                    stream = self._events = self._subscribe()
-                    if self._closed_flag.is_set():
-                        stream.close()
-                        return
-                    self._post(lambda: self._spawn(self._reconcile(None)))  # missed events
-                for event in stream:
-                    self._post(self._on_event, event)
-            except Exception as exc:
-                if not self._closed_flag.is_set():
-                    log.warning("server=%s: Docker events stream failed: %s", self.server, exc)
-            if self._closed_flag.is_set():
-                return
-            self._events = None
-            self._closed_flag.wait(EVENTS_RETRY)
+        """The events are read before we act (:mod:`~resofleet.agent.runtime.dockerevents`)."""
+        self._loop = asyncio.get_running_loop()
+        await self._events.ensure()
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if self._closing:

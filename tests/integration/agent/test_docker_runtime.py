@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +25,7 @@ import pytest
 from resofleet.agent.console import ConsoleDriver
 from resofleet.agent.errors import RuntimeActionFailed
 from resofleet.agent.runtime import docker as docker_module
+from resofleet.agent.runtime import dockerevents
 from resofleet.agent.runtime.docker import DockerRuntime
 
 pytestmark = pytest.mark.docker
@@ -359,6 +361,100 @@ async def test_unknown_container_is_a_clear_error(docker_client: Any, harness: H
         await runtime.start()
     with pytest.raises(RuntimeActionFailed, match="no container named"):
         await runtime.stats()
+
+
+class EngineProxy:
+    """A unix socket in front of the real engine that passes everything through, except
+    that while ``hold_events`` it takes ``GET .../events`` requests and never answers them
+    (an engine that accepts the connection and hangs). ``release()`` stops holding and
+    drops the held connections, as an engine coming back would."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="rf-engine-")  # a unix socket path stays short
+        self.path = os.path.join(self.dir, "engine.sock")
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        assert host.startswith("unix://"), f"the proxy needs a unix socket engine, not {host}"
+        self.target = host.removeprefix("unix://")
+        self.hold_events = True
+        self.held: list[asyncio.StreamWriter] = []
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> EngineProxy:
+        self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def release(self) -> None:
+        self.hold_events = False
+        for writer in self.held:
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        self._writers.append(up_writer)
+
+        async def down() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        task = asyncio.ensure_future(down())
+        try:
+            while data := await reader.read(65536):
+                request_line = data.split(b"\r\n", 1)[0]
+                if self.hold_events and request_line.startswith(b"GET ") and b"/events" in request_line:
+                    self.held.append(writer)
+                    task.cancel()  # before the upstream end, which would close ours
+                    up_writer.transport.abort()
+                    while await reader.read(65536):  # taken, never answered: the client
+                        pass  # waits until release() drops it
+                    return
+                up_writer.write(data)
+                await up_writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            if writer not in self.held:
+                task.cancel()
+                up_writer.transport.abort()
+                writer.transport.abort()
+
+
+async def test_an_engine_that_never_answers_the_events_subscription(
+    make_container: Make, harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK subscribes to events without a timeout. An engine that takes the request and
+    never answers fails a start within the subscription timeout, with a clear error, having
+    started nothing and holding no lock (a second start fails the same way, and no second
+    subscription is made); once the engine answers, the same runtime starts the headless."""
+    monkeypatch.setattr(dockerevents, "SUBSCRIBE_TIMEOUT", 1.0)
+    container = make_container()
+    async with EngineProxy() as proxy:
+        runtime = harness.attach(container.name, docker_url=f"unix://{proxy.path}")
+        for _ in range(2):
+            async with asyncio.timeout(WAIT_S):
+                with pytest.raises(RuntimeActionFailed, match="did not answer the events subscription"):
+                    await runtime.start()
+        assert len(proxy.held) == 1  # one subscription, left waiting by the one events thread
+        await asyncio.to_thread(container.reload)
+        assert container.status == "created" and harness.starts == 0
+
+        proxy.release()  # the engine answers again: the events thread subscribes anew
+        monkeypatch.setattr(dockerevents, "SUBSCRIBE_TIMEOUT", WAIT_S)  # after EVENTS_RETRY
+        async with asyncio.timeout(WAIT_S):
+            await runtime.start()
+        _assert_two_worlds(await _worlds(await harness.console()))
+        assert harness.starts == 1 and runtime.status == "running"
+        await runtime.close()
 
 
 class _Forward:
