@@ -5,7 +5,8 @@
   writes, the timers).
 - :mod:`.parsers`: console text -> contract structs, pure functions.
 - :mod:`.runtime`: what runs a headless (a child process, a Docker container);
-  :mod:`.runtime.dockerfmt` holds the Docker formats, pure.
+  :mod:`.runtime.dockerfmt` holds the Docker formats, pure; :mod:`.runtime.dockerevents`
+  reads a container's engine events in a thread, its subscription waited for with a deadline.
 - :mod:`.output`: numbered output lines, the ring buffer, batches for the bus.
 - :mod:`.server`: one managed headless answering its bus requests.
 - :mod:`.service`: :class:`Agent`, every server of a host on the bus, with presence.
