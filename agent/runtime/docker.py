@@ -524,6 +524,8 @@ class DockerRuntime(Runtime):
                     await self._attach_running(state)
                 except RuntimeActionFailed as exc:
                     log.warning("server=%s: %s", self.server, exc)
+            else:  # the same run: only a pause or unpause can have been missed
+                self._set_status("paused" if state.get("Paused") else state.get("Status", "running"))
 
     def _spawn(self, coro: Any) -> None:
         if self._closing:

@@ -377,6 +377,8 @@ class EngineProxy:
         self.target = host.removeprefix("unix://")
         self.hold_events = True
         self.held: list[asyncio.StreamWriter] = []
+        self.events: list[asyncio.StreamWriter] = []  # connections that carried /events
+        self.subscribed = asyncio.Event()  # set at every /events request passed through
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.AbstractServer | None = None
 
@@ -390,6 +392,13 @@ class EngineProxy:
         for writer in self._writers:
             writer.transport.abort()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def drop_events(self) -> None:
+        """Break every events stream passed through so far (as an engine restart would)."""
+        for writer in self.events:
+            writer.transport.abort()
+        self.events.clear()
+        self.subscribed.clear()
 
     def release(self) -> None:
         self.hold_events = False
@@ -418,6 +427,9 @@ class EngineProxy:
                     while await reader.read(65536):  # taken, never answered: the client
                         pass  # waits until release() drops it
                     return
+                if request_line.startswith(b"GET ") and b"/events" in request_line:
+                    self.events.append(writer)
+                    self.subscribed.set()
                 up_writer.write(data)
                 await up_writer.drain()
         except ConnectionError:
@@ -454,6 +466,41 @@ async def test_an_engine_that_never_answers_the_events_subscription(
             await runtime.start()
         _assert_two_worlds(await _worlds(await harness.console()))
         assert harness.starts == 1 and runtime.status == "running"
+        await runtime.close()
+
+
+async def test_what_happened_while_the_events_stream_was_down_is_caught_up(
+    make_container: Make, harness: Harness, docker_client: Any
+) -> None:
+    """The events stream breaks (an engine restart) and its new subscription is held up
+    while the container is paused from outside: the pause event reaches no one, and once
+    the stream is back the runtime looks at the container and reports it paused."""
+    container = make_container()
+    async with EngineProxy() as proxy:
+        proxy.hold_events = False
+        runtime = harness.attach(container.name, docker_url=f"unix://{proxy.path}")
+        await runtime.start()
+        await harness.console()
+        assert proxy.subscribed.is_set()
+        proxy.hold_events = True
+        proxy.drop_events()
+        async with asyncio.timeout(WAIT_S):  # the events thread tries again, and is held
+            while not proxy.held:
+                await asyncio.sleep(0.05)
+        engine_side = await asyncio.to_thread(docker_client.containers.get, container.name)
+        await asyncio.to_thread(engine_side.pause)
+        try:
+            assert runtime.status == "running"  # nobody told it
+            proxy.release()
+            async with asyncio.timeout(WAIT_S):
+                while runtime.status != "paused":
+                    await asyncio.sleep(0.05)
+            assert harness.states[-1] == "paused" and harness.exits == []
+        finally:
+            await asyncio.to_thread(engine_side.unpause)
+        async with asyncio.timeout(WAIT_S):  # and the live stream reports the unpause
+            while runtime.status != "running":
+                await asyncio.sleep(0.05)
         await runtime.close()
 
 
