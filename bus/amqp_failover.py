@@ -9,6 +9,15 @@ or an attempt to connect fails, the next attempt goes to the next URL of the lis
 the list. A node that died is therefore tried again only after every other one was, and a
 process whose node died reconnects to another at once, not after a reconnection interval.
 
+Having moved to another node, it waits :data:`RESTORE_SETTLE` before restoring its
+queues there. The cluster deletes the lost node's queues (``rabbit_amqqueue:on_node_down``)
+a little after it notices the loss: it reads the records to delete first, so a queue
+declared again under the same name in between (aio-pika restores every queue under its
+old name) is deleted with them, and the process is left connected with a request queue or
+a subscription that no longer exists, for good (seen here: a gateway's bind refused with
+``not_found`` 40 ms after the cleanup; the race is rabbitmq-server PR #10244's). A second
+is many times what the cleanup took here (40-70 ms).
+
 aio-pika's :func:`~aio_pika.connect_robust` takes one URL, and its reconnection loop is
 private; what it does expose is that every attempt connects to ``self.url`` and that every
 drop and every failed attempt passes through ``_on_connection_close``. Moving ``self.url``
@@ -32,7 +41,7 @@ import logging
 import re
 import contextlib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import aiormq
@@ -42,9 +51,12 @@ from yarl import URL
 
 from .errors import BusUnavailable
 
-__all__ = ["FailoverConnection", "broker_urls", "connect", "redact"]
+__all__ = ["RESTORE_SETTLE", "FailoverConnection", "broker_urls", "connect", "redact"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a reconnection to another node waits before restoring queues there (docstring).
+RESTORE_SETTLE: Final = 1.0
 
 _SEPARATORS = re.compile(r"[\s,]+")
 _SCHEMES = ("amqp://", "amqps://")
@@ -98,13 +110,25 @@ class FailoverConnection(RobustConnection):
         super().__init__(urls[0], loop=loop, **kwargs)
         self.urls: tuple[URL, ...] = tuple(urls)
         self._index = 0
+        self._moved = False  # the next connection is to another node than the last
 
     def _next_url(self) -> None:
         if len(self.urls) < 2:
             return
         self._index = (self._index + 1) % len(self.urls)
         self.url = self.urls[self._index]
+        self._moved = True
         log.info("bus: the next connection attempt goes to %s", redact(self.url))
+
+    async def _on_connected(self) -> None:
+        # aio-pika's own restores the channels, queues and consumers: on another node, let
+        # the cluster finish deleting the lost node's queues first (module docstring)
+        if self._moved and self.connection_attempt:
+            self._moved = False
+            log.info("bus: connected to %s; restoring in %g s, once the cluster has let go of "
+                     "the lost node's queues", redact(self.url), RESTORE_SETTLE)
+            await asyncio.sleep(RESTORE_SETTLE)
+        await super()._on_connected()
 
     async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
         # before aio-pika's own handler, which wakes the reconnection loop

@@ -32,8 +32,8 @@ COMMAND_TIMEOUT = 5.0
 #: Commands each client gets answered before the node is killed, and after.
 BEFORE, AFTER = 3, 3
 #: Seconds within which every client is served again once the node is gone: both
-#: processes reconnect to the next node at once (a round trip), the agent then declares
-#: its server's queue there; the registry waits out its own link; this leaves room for a
+#: processes reconnect to the next node at once (a round trip) and restore their queues
+#: there after RESTORE_SETTLE (1 s), the agent declaring its server's queue; the registry waits out its own link; this leaves room for a
 #: second attempt (RECONNECT_INTERVAL) should the first node tried not have noticed the
 #: loss yet, on two shared cores.
 RECOVER_WITHIN = 10.0
