@@ -38,11 +38,9 @@ The link (:attr:`AmqpBus.connected`, :attr:`AmqpBus.problem`, :meth:`~resofleet.
   one string of URLs separated by commas or spaces (:mod:`resofleet.bus.amqp_failover`).
   :meth:`AmqpBus.start` connects to the first that answers, trying them in order, each
   within :data:`CONNECT_TIMEOUT`; after a drop, and after every failed attempt, the next
-  attempt goes to the next URL, round the list, so a process whose node died is
-  connected to another node within a round trip (one :data:`RECONNECT_INTERVAL` per
-  further node that is down too) and restores its queues there after
-  :data:`~resofleet.bus.amqp_failover.RESTORE_SETTLE` (the cluster's cleanup of the lost
-  node's queues would otherwise delete them again). What comes back is what a reconnection to the same broker restores; on
+  attempt goes to the next URL, round the list, so a process whose node died is on
+  another node within a round trip (one :data:`RECONNECT_INTERVAL` per further node down
+  too), restoring its queues there after :mod:`~resofleet.bus.amqp_failover`'s settle. What comes back is what a reconnection to the same broker restores; on
   another node of a cluster that means: exchanges (durable, cluster-wide) are there
   already; every queue this bus uses is exclusive to its connection and died with it, so
   it is declared anew on the new node (a server is ``server_offline`` from the drop until
