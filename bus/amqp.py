@@ -34,19 +34,19 @@ The link (:attr:`AmqpBus.connected`, :attr:`AmqpBus.problem`, :meth:`~resofleet.
 - aio-pika's robust connection reconnects after a drop and restores channels, queues and
   consumers; every attempt is bounded by :data:`CONNECT_TIMEOUT` (a frozen broker
   accepts TCP connections and never answers).
-- Several brokers (the nodes of a RabbitMQ cluster): ``url`` may be a list of URLs, or
-  one string of URLs separated by commas or spaces (:mod:`resofleet.bus.amqp_failover`).
+- Several brokers (the nodes of a RabbitMQ cluster): ``url`` may be a list of URLs, or one
+  string of URLs separated by commas or spaces (:mod:`resofleet.bus.amqp_failover`).
   :meth:`AmqpBus.start` connects to the first that answers, trying them in order, each
   within :data:`CONNECT_TIMEOUT`; after a drop, and after every failed attempt, the next
-  attempt goes to the next URL, round the list, so a process whose node died is on
-  another node within a round trip (one :data:`RECONNECT_INTERVAL` per further node down
-  too), restoring its queues there after :mod:`~resofleet.bus.amqp_failover`'s settle. What comes back is what a reconnection to the same broker restores; on
-  another node of a cluster that means: exchanges (durable, cluster-wide) are there
-  already; every queue this bus uses is exclusive to its connection and died with it, so
-  it is declared anew on the new node (a server is ``server_offline`` from the drop until
-  its agent is back; events published meanwhile are not delivered to a gateway that was
-  away: its clients catch up with ``get_output``). :attr:`AmqpBus.broker` names the node
-  in use.
+  attempt goes to the next URL, round the list, so a process whose node died is on another
+  node within a round trip (one :data:`RECONNECT_INTERVAL` per further node down too),
+  restoring its queues after :mod:`~resofleet.bus.amqp_failover`'s settle. What comes back
+  is what a reconnection to the same broker restores; on another node of a cluster that
+  means: exchanges (durable, cluster-wide) are there already; every queue this bus uses is
+  exclusive to its connection and died with it, so it is declared anew on the new node (a
+  server is ``server_offline`` from the drop until its agent is back; events published
+  meanwhile are not delivered to a gateway that was away: its clients catch up with
+  ``get_output``). :attr:`AmqpBus.broker` names the node in use.
 - AMQP heartbeats (:data:`HEARTBEAT`) drop a connection whose peer went silent.
 - A liveness probe (a ``basic.qos`` round trip on a channel of its own, every
   :data:`PROBE_INTERVAL` s) marks the link down when the broker has not answered within

@@ -53,7 +53,7 @@ from resofleet.contracts import Status
 
 from ..errors import RuntimeActionFailed
 from .base import Runtime, RuntimeListener, format_bytes
-from .dockerevents import EventsWatcher
+from .dockerevents import JOIN_TIMEOUT, EventsWatcher
 from .dockerfmt import (
     STDERR, Demultiplexer, cpu_percent, docker_time_ns, exit_code, exit_reason, finished_exit_code,
     memory_usage,
@@ -74,8 +74,6 @@ READ_CHUNK: Final = 65536
 PENDING_CHUNKS: Final = 64
 #: Seconds a console write may block; then its connection is dropped and made again.
 WRITE_TIMEOUT: Final = 10.0
-#: Seconds close() waits for each reader thread to end.
-JOIN_TIMEOUT: Final = 5.0
 #: The default engine when neither ``docker_url`` nor ``DOCKER_HOST`` says otherwise.
 DEFAULT_DOCKER_URL: Final = "unix:///var/run/docker.sock"
 #: Docker restart policy names that leave restarting to the agent.

@@ -9,9 +9,9 @@ the loop waits for it with a deadline (:meth:`EventsWatcher.ensure`): past
 go of the lock, while the one thread keeps trying in the background (never more than one
 per runtime). A subscription that the engine refuses, made after the action began to
 wait, fails the action at once with the engine's reason (one that was under way before,
-and is dropped now, is tried again: the engine may be back). A stream that breaks (the engine restarted) is subscribed again every
-``EVENTS_RETRY``; once a new subscription is live, ``on_gap`` runs, for whatever happened
-in between.
+and is dropped now, is tried again: the engine may be back). A stream that breaks (the
+engine restarted) is subscribed again every ``EVENTS_RETRY``; once a new subscription is
+live, ``on_gap`` runs, for whatever happened in between.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from ..errors import RuntimeActionFailed
 
-__all__ = ["EVENTS_RETRY", "SUBSCRIBE_TIMEOUT", "EventsWatcher"]
+__all__ = ["EVENTS_RETRY", "JOIN_TIMEOUT", "SUBSCRIBE_TIMEOUT", "EventsWatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT: Final = 10.0
 #: Seconds before the events stream is subscribed again after it broke (engine restart).
 EVENTS_RETRY: Final = 1.0
-#: Seconds close() waits for the thread to end (a thread stuck on a mute engine is a daemon).
+#: Seconds close() waits for a reader thread to end (one stuck on a mute engine is a daemon).
 JOIN_TIMEOUT: Final = 5.0
 
 
@@ -67,14 +67,9 @@ class EventsWatcher:
         self._closed = threading.Event()
         self._live = threading.Event()  # a subscription is open and being read
         self._thread: threading.Thread | None = None
-        self._client: Any = None
         self._stream: Any = None
         self._attempts = 0  # subscriptions begun (by the thread)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # on the loop only
-
-    @property
-    def live(self) -> bool:
-        return self._live.is_set()
 
     async def ensure(self) -> None:
         """Return once the events are being read; RuntimeActionFailed if the engine refuses
